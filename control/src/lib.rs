@@ -1,0 +1,6 @@
+//! Switchyard control plane: owns the policy and keeps the data plane's tables current.
+//! It never links DPDK; it talks to the data plane only through shared memory.
+#![deny(unsafe_code)]
+
+pub mod maglev;
+pub mod policy;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("switchyard-control: not yet implemented");
+}

@@ -1,0 +1,10 @@
+//! Switchyard data plane: the appliance that owns NIC queues and forwards packets.
+//!
+//! Only [`dpdk`] calls into DPDK and holds `unsafe` code; everything else is safe Rust that
+//! works on byte slices, so the pipeline can be tested and fuzzed without DPDK.
+#![deny(unsafe_code)]
+
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod dpdk;
+pub mod wire;

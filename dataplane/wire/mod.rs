@@ -1,0 +1,1 @@
+//! Zero-copy packet header views (filled in by the wire work).

@@ -1,0 +1,4 @@
+//! The shared-memory contract between `switchyard-control` and `switchyard-dataplane`.
+#![deny(unsafe_code)]
+
+pub mod lpm;
