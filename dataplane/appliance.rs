@@ -1,0 +1,258 @@
+//! Bringing the appliance up and down: EAL, ports, mempools, and the plan of which worker polls
+//! which queue.
+//!
+//! Layout follows DPDK's l3fwd: every worker lcore gets its own TX queue on every port (so TX needs
+//! no lock), and the RX queues of all ports are spread over the workers. With RSS on a multi-queue
+//! port, all packets of one connection land on one queue and so on one worker, whose connection
+//! table is then authoritative for it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::dpdk::{self, Eal, LcoreId, Mempool, Port, PortConfig, PortId, PortInfo, QueueId, BURST_SIZE};
+use crate::settings::{PortRole, Settings};
+
+/// What one worker lcore does: the RX queues it polls and its TX queue index on every port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerPlan {
+    pub index: usize,
+    pub lcore: LcoreId,
+    pub rx: Vec<(PortId, QueueId)>,
+    pub tx_queue: QueueId,
+}
+
+/// The running appliance. Fields drop in declaration order: ports stop and close first, then the
+/// mempools they used are freed, then the EAL is cleaned up (releasing hugepage memory).
+#[derive(Debug)]
+pub struct Appliance {
+    pub ports: Vec<Port>,
+    pub roles: Vec<PortRole>,
+    pub workers: Vec<WorkerPlan>,
+    pools: Vec<Mempool>,
+    eal: Eal,
+}
+
+/// Spreads RX queues over workers: queue `q` of the `p`-th port goes to worker `(p + q) % workers`,
+/// so with one queue per worker each worker gets one queue of every port, and with single-queue
+/// ports the ports themselves are spread.
+pub fn assign_rx_queues(rx_queues: &[(PortId, u16)], workers: usize) -> Vec<Vec<(PortId, QueueId)>> {
+    let mut plan = vec![Vec::new(); workers];
+    if workers == 0 {
+        return plan;
+    }
+    for (p, &(port, queues)) in rx_queues.iter().enumerate() {
+        for q in 0..queues {
+            plan[(p + usize::from(q)) % workers].push((port, QueueId(q)));
+        }
+    }
+    plan
+}
+
+impl Appliance {
+    /// Initialises the EAL with `eal_args` (without argv\[0\]), selects and starts the ports, and
+    /// plans the workers. Nothing is polled yet.
+    pub fn start(settings: &Settings, eal_args: &[String]) -> Result<Self> {
+        let mut argv = vec![String::from("switchyard-dataplane")];
+        argv.extend(eal_args.iter().cloned());
+        let eal = Eal::init(&argv).context("EAL initialisation failed (check the EAL arguments after `--`)")?;
+        tracing::info!("{} initialised", dpdk::version());
+
+        let lcores = eal.worker_lcores();
+        if lcores.is_empty() {
+            bail!(
+                "no worker lcore: give the EAL at least two cores (for example `-l 0-1`); the first \
+                 is the main lcore, every other one runs a worker"
+            );
+        }
+        let workers = lcores.len();
+
+        let probed: Vec<PortInfo> = (0..eal.port_count())
+            .map(|i| PortInfo::get(PortId(i)))
+            .collect::<dpdk::Result<_>>()?;
+        if probed.is_empty() {
+            bail!("the EAL found no Ethernet port: pass devices with `-a <PCI address>` or `--vdev=net_...`");
+        }
+        let selected: Vec<(PortInfo, PortRole)> = if settings.ports.is_empty() {
+            probed.into_iter().map(|p| (p, PortRole::Uplink)).collect()
+        } else {
+            let mut out = Vec::new();
+            for want in &settings.ports {
+                let Some(info) = probed.iter().find(|p| p.name == want.device) else {
+                    let names: Vec<&str> = probed.iter().map(|p| p.name.as_str()).collect();
+                    bail!("port {} from the settings was not probed by the EAL; it has: {}", want.device, names.join(", "));
+                };
+                out.push((info.clone(), want.role));
+            }
+            out
+        };
+
+        // One mempool per NUMA socket that has a port, so buffers are local to the NIC.
+        let mut sockets: Vec<i32> = selected.iter().map(|(p, _)| p.numa_socket()).collect();
+        sockets.sort_unstable();
+        sockets.dedup();
+        let needed = mbufs_needed(settings, &selected, workers);
+        if u64::from(settings.mempool.mbufs) < needed {
+            bail!(
+                "mempool.mbufs is {} but the queues alone hold up to {needed}; raise it (setting \
+                 mempool.mbufs or --mbufs)",
+                settings.mempool.mbufs
+            );
+        }
+        let mut pools = Vec::new();
+        for &s in &sockets {
+            let pool = Mempool::create(
+                &format!("sy_pool_s{s}"),
+                settings.mempool.mbufs,
+                settings.mempool.cache,
+                settings.mempool.data_room,
+                s,
+            )?;
+            pools.push((s, pool));
+        }
+
+        let mut ports = Vec::new();
+        let mut roles = Vec::new();
+        for (info, role) in selected {
+            let pool = &pools.iter().find(|(s, _)| *s == info.numa_socket()).expect("pool per socket").1;
+            let tx_queues = u16::try_from(workers).context("too many workers")?;
+            if info.max_tx_queues < tx_queues {
+                bail!(
+                    "port {} ({}) has {} TX queue(s) but every worker needs its own: run at most {} \
+                     worker(s) or give the device more queues",
+                    info.id.0,
+                    info.name,
+                    info.max_tx_queues,
+                    info.max_tx_queues
+                );
+            }
+            let config = PortConfig {
+                rx_queues: info.max_rx_queues.min(tx_queues).max(1),
+                tx_queues,
+                rx_descriptors: settings.queues.rx_descriptors,
+                tx_descriptors: settings.queues.tx_descriptors,
+                mtu: settings.mtu,
+                promiscuous: true,
+            };
+            let port = Port::start(info, config, pool)?;
+            ports.push(port);
+            roles.push(role);
+        }
+
+        let rx_queues: Vec<(PortId, u16)> = ports.iter().map(|p| (p.id(), p.config().rx_queues)).collect();
+        let assignment = assign_rx_queues(&rx_queues, workers);
+        let workers = lcores
+            .into_iter()
+            .zip(assignment)
+            .enumerate()
+            .map(|(index, (lcore, rx))| WorkerPlan {
+                index,
+                lcore,
+                rx,
+                #[allow(clippy::cast_possible_truncation)] // workers fit u16, checked above
+                tx_queue: QueueId(index as u16),
+            })
+            .collect();
+
+        Ok(Self { ports, roles, workers, pools: pools.into_iter().map(|(_, p)| p).collect(), eal })
+    }
+
+    /// Waits up to `timeout` for every port's link to come up; returns whether they all did.
+    pub fn wait_for_links(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.ports.iter().all(|p| p.link().up) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A human-readable description of ports and workers, one line each.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (port, role) in self.ports.iter().zip(&self.roles) {
+            let i = port.info();
+            let c = port.config();
+            lines.push(format!(
+                "port {} {} ({}) role={} socket={} mac={} rxq={} txq={} rxd={} txd={} fast_free={} link {}",
+                i.id.0,
+                i.name,
+                i.driver,
+                role,
+                i.socket,
+                i.mac_string(),
+                c.rx_queues,
+                c.tx_queues,
+                c.rx_descriptors,
+                c.tx_descriptors,
+                if port.fast_free() { "yes" } else { "no" },
+                port.link(),
+            ));
+        }
+        for w in &self.workers {
+            let rx: Vec<String> = w.rx.iter().map(|(p, q)| format!("{}/{}", p.0, q.0)).collect();
+            lines.push(format!(
+                "worker {} on lcore {} (socket {}): rx [{}] txq {}",
+                w.index,
+                w.lcore.0,
+                w.lcore.socket(),
+                rx.join(" "),
+                w.tx_queue.0
+            ));
+        }
+        for pool in &self.pools {
+            lines.push(format!("mempool {}: {} buffers free", pool.name(), pool.available()));
+        }
+        lines
+    }
+
+    /// The EAL this appliance runs on.
+    pub fn eal(&self) -> &Eal {
+        &self.eal
+    }
+}
+
+/// Buffers the RX/TX rings and worker bursts can hold at once.
+fn mbufs_needed(settings: &Settings, ports: &[(PortInfo, PortRole)], workers: usize) -> u64 {
+    let w = workers as u64;
+    let per_port = u64::from(settings.queues.rx_descriptors) * w + u64::from(settings.queues.tx_descriptors) * w;
+    let per_worker = (BURST_SIZE as u64) * 2 + u64::from(settings.mempool.cache);
+    per_port * ports.len() as u64 + per_worker * w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_queue_per_worker_gives_each_worker_every_port() {
+        let plan = assign_rx_queues(&[(PortId(0), 2), (PortId(1), 2)], 2);
+        assert_eq!(plan[0], vec![(PortId(0), QueueId(0)), (PortId(1), QueueId(1))]);
+        assert_eq!(plan[1], vec![(PortId(0), QueueId(1)), (PortId(1), QueueId(0))]);
+    }
+
+    #[test]
+    fn single_queue_ports_are_spread() {
+        let plan = assign_rx_queues(&[(PortId(0), 1), (PortId(1), 1), (PortId(2), 1)], 2);
+        assert_eq!(plan[0], vec![(PortId(0), QueueId(0)), (PortId(2), QueueId(0))]);
+        assert_eq!(plan[1], vec![(PortId(1), QueueId(0))]);
+    }
+
+    #[test]
+    fn every_queue_is_polled_exactly_once() {
+        let ports: Vec<(PortId, u16)> = (0..5).map(|p| (PortId(p), p + 1)).collect();
+        for workers in 1..6 {
+            let plan = assign_rx_queues(&ports, workers);
+            let mut all: Vec<_> = plan.concat();
+            all.sort();
+            let total: u16 = ports.iter().map(|p| p.1).sum();
+            assert_eq!(all.len(), usize::from(total));
+            all.dedup();
+            assert_eq!(all.len(), usize::from(total));
+        }
+    }
+}

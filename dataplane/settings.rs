@@ -1,0 +1,249 @@
+//! The appliance's own settings: which ports, in which role, and how big its queues and pools are.
+//!
+//! They come from a YAML file (`--config`, documented in `docs/APPLIANCE.md`), then command-line
+//! flags override single values. Everything is validated before the EAL starts touching devices,
+//! with errors that name the file, line and column or the flag.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// What a port is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PortRole {
+    /// Client-facing: VIP traffic arrives here; in a one-armed deployment encapsulated traffic
+    /// to backends leaves here too.
+    #[default]
+    Uplink,
+    /// Backend-facing: encapsulated traffic to backends leaves here (two-armed deployments).
+    Backend,
+    /// The exception path to the host kernel (a tap or virtio-user port): traffic for the host
+    /// itself, such as SSH or BGP, goes here instead of being dropped.
+    Kernel,
+}
+
+impl fmt::Display for PortRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Uplink => "uplink",
+            Self::Backend => "backend",
+            Self::Kernel => "kernel",
+        })
+    }
+}
+
+/// One port the appliance uses, named by its DPDK device name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSetting {
+    /// A vdev name (`net_pcap0`, `net_tap0`) or a PCI address (`0000:3b:00.0`), as the EAL names it.
+    pub device: String,
+    #[serde(default)]
+    pub role: PortRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self { rx_descriptors: 1024, tx_descriptors: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolSettings {
+    /// Buffers per NUMA socket in use. `net_pcap` with `infinite_rx=1` preloads the whole capture
+    /// into buffers of this pool, so it needs at least one per captured packet on top of the queues.
+    pub mbufs: u32,
+    /// Per-lcore cache.
+    pub cache: u32,
+    /// Bytes per buffer including the 128-byte headroom (2176 holds a 2048-byte frame).
+    pub data_room: u16,
+}
+
+impl Default for MempoolSettings {
+    fn default() -> Self {
+        Self { mbufs: 32_767, cache: 256, data_room: 2176 }
+    }
+}
+
+/// All of the appliance's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Ports in use, in order. Empty: every port the EAL probed, all `uplink`, in port-id order.
+    pub ports: Vec<PortSetting>,
+    pub queues: QueueSettings,
+    pub mempool: MempoolSettings,
+    /// How many more times a worker retries a TX burst the queue did not take, before it drops
+    /// and counts the rest.
+    pub tx_retries: u32,
+    /// Layer-3 MTU for every port; unset keeps the device default.
+    pub mtu: Option<u16>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ports: Vec::new(),
+            queues: QueueSettings::default(),
+            mempool: MempoolSettings::default(),
+            tx_retries: 8,
+            mtu: None,
+        }
+    }
+}
+
+/// A settings error, ready to show an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError(pub String);
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// Parser budgets: an appliance settings file is tiny, so anything large is an error or an attack.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 16,
+            max_nodes: 10_000,
+            max_aliases: 0,
+            max_anchors: 0,
+        },
+    }
+}
+
+impl Settings {
+    /// Reads and validates a settings file.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates settings text; `label` names the source in errors.
+    pub fn parse(text: &str, label: &str) -> Result<Self, SettingsError> {
+        let settings: Self = serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| SettingsError(format_yaml_error(label, &e)))?;
+        settings.validate().map_err(|e| SettingsError(format!("{label}: {e}")))?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let q = &self.queues;
+        for (name, v) in [("queues.rx_descriptors", q.rx_descriptors), ("queues.tx_descriptors", q.tx_descriptors)] {
+            if !(64..=16_384).contains(&v) {
+                return Err(SettingsError(format!("{name} is {v}; expected 64 to 16384")));
+            }
+        }
+        let m = &self.mempool;
+        if m.mbufs < 1024 {
+            return Err(SettingsError(format!("mempool.mbufs is {}; expected at least 1024", m.mbufs)));
+        }
+        if m.cache > 512 {
+            return Err(SettingsError(format!(
+                "mempool.cache is {}; DPDK allows at most 512 per lcore",
+                m.cache
+            )));
+        }
+        if m.data_room < 256 + 128 {
+            return Err(SettingsError(format!(
+                "mempool.data_room is {}; expected at least 384 (128 bytes of headroom + a 256-byte frame)",
+                m.data_room
+            )));
+        }
+        if let Some(mtu) = self.mtu {
+            if !(68..=9600).contains(&mtu) {
+                return Err(SettingsError(format!("mtu is {mtu}; expected 68 to 9600")));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.device.is_empty() {
+                return Err(SettingsError(format!("ports[{i}].device is empty")));
+            }
+            if !seen.insert(p.device.as_str()) {
+                return Err(SettingsError(format!("ports[{i}]: device {} is listed twice", p.device)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn format_yaml_error(label: &str, e: &serde_saphyr::Error) -> String {
+    // serde-saphyr renders "message at line L, column C" with a source snippet; keep the
+    // operator-facing FILE:LINE:COL: form used across Switchyard.
+    match e.location() {
+        Some(loc) => format!("{label}:{}:{}: {}", loc.line(), loc.column(), first_line(e)),
+        None => format!("{label}: {}", first_line(e)),
+    }
+}
+
+fn first_line(e: &serde_saphyr::Error) -> String {
+    let s = e.to_string();
+    s.lines().next().unwrap_or("invalid YAML").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let s = Settings::parse(
+            "ports:\n  - { device: net_tap0, role: uplink }\n  - { device: net_tap1, role: kernel }\n\
+             queues: { rx_descriptors: 512, tx_descriptors: 2048 }\nmempool: { mbufs: 8191 }\n\
+             tx_retries: 2\nmtu: 9000\n",
+            "a.yaml",
+        )
+        .unwrap();
+        assert_eq!(s.ports.len(), 2);
+        assert_eq!(s.ports[1].role, PortRole::Kernel);
+        assert_eq!(s.queues.rx_descriptors, 512);
+        assert_eq!(s.mempool.mbufs, 8191);
+        assert_eq!(s.mempool.cache, 256);
+        assert_eq!(s.mtu, Some(9000));
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_column() {
+        let e = Settings::parse("queues:\n  rx_descriptor: 512\n", "s.yaml").unwrap_err();
+        assert!(e.0.starts_with("s.yaml:2:3: "), "{e}");
+        assert!(e.0.contains("rx_descriptor"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Settings::parse("queues: { rx_descriptors: 8 }\n", "s.yaml").unwrap_err();
+        assert_eq!(e.0, "s.yaml: queues.rx_descriptors is 8; expected 64 to 16384");
+        let e = Settings::parse("ports: [{device: a}, {device: a}]\n", "s.yaml").unwrap_err();
+        assert_eq!(e.0, "s.yaml: ports[1]: device a is listed twice");
+        let e = Settings::parse("ports: [{device: a, role: spine}]\n", "s.yaml").unwrap_err();
+        assert!(e.0.starts_with("s.yaml:1:"), "{e}");
+    }
+
+    #[test]
+    fn aliases_are_refused() {
+        let e = Settings::parse("a: &x 1\nb: *x\n", "s.yaml").unwrap_err();
+        assert!(e.0.starts_with("s.yaml"), "{e}");
+    }
+}
