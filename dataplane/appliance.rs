@@ -55,6 +55,12 @@ impl Appliance {
     pub fn start(settings: &Settings, eal_args: &[String]) -> Result<Self> {
         let mut argv = vec![String::from("switchyard-dataplane")];
         argv.extend(eal_args.iter().cloned());
+        // Unlink hugepage files as soon as they are mapped: nothing is left in hugetlbfs after an
+        // exit, clean or not. The control plane never attaches as a DPDK secondary process, so
+        // nothing needs to find them.
+        if !eal_args.iter().any(|a| a == "--in-memory" || a == "--no-huge" || a.starts_with("--huge-unlink")) {
+            argv.push(String::from("--huge-unlink"));
+        }
         let eal = Eal::init(&argv).context("EAL initialisation failed (check the EAL arguments after `--`)")?;
         tracing::info!("{} initialised", dpdk::version());
 
@@ -70,6 +76,17 @@ impl Appliance {
         let probed: Vec<PortInfo> = (0..eal.port_count())
             .map(|i| PortInfo::get(PortId(i)))
             .collect::<dpdk::Result<_>>()?;
+        let missing: Vec<String> = requested_net_vdevs(eal_args)
+            .into_iter()
+            .filter(|name| !probed.iter().any(|p| &p.name == name))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "virtual device(s) {} did not come up; the EAL's messages above say why (a missing \
+                 capture file, a bad devarg)",
+                missing.join(", ")
+            );
+        }
         if probed.is_empty() {
             bail!("the EAL found no Ethernet port: pass devices with `-a <PCI address>` or `--vdev=net_...`");
         }
@@ -216,6 +233,29 @@ impl Appliance {
     }
 }
 
+/// The names of the Ethernet vdevs (`net_*`) asked for with `--vdev`, so that a device the EAL
+/// failed to probe is an error rather than a silently missing port.
+pub fn requested_net_vdevs(eal_args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = eal_args.iter();
+    while let Some(a) = args.next() {
+        let spec = if let Some(v) = a.strip_prefix("--vdev=") {
+            Some(v.to_owned())
+        } else if a == "--vdev" {
+            args.next().cloned()
+        } else {
+            None
+        };
+        if let Some(spec) = spec {
+            let name = spec.split(',').next().unwrap_or_default();
+            if name.starts_with("net_") {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// Buffers the RX/TX rings and worker bursts can hold at once.
 fn mbufs_needed(settings: &Settings, ports: &[(PortInfo, PortRole)], workers: usize) -> u64 {
     let w = workers as u64;
@@ -240,6 +280,15 @@ mod tests {
         let plan = assign_rx_queues(&[(PortId(0), 1), (PortId(1), 1), (PortId(2), 1)], 2);
         assert_eq!(plan[0], vec![(PortId(0), QueueId(0)), (PortId(2), QueueId(0))]);
         assert_eq!(plan[1], vec![(PortId(1), QueueId(0))]);
+    }
+
+    #[test]
+    fn vdev_names_are_read_from_eal_args() {
+        let args: Vec<String> = ["-l", "0-1", "--vdev=net_pcap0,rx_pcap=a.pcap", "--vdev", "net_null1", "--vdev=crypto_null"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(requested_net_vdevs(&args), vec!["net_pcap0", "net_null1"]);
     }
 
     #[test]

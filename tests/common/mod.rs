@@ -1,0 +1,260 @@
+//! Shared helpers for the integration tests: pcap files, running the real binaries, namespaces.
+//!
+//! The tests start real DPDK processes on virtual devices (each with `--in-memory` or its own
+//! `--file-prefix`) and real network namespaces, so they need root, as CI has.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const DATAPLANE: &str = env!("CARGO_BIN_EXE_switchyard-dataplane");
+
+/// Fails the test with a clear message when not root: these tests need hugepages, taps and
+/// namespaces. CI runs as root.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("1");
+    assert_eq!(uid, "0", "this integration test starts DPDK and network namespaces: run it as root (ci/test does)");
+}
+
+/// A fresh scratch directory under the target dir, unique per test.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A short name unique to this test process, for file prefixes, interfaces and namespaces
+/// (interface names are limited to 15 bytes).
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{tag}{}{}", std::process::id() % 10_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Writes a classic little-endian pcap (microsecond timestamps, Ethernet link type).
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        let len = u32::try_from(f.len()).unwrap();
+        out.extend_from_slice(&u32::try_from(i / 1000).unwrap().to_le_bytes());
+        out.extend_from_slice(&u32::try_from(i % 1000).unwrap().to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Reads the frames of a little-endian pcap (microsecond or nanosecond timestamps).
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let mut data = Vec::new();
+    std::fs::File::open(path).unwrap().read_to_end(&mut data).unwrap();
+    assert!(data.len() >= 24, "{} is not a pcap file", path.display());
+    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
+    assert!(magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d, "unexpected pcap magic {magic:#x}");
+    let mut frames = Vec::new();
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16;
+        assert!(off + caplen <= data.len(), "truncated pcap record");
+        frames.push(data[off..off + caplen].to_vec());
+        off += caplen;
+    }
+    frames
+}
+
+/// Deterministic pseudo-random frames of varied sizes (xorshift), for byte-exact comparisons.
+pub fn random_frames(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    (0..count)
+        .map(|_| {
+            let len = 60 + (next() % 1455) as usize;
+            (0..len).map(|_| (next() & 0xff) as u8).collect()
+        })
+        .collect()
+}
+
+/// Runs a command to completion with a hard timeout; panics with its output if it hangs.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses `RESULT key=value ...` into (key, value) pairs.
+pub fn result_fields(stdout: &str) -> Vec<(String, String)> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    line.split_whitespace()
+        .skip(1)
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+pub fn field(fields: &[(String, String)], key: &str) -> String {
+    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {key} in RESULT"))
+}
+
+pub fn field_u64(fields: &[(String, String)], key: &str) -> u64 {
+    field(fields, key).parse().unwrap()
+}
+
+/// A background process whose stdout lines are collected; killed on drop.
+pub struct Background {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Background {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// Waits until a stdout line satisfies `pred`; panics after `timeout`.
+    pub fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no matching line within {timeout:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Sends `signal` and waits for exit; returns the status and the remaining stdout lines.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {timeout:?} of signal {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            rest.push(l);
+        }
+        self.seen.extend(rest.iter().cloned());
+        (status, rest)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(name: &str) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Self(name.to_owned())
+    }
+
+    /// Runs a shell command inside the namespace, asserting success; returns stdout.
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.0, cmd))
+    }
+
+    /// Runs a command inside the namespace; returns the whole output, success or not.
+    pub fn try_exec(&self, cmd: &str) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.0, "sh", "-c", cmd]).output().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs `cmd` with sh, asserting success; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until a network interface exists in the root namespace.
+pub fn wait_for_interface(name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !Path::new(&format!("/sys/class/net/{name}")).exists() {
+        assert!(Instant::now() < deadline, "interface {name} did not appear within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
