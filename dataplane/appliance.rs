@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::dpdk::{self, Eal, LcoreId, Mempool, Port, PortConfig, PortId, PortInfo, QueueId, BURST_SIZE};
+use crate::dpdk::{
+    self, Eal, LcoreId, Mempool, Port, PortConfig, PortId, PortInfo, QueueId, BURST_SIZE,
+};
 use crate::settings::{PortRole, Settings};
 
 /// What one worker lcore does: the RX queues it polls and its TX queue index on every port.
@@ -36,7 +38,10 @@ pub struct Appliance {
 /// Spreads RX queues over workers: queue `q` of the `p`-th port goes to worker `(p + q) % workers`,
 /// so with one queue per worker each worker gets one queue of every port, and with single-queue
 /// ports the ports themselves are spread.
-pub fn assign_rx_queues(rx_queues: &[(PortId, u16)], workers: usize) -> Vec<Vec<(PortId, QueueId)>> {
+pub fn assign_rx_queues(
+    rx_queues: &[(PortId, u16)],
+    workers: usize,
+) -> Vec<Vec<(PortId, QueueId)>> {
     let mut plan = vec![Vec::new(); workers];
     if workers == 0 {
         return plan;
@@ -58,10 +63,14 @@ impl Appliance {
         // Unlink hugepage files as soon as they are mapped: nothing is left in hugetlbfs after an
         // exit, clean or not. The control plane never attaches as a DPDK secondary process, so
         // nothing needs to find them.
-        if !eal_args.iter().any(|a| a == "--in-memory" || a == "--no-huge" || a.starts_with("--huge-unlink")) {
+        if !eal_args
+            .iter()
+            .any(|a| a == "--in-memory" || a == "--no-huge" || a.starts_with("--huge-unlink"))
+        {
             argv.push(String::from("--huge-unlink"));
         }
-        let eal = Eal::init(&argv).context("EAL initialisation failed (check the EAL arguments after `--`)")?;
+        let eal = Eal::init(&argv)
+            .context("EAL initialisation failed (check the EAL arguments after `--`)")?;
         tracing::info!("{} initialised", dpdk::version());
 
         let lcores = eal.worker_lcores();
@@ -97,7 +106,11 @@ impl Appliance {
             for want in &settings.ports {
                 let Some(info) = probed.iter().find(|p| p.name == want.device) else {
                     let names: Vec<&str> = probed.iter().map(|p| p.name.as_str()).collect();
-                    bail!("port {} from the settings was not probed by the EAL; it has: {}", want.device, names.join(", "));
+                    bail!(
+                        "port {} from the settings was not probed by the EAL; it has: {}",
+                        want.device,
+                        names.join(", ")
+                    );
                 };
                 out.push((info.clone(), want.role));
             }
@@ -131,7 +144,11 @@ impl Appliance {
         let mut ports = Vec::new();
         let mut roles = Vec::new();
         for (info, role) in selected {
-            let pool = &pools.iter().find(|(s, _)| *s == info.numa_socket()).expect("pool per socket").1;
+            let pool = &pools
+                .iter()
+                .find(|(s, _)| *s == info.numa_socket())
+                .expect("pool per socket")
+                .1;
             let tx_queues = u16::try_from(workers).context("too many workers")?;
             if info.max_tx_queues < tx_queues {
                 bail!(
@@ -156,7 +173,10 @@ impl Appliance {
             roles.push(role);
         }
 
-        let rx_queues: Vec<(PortId, u16)> = ports.iter().map(|p| (p.id(), p.config().rx_queues)).collect();
+        let rx_queues: Vec<(PortId, u16)> = ports
+            .iter()
+            .map(|p| (p.id(), p.config().rx_queues))
+            .collect();
         let assignment = assign_rx_queues(&rx_queues, workers);
         let workers = lcores
             .into_iter()
@@ -171,7 +191,13 @@ impl Appliance {
             })
             .collect();
 
-        Ok(Self { ports, roles, workers, pools: pools.into_iter().map(|(_, p)| p).collect(), eal })
+        Ok(Self {
+            ports,
+            roles,
+            workers,
+            pools: pools.into_iter().map(|(_, p)| p).collect(),
+            eal,
+        })
     }
 
     /// Waits up to `timeout` for every port's link to come up; returns whether they all did.
@@ -211,7 +237,10 @@ impl Appliance {
             ));
         }
         for w in &self.workers {
-            let rx: Vec<String> = w.rx.iter().map(|(p, q)| format!("{}/{}", p.0, q.0)).collect();
+            let rx: Vec<String> =
+                w.rx.iter()
+                    .map(|(p, q)| format!("{}/{}", p.0, q.0))
+                    .collect();
             lines.push(format!(
                 "worker {} on lcore {} (socket {}): rx [{}] txq {}",
                 w.index,
@@ -222,7 +251,11 @@ impl Appliance {
             ));
         }
         for pool in &self.pools {
-            lines.push(format!("mempool {}: {} buffers free", pool.name(), pool.available()));
+            lines.push(format!(
+                "mempool {}: {} buffers free",
+                pool.name(),
+                pool.available()
+            ));
         }
         lines
     }
@@ -259,7 +292,8 @@ pub fn requested_net_vdevs(eal_args: &[String]) -> Vec<String> {
 /// Buffers the RX/TX rings and worker bursts can hold at once.
 fn mbufs_needed(settings: &Settings, ports: &[(PortInfo, PortRole)], workers: usize) -> u64 {
     let w = workers as u64;
-    let per_port = u64::from(settings.queues.rx_descriptors) * w + u64::from(settings.queues.tx_descriptors) * w;
+    let per_port = u64::from(settings.queues.rx_descriptors) * w
+        + u64::from(settings.queues.tx_descriptors) * w;
     let per_worker = (BURST_SIZE as u64) * 2 + u64::from(settings.mempool.cache);
     per_port * ports.len() as u64 + per_worker * w
 }
@@ -271,23 +305,39 @@ mod tests {
     #[test]
     fn one_queue_per_worker_gives_each_worker_every_port() {
         let plan = assign_rx_queues(&[(PortId(0), 2), (PortId(1), 2)], 2);
-        assert_eq!(plan[0], vec![(PortId(0), QueueId(0)), (PortId(1), QueueId(1))]);
-        assert_eq!(plan[1], vec![(PortId(0), QueueId(1)), (PortId(1), QueueId(0))]);
+        assert_eq!(
+            plan[0],
+            vec![(PortId(0), QueueId(0)), (PortId(1), QueueId(1))]
+        );
+        assert_eq!(
+            plan[1],
+            vec![(PortId(0), QueueId(1)), (PortId(1), QueueId(0))]
+        );
     }
 
     #[test]
     fn single_queue_ports_are_spread() {
         let plan = assign_rx_queues(&[(PortId(0), 1), (PortId(1), 1), (PortId(2), 1)], 2);
-        assert_eq!(plan[0], vec![(PortId(0), QueueId(0)), (PortId(2), QueueId(0))]);
+        assert_eq!(
+            plan[0],
+            vec![(PortId(0), QueueId(0)), (PortId(2), QueueId(0))]
+        );
         assert_eq!(plan[1], vec![(PortId(1), QueueId(0))]);
     }
 
     #[test]
     fn vdev_names_are_read_from_eal_args() {
-        let args: Vec<String> = ["-l", "0-1", "--vdev=net_pcap0,rx_pcap=a.pcap", "--vdev", "net_null1", "--vdev=crypto_null"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "-l",
+            "0-1",
+            "--vdev=net_pcap0,rx_pcap=a.pcap",
+            "--vdev",
+            "net_null1",
+            "--vdev=crypto_null",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(requested_net_vdevs(&args), vec!["net_pcap0", "net_null1"]);
     }
 

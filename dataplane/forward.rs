@@ -40,7 +40,11 @@ impl ForwardWorker {
                 (port, queue, ports[peer(pos, ports.len())])
             })
             .collect();
-        Self { routes, tx_queue: plan.tx_queue, tx_retries }
+        Self {
+            routes,
+            tx_queue: plan.tx_queue,
+            tx_retries,
+        }
     }
 
     /// Polls until `stop` is set; publishes totals to `counters` once per round of queues.

@@ -8,3 +8,13 @@
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod wire;
+
+#[cfg(feature = "dpdk")]
+pub mod appliance;
+pub mod flow;
+#[cfg(feature = "dpdk")]
+pub mod forward;
+#[cfg(feature = "dpdk")]
+pub mod runner;
+pub mod settings;
+pub mod stats;

@@ -78,13 +78,17 @@ impl CommonArgs {
         if self.mtu.is_some() {
             s.mtu = self.mtu;
         }
-        s.validate().context("invalid settings from the command line")?;
+        s.validate()
+            .context("invalid settings from the command line")?;
         Ok(s)
     }
 
     fn duration(&self) -> Result<Option<Duration>> {
         self.duration
-            .map(|d| Duration::try_from_secs_f64(d).context("--duration must be a positive number of seconds"))
+            .map(|d| {
+                Duration::try_from_secs_f64(d)
+                    .context("--duration must be a positive number of seconds")
+            })
             .transpose()
     }
 
@@ -119,11 +123,18 @@ fn forward(args: &CommonArgs) -> Result<()> {
         println!("{line}");
     }
     let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
-    let report = runner::run(&app, "forward", duration, interval, &stop, |plan, counters, stop| {
-        let worker = ForwardWorker::new(plan, &ports, settings.tx_retries);
-        let index = plan.index;
-        move || worker.run(counters.worker(index), &stop)
-    })?;
+    let report = runner::run(
+        &app,
+        "forward",
+        duration,
+        interval,
+        &stop,
+        |plan, counters, stop| {
+            let worker = ForwardWorker::new(plan, &ports, settings.tx_retries);
+            let index = plan.index;
+            move || worker.run(counters.worker(index), &stop)
+        },
+    )?;
     for p in &app.ports {
         let s = p.stats();
         println!(

@@ -68,7 +68,11 @@ where
             for &l in &launched {
                 dpdk::wait_lcore(l);
             }
-            bail!("cannot start worker {} on lcore {}: {e}", plan.index, plan.lcore.0);
+            bail!(
+                "cannot start worker {} on lcore {}: {e}",
+                plan.index,
+                plan.lcore.0
+            );
         }
         launched.push(plan.lcore);
     }
@@ -105,12 +109,19 @@ where
     for plan in &app.workers {
         let rc = dpdk::wait_lcore(plan.lcore);
         if rc != 0 {
-            failed.push(format!("worker {} (lcore {}) exited with {rc}", plan.index, plan.lcore.0));
+            failed.push(format!(
+                "worker {} (lcore {}) exited with {rc}",
+                plan.index, plan.lcore.0
+            ));
         }
     }
     let elapsed = started.elapsed();
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
     }
-    Ok(RunReport { workers: app.workers.len(), totals: counters.sum(), elapsed })
+    Ok(RunReport {
+        workers: app.workers.len(),
+        totals: counters.sum(),
+        elapsed,
+    })
 }

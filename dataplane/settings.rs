@@ -53,7 +53,10 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self { rx_descriptors: 1024, tx_descriptors: 1024 }
+        Self {
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+        }
     }
 }
 
@@ -71,7 +74,11 @@ pub struct MempoolSettings {
 
 impl Default for MempoolSettings {
     fn default() -> Self {
-        Self { mbufs: 32_767, cache: 256, data_room: 2176 }
+        Self {
+            mbufs: 32_767,
+            cache: 256,
+            data_room: 2176,
+        }
     }
 }
 
@@ -138,21 +145,31 @@ impl Settings {
     pub fn parse(text: &str, label: &str) -> Result<Self, SettingsError> {
         let settings: Self = serde_saphyr::from_str_with_options(text, yaml_options())
             .map_err(|e| SettingsError(format_yaml_error(label, &e)))?;
-        settings.validate().map_err(|e| SettingsError(format!("{label}: {e}")))?;
+        settings
+            .validate()
+            .map_err(|e| SettingsError(format!("{label}: {e}")))?;
         Ok(settings)
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let q = &self.queues;
-        for (name, v) in [("queues.rx_descriptors", q.rx_descriptors), ("queues.tx_descriptors", q.tx_descriptors)] {
+        for (name, v) in [
+            ("queues.rx_descriptors", q.rx_descriptors),
+            ("queues.tx_descriptors", q.tx_descriptors),
+        ] {
             if !(64..=16_384).contains(&v) {
-                return Err(SettingsError(format!("{name} is {v}; expected 64 to 16384")));
+                return Err(SettingsError(format!(
+                    "{name} is {v}; expected 64 to 16384"
+                )));
             }
         }
         let m = &self.mempool;
         if m.mbufs < 1024 {
-            return Err(SettingsError(format!("mempool.mbufs is {}; expected at least 1024", m.mbufs)));
+            return Err(SettingsError(format!(
+                "mempool.mbufs is {}; expected at least 1024",
+                m.mbufs
+            )));
         }
         if m.cache > 512 {
             return Err(SettingsError(format!(
@@ -177,7 +194,10 @@ impl Settings {
                 return Err(SettingsError(format!("ports[{i}].device is empty")));
             }
             if !seen.insert(p.device.as_str()) {
-                return Err(SettingsError(format!("ports[{i}]: device {} is listed twice", p.device)));
+                return Err(SettingsError(format!(
+                    "ports[{i}]: device {} is listed twice",
+                    p.device
+                )));
             }
         }
         Ok(())
@@ -234,7 +254,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let e = Settings::parse("queues: { rx_descriptors: 8 }\n", "s.yaml").unwrap_err();
-        assert_eq!(e.0, "s.yaml: queues.rx_descriptors is 8; expected 64 to 16384");
+        assert_eq!(
+            e.0,
+            "s.yaml: queues.rx_descriptors is 8; expected 64 to 16384"
+        );
         let e = Settings::parse("ports: [{device: a}, {device: a}]\n", "s.yaml").unwrap_err();
         assert_eq!(e.0, "s.yaml: ports[1]: device a is listed twice");
         let e = Settings::parse("ports: [{device: a, role: spine}]\n", "s.yaml").unwrap_err();

@@ -42,7 +42,11 @@ impl WorkerCounters {
     }
 
     pub fn read(&self) -> Totals {
-        Totals { rx: self.rx.load(Relaxed), tx: self.tx.load(Relaxed), dropped: self.dropped.load(Relaxed) }
+        Totals {
+            rx: self.rx.load(Relaxed),
+            tx: self.tx.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+        }
     }
 }
 
@@ -54,7 +58,11 @@ pub struct Counters {
 
 impl Counters {
     pub fn new(workers: usize) -> Self {
-        Self { workers: (0..workers).map(|_| CachePadded::new(WorkerCounters::default())).collect() }
+        Self {
+            workers: (0..workers)
+                .map(|_| CachePadded::new(WorkerCounters::default()))
+                .collect(),
+        }
     }
 
     pub fn worker(&self, i: usize) -> &WorkerCounters {

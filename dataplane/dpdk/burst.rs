@@ -44,7 +44,10 @@ unsafe fn segment(m: *mut sys::rte_mbuf) -> (*mut u8, usize) {
 
 impl Burst {
     pub const fn new() -> Self {
-        Self { pkts: [std::ptr::null_mut(); BURST_SIZE], len: 0 }
+        Self {
+            pkts: [std::ptr::null_mut(); BURST_SIZE],
+            len: 0,
+        }
     }
 
     #[inline]
@@ -65,7 +68,9 @@ impl Burst {
         let room = room as u16;
         // SAFETY: the pointer is to `room` writable slots at the end of `pkts`; the driver writes at
         // most `room` mbuf pointers, which this burst then owns.
-        let n = unsafe { sys::sy_rx_burst(port.0, queue.0, self.pkts.as_mut_ptr().add(self.len), room) };
+        let n = unsafe {
+            sys::sy_rx_burst(port.0, queue.0, self.pkts.as_mut_ptr().add(self.len), room)
+        };
         self.len += usize::from(n);
         usize::from(n)
     }
@@ -81,7 +86,9 @@ impl Burst {
             let want = (self.len - sent) as u16;
             // SAFETY: slots [sent, len) hold valid mbufs this burst owns; the driver takes
             // ownership of the first `n` of them and leaves the rest to us.
-            let n = unsafe { sys::sy_tx_burst(port.0, queue.0, self.pkts.as_mut_ptr().add(sent), want) };
+            let n = unsafe {
+                sys::sy_tx_burst(port.0, queue.0, self.pkts.as_mut_ptr().add(sent), want)
+            };
             sent += usize::from(n);
             if n == 0 {
                 if attempts >= retries {
@@ -174,7 +181,9 @@ pub struct Mbuf(NonNull<sys::rte_mbuf>);
 
 impl std::fmt::Debug for Mbuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mbuf").field("len", &self.data().len()).finish()
+        f.debug_struct("Mbuf")
+            .field("len", &self.data().len())
+            .finish()
     }
 }
 

@@ -105,7 +105,10 @@ where
     if ret != 0 {
         // SAFETY: the launch failed, so the lcore never received `arg`; reclaim it here.
         drop(unsafe { Box::from_raw(arg.cast::<Job>()) });
-        return Err(Error::from_code(format!("rte_eal_remote_launch(lcore {})", lcore.0), ret));
+        return Err(Error::from_code(
+            format!("rte_eal_remote_launch(lcore {})", lcore.0),
+            ret,
+        ));
     }
     Ok(())
 }

@@ -24,9 +24,15 @@ impl Error {
             format!("error {errno}")
         } else {
             // SAFETY: non-null, NUL-terminated (see above); copied out immediately.
-            unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
         };
-        Self { op: op.into(), errno, message }
+        Self {
+            op: op.into(),
+            errno,
+            message,
+        }
     }
 
     /// Builds an error from `rte_errno`, for calls that signal failure with NULL or -1.
@@ -38,7 +44,11 @@ impl Error {
 
     /// An error detected on the Rust side of the boundary (bad argument, unsupported device).
     pub fn other(op: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { op: op.into(), errno: 0, message: message.into() }
+        Self {
+            op: op.into(),
+            errno: 0,
+            message: message.into(),
+        }
     }
 }
 

@@ -31,7 +31,10 @@ impl Mempool {
             sys::rte_pktmbuf_pool_create(cname.as_ptr(), mbufs, cache, 0, data_room, socket)
         };
         let raw = NonNull::new(raw).ok_or_else(|| Error::last(op))?;
-        Ok(Self { raw, name: name.to_owned() })
+        Ok(Self {
+            raw,
+            name: name.to_owned(),
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -114,7 +114,11 @@ impl PortInfo {
         let mut name_buf = [0 as std::ffi::c_char; sys::RTE_ETH_NAME_MAX_LEN as usize];
         // SAFETY: name_buf has RTE_ETH_NAME_MAX_LEN bytes, as the API requires.
         let ret = unsafe { sys::rte_eth_dev_get_name_by_port(id.0, name_buf.as_mut_ptr()) };
-        let name = if ret == 0 { c_str(name_buf.as_ptr()) } else { format!("port{}", id.0) };
+        let name = if ret == 0 {
+            c_str(name_buf.as_ptr())
+        } else {
+            format!("port{}", id.0)
+        };
         let mut mac = sys::rte_ether_addr::default();
         // SAFETY: mac is a valid, writable rte_ether_addr.
         let ret = unsafe { sys::rte_eth_macaddr_get(id.0, &mut mac) };
@@ -146,7 +150,10 @@ impl PortInfo {
 
     pub fn mac_string(&self) -> String {
         let m = self.mac;
-        format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -158,7 +165,10 @@ impl Port {
         if config.rx_queues == 0 || config.rx_queues > info.max_rx_queues {
             return Err(Error::other(
                 format!("configure {id} ({})", info.name),
-                format!("{} RX queues requested, the device has {}", config.rx_queues, info.max_rx_queues),
+                format!(
+                    "{} RX queues requested, the device has {}",
+                    config.rx_queues, info.max_rx_queues
+                ),
             ));
         }
         if config.tx_queues == 0 || config.tx_queues > info.max_tx_queues {
@@ -193,16 +203,23 @@ impl Port {
         }
 
         // SAFETY: conf is a valid rte_eth_conf that outlives the call.
-        let ret = unsafe { sys::rte_eth_dev_configure(id.0, config.rx_queues, config.tx_queues, &conf) };
+        let ret =
+            unsafe { sys::rte_eth_dev_configure(id.0, config.rx_queues, config.tx_queues, &conf) };
         if ret != 0 {
-            return Err(Error::from_code(format!("rte_eth_dev_configure({id} {})", info.name), ret));
+            return Err(Error::from_code(
+                format!("rte_eth_dev_configure({id} {})", info.name),
+                ret,
+            ));
         }
         let mut rxd = config.rx_descriptors;
         let mut txd = config.tx_descriptors;
         // SAFETY: rxd/txd are valid u16 locations the call may adjust to the device's limits.
         let ret = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut rxd, &mut txd) };
         if ret != 0 {
-            return Err(Error::from_code(format!("rte_eth_dev_adjust_nb_rx_tx_desc({id})"), ret));
+            return Err(Error::from_code(
+                format!("rte_eth_dev_adjust_nb_rx_tx_desc({id})"),
+                ret,
+            ));
         }
         let socket = u32::try_from(info.numa_socket()).unwrap_or(0);
         for q in 0..config.rx_queues {
@@ -212,20 +229,30 @@ impl Port {
                 sys::rte_eth_rx_queue_setup(id.0, q, rxd, socket, std::ptr::null(), pool.as_ptr())
             };
             if ret != 0 {
-                return Err(Error::from_code(format!("rte_eth_rx_queue_setup({id}, queue {q})"), ret));
+                return Err(Error::from_code(
+                    format!("rte_eth_rx_queue_setup({id}, queue {q})"),
+                    ret,
+                ));
             }
         }
         for q in 0..config.tx_queues {
             // SAFETY: NULL tx_conf selects the driver default with the port-level offloads above.
-            let ret = unsafe { sys::rte_eth_tx_queue_setup(id.0, q, txd, socket, std::ptr::null()) };
+            let ret =
+                unsafe { sys::rte_eth_tx_queue_setup(id.0, q, txd, socket, std::ptr::null()) };
             if ret != 0 {
-                return Err(Error::from_code(format!("rte_eth_tx_queue_setup({id}, queue {q})"), ret));
+                return Err(Error::from_code(
+                    format!("rte_eth_tx_queue_setup({id}, queue {q})"),
+                    ret,
+                ));
             }
         }
         // SAFETY: the port is configured with all its queues set up.
         let ret = unsafe { sys::rte_eth_dev_start(id.0) };
         if ret != 0 {
-            return Err(Error::from_code(format!("rte_eth_dev_start({id} {})", info.name), ret));
+            return Err(Error::from_code(
+                format!("rte_eth_dev_start({id} {})", info.name),
+                ret,
+            ));
         }
         if config.promiscuous {
             // SAFETY: started port; failure (unsupported on some vdevs) is not fatal.
@@ -233,8 +260,17 @@ impl Port {
                 sys::rte_eth_promiscuous_enable(id.0);
             }
         }
-        let config = PortConfig { rx_descriptors: rxd, tx_descriptors: txd, ..config };
-        Ok(Self { info, config, fast_free, started: true })
+        let config = PortConfig {
+            rx_descriptors: rxd,
+            tx_descriptors: txd,
+            ..config
+        };
+        Ok(Self {
+            info,
+            config,
+            fast_free,
+            started: true,
+        })
     }
 
     pub fn id(&self) -> PortId {
@@ -259,7 +295,11 @@ impl Port {
         // SAFETY: link is a valid, writable rte_eth_link.
         let ret = unsafe { sys::rte_eth_link_get_nowait(self.info.id.0, &mut link) };
         if ret != 0 {
-            return LinkStatus { up: false, speed_mbps: 0, full_duplex: false };
+            return LinkStatus {
+                up: false,
+                speed_mbps: 0,
+                full_duplex: false,
+            };
         }
         LinkStatus {
             up: link.link_status() != 0,

@@ -401,7 +401,7 @@ pub fn validate_v6(table: &[u32]) -> Result<(), LpmError> {
 
 fn validate(table: &[u32], child_levels: usize) -> Result<(), LpmError> {
     let len = table.len();
-    if len < ROOT_ENTRIES || (len - ROOT_ENTRIES) % GROUP_ENTRIES != 0 {
+    if len < ROOT_ENTRIES || !(len - ROOT_ENTRIES).is_multiple_of(GROUP_ENTRIES) {
         return Err(LpmError::TableLength { len });
     }
     let groups = (len - ROOT_ENTRIES) / GROUP_ENTRIES;

@@ -21,14 +21,20 @@ pub fn require_root() {
         .find(|l| l.starts_with("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("1");
-    assert_eq!(uid, "0", "this integration test starts DPDK and network namespaces: run it as root (ci/test does)");
+    assert_eq!(
+        uid, "0",
+        "this integration test starts DPDK and network namespaces: run it as root (ci/test does)"
+    );
 }
 
 /// A fresh scratch directory under the target dir, unique per test.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -38,7 +44,11 @@ pub fn scratch(name: &str) -> PathBuf {
 /// (interface names are limited to 15 bytes).
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{tag}{}{}", std::process::id() % 10_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}{}{}",
+        std::process::id() % 10_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Writes a classic little-endian pcap (microsecond timestamps, Ethernet link type).
@@ -65,10 +75,16 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
 /// Reads the frames of a little-endian pcap (microsecond or nanosecond timestamps).
 pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     let mut data = Vec::new();
-    std::fs::File::open(path).unwrap().read_to_end(&mut data).unwrap();
+    std::fs::File::open(path)
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
     assert!(data.len() >= 24, "{} is not a pcap file", path.display());
     let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    assert!(magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d, "unexpected pcap magic {magic:#x}");
+    assert!(
+        magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d,
+        "unexpected pcap magic {magic:#x}"
+    );
     let mut frames = Vec::new();
     let mut off = 24;
     while off + 16 <= data.len() {
@@ -100,7 +116,11 @@ pub fn random_frames(count: usize, seed: u64) -> Vec<Vec<u8>> {
 
 /// Runs a command to completion with a hard timeout; panics with its output if it hangs.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let deadline = Instant::now() + timeout;
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -136,7 +156,11 @@ pub fn result_fields(stdout: &str) -> Vec<(String, String)> {
 }
 
 pub fn field(fields: &[(String, String)], key: &str) -> String {
-    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {key} in RESULT"))
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {key} in RESULT"))
 }
 
 pub fn field_u64(fields: &[(String, String)], key: &str) -> u64 {
@@ -152,7 +176,11 @@ pub struct Background {
 
 impl Background {
     pub fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -162,7 +190,11 @@ impl Background {
                 }
             }
         });
-        Self { child, lines: rx, seen: Vec::new() }
+        Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits until a stdout line satisfies `pred`; panics after `timeout`.
@@ -177,7 +209,10 @@ impl Background {
                         return l;
                     }
                 }
-                Err(_) => panic!("no matching line within {timeout:?}; saw:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no matching line within {timeout:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -185,13 +220,19 @@ impl Background {
     /// Sends `signal` and waits for exit; returns the status and the remaining stdout lines.
     pub fn stop(&mut self, signal: i32, timeout: Duration) -> (ExitStatus, Vec<String>) {
         let pid = i32::try_from(self.child.id()).unwrap();
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(Instant::now() < deadline, "process did not exit within {timeout:?} of signal {signal}");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?} of signal {signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut rest = Vec::new();
@@ -215,7 +256,10 @@ pub struct Netns(pub String);
 
 impl Netns {
     pub fn new(name: &str) -> Self {
-        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
         Self(name.to_owned())
@@ -228,7 +272,10 @@ impl Netns {
 
     /// Runs a command inside the namespace; returns the whole output, success or not.
     pub fn try_exec(&self, cmd: &str) -> Output {
-        Command::new("ip").args(["netns", "exec", &self.0, "sh", "-c", cmd]).output().unwrap()
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
+            .output()
+            .unwrap()
     }
 }
 
@@ -254,7 +301,10 @@ pub fn sh(cmd: &str) -> String {
 pub fn wait_for_interface(name: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !Path::new(&format!("/sys/class/net/{name}")).exists() {
-        assert!(Instant::now() < deadline, "interface {name} did not appear within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "interface {name} did not appear within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -1,0 +1,536 @@
+//! The validated policy: what the compiler walks.
+//!
+//! Every value here has passed the checks in `validate.rs`: addresses parse, prefixes have no
+//! host bits, names are unique, and every cross-reference resolved. References between objects
+//! are typed indices ([`RegionId`], [`PoolId`]) into the vectors of [`Policy`], in declaration
+//! order, so a compiler can index without looking names up; names are kept beside them for
+//! counters, logs and the CLI, and [`Policy::pool_by_name`] / [`Policy::region_by_name`] go the
+//! other way.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default GUE destination port on the backends.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+/// Default Maglev lookup-table size (prime).
+pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
+/// Largest Maglev lookup-table size a policy may ask for.
+pub const MAX_MAGLEV_SIZE: u32 = 16_777_216;
+/// Default connection-table capacity of each data-plane worker.
+pub const DEFAULT_FLOWS_PER_WORKER: u32 = 1_000_000;
+/// Default weight of a backend that does not set one.
+pub const DEFAULT_BACKEND_WEIGHT: u16 = 100;
+/// Default rate of ICMP replies the appliance sends, per second.
+pub const DEFAULT_ICMP_PER_SECOND: u32 = 100;
+
+/// A validated policy. Build one with [`super::load`], [`super::parse_str`] or
+/// [`super::validate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Network interfaces of the appliance, in declaration order.
+    pub interfaces: Vec<Interface>,
+    /// How packets are carried to backends.
+    pub encap: Encap,
+    /// MaxMind-format country database used to classify clients of regions with `geoip`.
+    /// As written in the policy; [`super::load`] resolves a relative path against the
+    /// directory of the policy file.
+    pub geoip_database: Option<PathBuf>,
+    /// Client regions, in declaration order; [`RegionId`] indexes this.
+    pub regions: Vec<Region>,
+    /// One service per model endpoint, in declaration order.
+    pub services: Vec<Service>,
+    /// Backend pools, in declaration order; [`PoolId`] indexes this.
+    pub pools: Vec<Pool>,
+    /// Source ACL, first match wins; a packet that matches no rule is allowed.
+    pub acl: Vec<AclRule>,
+    /// Per-source and ICMP rate limits.
+    pub limits: Limits,
+    /// Table sizing for the data plane.
+    pub tables: Tables,
+}
+
+impl Policy {
+    /// The region with this id.
+    ///
+    /// # Panics
+    /// If the id does not come from this policy.
+    #[must_use]
+    pub fn region(&self, id: RegionId) -> &Region {
+        &self.regions[id.index()]
+    }
+
+    /// The pool with this id.
+    ///
+    /// # Panics
+    /// If the id does not come from this policy.
+    #[must_use]
+    pub fn pool(&self, id: PoolId) -> &Pool {
+        &self.pools[id.index()]
+    }
+
+    /// Looks a region up by name.
+    #[must_use]
+    pub fn region_by_name(&self, name: &str) -> Option<RegionId> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .map(RegionId::from_index)
+    }
+
+    /// Looks a pool up by name.
+    #[must_use]
+    pub fn pool_by_name(&self, name: &str) -> Option<PoolId> {
+        self.pools
+            .iter()
+            .position(|p| p.name == name)
+            .map(PoolId::from_index)
+    }
+
+    /// Looks a service up by name.
+    #[must_use]
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Total number of backends over all pools.
+    #[must_use]
+    pub fn backend_count(&self) -> usize {
+        self.pools.iter().map(|p| p.backends.len()).sum()
+    }
+}
+
+macro_rules! index_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(u32);
+
+        impl $name {
+            /// Position in the policy's vector.
+            #[must_use]
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+
+            pub(crate) fn from_index(index: usize) -> Self {
+                // Policies are bounded by the parser's node budget, far below u32::MAX.
+                Self(u32::try_from(index).expect("policy object index fits in u32"))
+            }
+        }
+    };
+}
+
+index_id!(
+    /// Index of a region in [`Policy::regions`].
+    RegionId
+);
+index_id!(
+    /// Index of a pool in [`Policy::pools`].
+    PoolId
+);
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// True for group (multicast or broadcast) addresses: the I/G bit is set.
+    #[must_use]
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 1 == 1
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A network interface of the appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub mac: MacAddr,
+    /// Own addresses with their on-link prefix length (`198.51.100.1/24`).
+    pub addresses: Vec<IpNet>,
+    pub gateway: Option<Gateway>,
+}
+
+/// Next hop for destinations that are not on-link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Fixed gateway MAC; without it the data plane resolves the gateway by ARP / ND.
+    pub mac: Option<MacAddr>,
+}
+
+/// Encapsulation used to hand packets to backends (direct server return).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// IP-in-IP (IPv4 protocol 4 / IPv6 next header 41).
+    Ipip,
+    /// Generic UDP Encapsulation to this UDP destination port on the backend.
+    Gue { port: u16 },
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountryCode(pub [u8; 2]);
+
+impl CountryCode {
+    /// The code as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only constructed from two ASCII capitals.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of clients, by source prefix and/or GeoIP country.
+///
+/// Classification: a client belongs to the region with the longest prefix that contains its
+/// address; if no prefix matches, to the region listing its GeoIP country; otherwise to none
+/// (it takes a service's catch-all route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub name: String,
+    pub prefixes: Vec<IpNet>,
+    pub geoip_countries: Vec<CountryCode>,
+}
+
+/// Transport protocol of a service or ACL rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// Lower-case name as written in the policy.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inclusive range of ports; a single port has `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    /// One port.
+    #[must_use]
+    pub fn single(port: u16) -> Self {
+        Self {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// Whether `port` is in the range.
+    #[must_use]
+    pub fn contains(self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+
+    /// Whether the two ranges share a port.
+    #[must_use]
+    pub fn overlaps(self, other: PortRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+
+    /// Whether every port of `other` is in `self`.
+    #[must_use]
+    pub fn covers(self, other: PortRange) -> bool {
+        self.first <= other.first && other.last <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// One model endpoint: a VIP, its ports and how its clients are routed to pools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// The virtual address; a single address is a host prefix (`/32`, `/128`).
+    pub vip: IpNet,
+    /// Destination ports, sorted, non-overlapping.
+    pub ports: Vec<PortRange>,
+    pub protocol: Protocol,
+    /// Routes in policy order. At most one route per region and at most one catch-all,
+    /// which is last.
+    pub routes: Vec<Route>,
+    pub canary: Option<Canary>,
+}
+
+/// Where the clients of one region (or everyone else) go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The clients' region; `None` is the catch-all route ("everyone else").
+    pub from: Option<RegionId>,
+    /// Preferred pool.
+    pub pool: PoolId,
+    /// Pools tried in order when the preferred pool has no healthy backend.
+    pub fallback: Vec<PoolId>,
+    pub residency: Residency,
+    /// Whether the service's canary takes a share of this route's new flows. False only
+    /// for a strict route whose region differs from the canary pool's region.
+    pub takes_canary: bool,
+}
+
+/// Whether traffic may leave its region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Residency {
+    /// Clients stay on pools of their own region; with none healthy, their flows are dropped.
+    Strict,
+    /// Clients prefer the route's pool and fall back wherever the route says.
+    #[default]
+    Preferred,
+}
+
+/// A share of a service's new flows sent to a canary pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    pub pool: PoolId,
+    pub percent: Percent,
+}
+
+/// A percentage with two decimals, stored exactly as basis points (1/100 of a percent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Percent {
+    basis_points: u16,
+}
+
+impl Percent {
+    /// 100 %.
+    pub const FULL: Percent = Percent {
+        basis_points: 10_000,
+    };
+
+    /// From basis points (`50` = 0.5 %); `None` above 10 000.
+    #[must_use]
+    pub fn from_basis_points(basis_points: u16) -> Option<Self> {
+        (basis_points <= 10_000).then_some(Self { basis_points })
+    }
+
+    /// Hundredths of a percent, `0..=10_000`.
+    #[must_use]
+    pub fn basis_points(self) -> u16 {
+        self.basis_points
+    }
+
+    /// As a fraction in `0.0..=1.0`.
+    #[must_use]
+    pub fn fraction(self) -> f64 {
+        f64::from(self.basis_points) / 10_000.0
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.basis_points / 100;
+        let cents = self.basis_points % 100;
+        if cents == 0 {
+            write!(f, "{whole}%")
+        } else if cents.is_multiple_of(10) {
+            write!(f, "{whole}.{}%", cents / 10)
+        } else {
+            write!(f, "{whole}.{cents:02}%")
+        }
+    }
+}
+
+/// Backend-selection algorithm of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Weighted Maglev consistent hashing with a lookup table of `table_size` (prime) slots.
+    Maglev {
+        table_size: u32,
+    },
+    /// Hash of the client address: one client, one backend.
+    IpHash,
+    RoundRobin,
+    LeastConn,
+    /// Weighted round robin.
+    Weighted,
+}
+
+/// Scheduler names as written in a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    #[default]
+    Maglev,
+    IpHash,
+    RoundRobin,
+    LeastConn,
+    Weighted,
+}
+
+impl SchedulerKind {
+    /// Name as written in the policy.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerKind::Maglev => "maglev",
+            SchedulerKind::IpHash => "ip_hash",
+            SchedulerKind::RoundRobin => "round_robin",
+            SchedulerKind::LeastConn => "least_conn",
+            SchedulerKind::Weighted => "weighted",
+        }
+    }
+}
+
+/// A set of interchangeable backends serving one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    /// Region the backends sit in; required for pools used by strict routes.
+    pub region: Option<RegionId>,
+    pub scheduler: Scheduler,
+    /// Without a health check every backend with a weight is taken as healthy.
+    pub health: Option<HealthCheck>,
+    pub load: Option<LoadFeedback>,
+    /// Backends in policy order; the compiler numbers them from 1.
+    pub backends: Vec<Backend>,
+}
+
+/// Active health checking of a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    /// At most `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that mark a backend up.
+    pub rise: u32,
+    /// Consecutive failures that mark a backend down.
+    pub fall: u32,
+}
+
+/// What a health check sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// HTTP GET `path`; healthy on `expect_status` and, if set, when the body (an OpenAI-style
+    /// model list) names `expect_model`.
+    Http {
+        port: u16,
+        path: String,
+        expect_status: u16,
+        expect_model: Option<String>,
+    },
+    /// A TCP connection that completes.
+    Tcp { port: u16 },
+}
+
+/// Live load scraped from the backends, used to adjust weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadFeedback {
+    pub metrics_port: u16,
+    pub metrics_path: String,
+    /// Prometheus metric names read from each backend.
+    pub signals: Vec<String>,
+    pub interval: Duration,
+    /// Bounds of the effective weight after load adjustment (`min_weight <= max_weight`).
+    pub min_weight: u16,
+    pub max_weight: u16,
+}
+
+/// One model server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub address: IpAddr,
+    /// Relative share of new flows; 0 drains the backend (existing flows stay).
+    pub weight: u16,
+    pub name: Option<String>,
+}
+
+/// What an ACL rule does with matching packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclAction {
+    Allow,
+    Deny,
+}
+
+/// One ACL rule: source prefix, optionally narrowed to destination ports and a protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclRule {
+    pub action: AclAction,
+    pub source: IpNet,
+    /// Destination ports; empty means every port.
+    pub ports: Vec<PortRange>,
+    /// `None` matches both TCP and UDP (and, without ports, every protocol).
+    pub protocol: Option<Protocol>,
+}
+
+/// Rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// New flows per client address; `None` is unlimited.
+    pub new_flows_per_source: Option<RateLimit>,
+    /// ICMP replies the appliance sends per second (echo replies, frag-needed, too-big).
+    pub icmp_per_second: u32,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Table sizing for the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    pub flows_per_worker: u32,
+    /// Maglev table size of pools that do not set their own.
+    pub maglev_size: u32,
+}

@@ -1,0 +1,470 @@
+//! `pools:` (scheduler, health, load, backends) and `tables:`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde_saphyr::Spanned;
+
+use super::super::error::Position;
+use super::super::model::{
+    Backend, HealthCheck, LoadFeedback, Pool, Probe, RegionId, Scheduler, SchedulerKind, Tables,
+    DEFAULT_BACKEND_WEIGHT, DEFAULT_FLOWS_PER_WORKER, DEFAULT_MAGLEV_SIZE, MAX_MAGLEV_SIZE,
+};
+use super::super::raw::{RawBackend, RawHealth, RawLoad, RawPool, RawTables};
+use super::super::values::{
+    check_http_path, is_metric_name, is_prime, neighbouring_primes, parse_duration, parse_ip,
+    special_address,
+};
+use super::interfaces::Links;
+use super::{
+    show_duration, NameIndex, Validator, DEFAULT_EXPECT_STATUS, DEFAULT_FALL,
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HTTP_PATH, DEFAULT_LOAD_INTERVAL,
+    DEFAULT_METRICS_PATH, DEFAULT_RISE, FLOWS_PER_WORKER_RANGE, HEALTH_INTERVAL_RANGE,
+    LOAD_INTERVAL_RANGE, MAX_RISE_FALL,
+};
+
+impl Validator {
+    pub(super) fn maglev_size(&mut self, node: &Spanned<i64>, path: &str) -> Option<u32> {
+        let size = node.value;
+        let max = i64::from(MAX_MAGLEV_SIZE);
+        if size < 2 || size > max {
+            self.error_at(
+                node,
+                path,
+                format!("maglev_size {size} is out of range 2..={max}"),
+            );
+            return None;
+        }
+        let size = u64::try_from(size).ok()?;
+        if !is_prime(size) {
+            let (below, above) = neighbouring_primes(size);
+            let hint = match below {
+                Some(below) => format!("; the nearest primes are {below} and {above}"),
+                None => format!("; the next prime is {above}"),
+            };
+            self.error_at(
+                node,
+                path,
+                format!("maglev_size {size} is not prime (Maglev tables need a prime size){hint}"),
+            );
+            return None;
+        }
+        u32::try_from(size).ok()
+    }
+
+    pub(super) fn tables(&mut self, raw: Option<&Spanned<RawTables>>) -> Tables {
+        let mut tables = Tables {
+            flows_per_worker: DEFAULT_FLOWS_PER_WORKER,
+            maglev_size: DEFAULT_MAGLEV_SIZE,
+        };
+        let Some(raw) = raw else {
+            return tables;
+        };
+        let (min, max) = FLOWS_PER_WORKER_RANGE;
+        if let Some(flows) = self.int_in(
+            raw.value.flows_per_worker.as_ref(),
+            "tables.flows_per_worker",
+            "flows_per_worker",
+            (i64::from(min), i64::from(max)),
+            DEFAULT_FLOWS_PER_WORKER,
+        ) {
+            tables.flows_per_worker = flows;
+        }
+        if let Some(node) = &raw.value.maglev_size {
+            if let Some(size) = self.maglev_size(node, "tables.maglev_size") {
+                tables.maglev_size = size;
+            }
+        }
+        tables
+    }
+
+    /// `Some(None)`: no region; `None`: the region is not defined (reported).
+    pub(super) fn pool_region(
+        &mut self,
+        name: &Spanned<String>,
+        pool: &Spanned<RawPool>,
+        regions: &NameIndex,
+    ) -> Option<Option<RegionId>> {
+        match &pool.value.region {
+            None => Some(None),
+            Some(node) => {
+                let path = format!("pools.{}.region", name.value);
+                self.resolve(regions, node, &path)
+                    .map(|i| Some(RegionId::from_index(i)))
+            }
+        }
+    }
+
+    pub(super) fn pool(
+        &mut self,
+        name: &Spanned<String>,
+        node: &Spanned<RawPool>,
+        region: Option<Option<RegionId>>,
+        tables: &Tables,
+        links: &Links,
+    ) -> Option<Pool> {
+        let raw = &node.value;
+        let path = format!("pools.{}", name.value);
+        let kind = raw
+            .scheduler
+            .as_ref()
+            .map_or(SchedulerKind::Maglev, |s| s.value);
+
+        let backends = self.backends(&path, &raw.backends, links);
+
+        if kind != SchedulerKind::Maglev {
+            if let Some(size) = &raw.maglev_size {
+                self.error_at(
+                    size,
+                    format!("{path}.maglev_size"),
+                    format!(
+                        "maglev_size only applies to `scheduler: maglev`; this pool uses {}",
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+        let scheduler = match kind {
+            SchedulerKind::Maglev => self.maglev(&path, raw, tables, backends.as_deref()),
+            SchedulerKind::IpHash => Some(Scheduler::IpHash),
+            SchedulerKind::RoundRobin => Some(Scheduler::RoundRobin),
+            SchedulerKind::LeastConn => Some(Scheduler::LeastConn),
+            SchedulerKind::Weighted => Some(Scheduler::Weighted),
+        };
+
+        let health = match &raw.health {
+            None => Some(None),
+            Some(health) => self.health(&format!("{path}.health"), health).map(Some),
+        };
+        let load = match &raw.load {
+            None => Some(None),
+            Some(load) => self.load(&format!("{path}.load"), load).map(Some),
+        };
+
+        Some(Pool {
+            name: name.value.clone(),
+            region: region?,
+            scheduler: scheduler?,
+            health: health?,
+            load: load?,
+            backends: backends?,
+        })
+    }
+
+    /// The Maglev scheduler of a pool: its own table size or the policy-wide one, with room
+    /// for every backend.
+    fn maglev(
+        &mut self,
+        path: &str,
+        raw: &RawPool,
+        tables: &Tables,
+        backends: Option<&[Backend]>,
+    ) -> Option<Scheduler> {
+        let table_size = match &raw.maglev_size {
+            None => tables.maglev_size,
+            Some(node) => self.maglev_size(node, &format!("{path}.maglev_size"))?,
+        };
+        let count = backends.map_or(0, <[Backend]>::len);
+        if usize::try_from(table_size).is_ok_and(|size| size < count) {
+            self.error_at(
+                &raw.backends,
+                format!("{path}.backends"),
+                format!(
+                    "{count} backends do not fit a Maglev table of {table_size} slots; raise maglev_size"
+                ),
+            );
+            return None;
+        }
+        Some(Scheduler::Maglev { table_size })
+    }
+
+    pub(super) fn backends(
+        &mut self,
+        path: &str,
+        raw: &Spanned<Vec<Spanned<RawBackend>>>,
+        links: &Links,
+    ) -> Option<Vec<Backend>> {
+        if raw.value.is_empty() {
+            self.error_at(
+                raw,
+                format!("{path}.backends"),
+                "a pool needs at least one backend (set `weight: 0` to drain one instead of removing it)",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut addresses: HashMap<IpAddr, usize> = HashMap::new();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut backends = Vec::new();
+        for (i, node) in raw.value.iter().enumerate() {
+            let backend = &node.value;
+            let backend_path = format!("{path}.backends[{i}]");
+            let address_path = format!("{backend_path}.address");
+            let address = self
+                .check(&backend.address, &address_path, parse_ip(&backend.address.value))
+                .and_then(|ip| {
+                    if let Some(kind) = special_address(ip) {
+                        self.error_at(
+                            &backend.address,
+                            &address_path,
+                            format!("{ip} is a {kind} address; a backend needs a unicast address"),
+                        );
+                        return None;
+                    }
+                    if let Some(first) = addresses.insert(ip, i) {
+                        self.error_at(
+                            &backend.address,
+                            &address_path,
+                            format!("backend {ip} is listed twice in this pool (also backends[{first}])"),
+                        );
+                        return None;
+                    }
+                    if let Some(why) = links.unreachable(ip) {
+                        self.error_at(&backend.address, &address_path, why);
+                        return None;
+                    }
+                    Some(ip)
+                });
+            let weight = self.int_in(
+                backend.weight.as_ref(),
+                &format!("{backend_path}.weight"),
+                "weight",
+                (0, i64::from(u16::MAX)),
+                DEFAULT_BACKEND_WEIGHT,
+            );
+            let name = backend.name.as_ref().map(|name| {
+                let name_path = format!("{backend_path}.name");
+                self.name(name, &name_path);
+                if let Some(first) = names.insert(&name.value, i) {
+                    self.error_at(
+                        name,
+                        &name_path,
+                        format!(
+                            "backend name `{}` is used twice in this pool (also backends[{first}])",
+                            name.value
+                        ),
+                    );
+                }
+                name.value.clone()
+            });
+            match (address, weight) {
+                (Some(address), Some(weight)) => backends.push(Backend {
+                    address,
+                    weight,
+                    name,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(backends)
+    }
+
+    pub(super) fn health(&mut self, path: &str, node: &Spanned<RawHealth>) -> Option<HealthCheck> {
+        let raw = &node.value;
+        let probe = match (&raw.http, &raw.tcp) {
+            (Some(_), Some(tcp)) => {
+                self.error_at(
+                    tcp,
+                    format!("{path}.tcp"),
+                    "choose one probe: `http` or `tcp`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error_at(
+                    node,
+                    path,
+                    "a health check needs a probe: `http: { port, path }` or `tcp: { port }`",
+                );
+                None
+            }
+            (Some(http), None) => {
+                let http_path = format!("{path}.http");
+                let port = self.port(&http.value.port, &format!("{http_path}.port"));
+                let request_path = match &http.value.path {
+                    None => Some(DEFAULT_HTTP_PATH.to_owned()),
+                    Some(p) => self
+                        .check(p, format!("{http_path}.path"), check_http_path(&p.value))
+                        .map(|()| p.value.clone()),
+                };
+                let expect_status = self.int_in(
+                    http.value.expect_status.as_ref(),
+                    &format!("{http_path}.expect_status"),
+                    "expect_status",
+                    (100, 599),
+                    DEFAULT_EXPECT_STATUS,
+                );
+                let expect_model = match &http.value.expect_model {
+                    Some(model) if model.value.trim().is_empty() => {
+                        self.error_at(
+                            model,
+                            format!("{http_path}.expect_model"),
+                            "expect_model is empty",
+                        );
+                        None
+                    }
+                    Some(model) => Some(Some(model.value.clone())),
+                    None => Some(None),
+                };
+                match (port, request_path, expect_status, expect_model) {
+                    (Some(port), Some(path), Some(expect_status), Some(expect_model)) => {
+                        Some(Probe::Http {
+                            port,
+                            path,
+                            expect_status,
+                            expect_model,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            (None, Some(tcp)) => self
+                .port(&tcp.value.port, &format!("{path}.tcp.port"))
+                .map(|port| Probe::Tcp { port }),
+        };
+
+        let interval = self.duration_in(
+            raw.interval.as_ref(),
+            &format!("{path}.interval"),
+            "interval",
+            HEALTH_INTERVAL_RANGE,
+            DEFAULT_HEALTH_INTERVAL,
+        );
+        let timeout = match &raw.timeout {
+            None => interval.map(|i| i.min(DEFAULT_HEALTH_TIMEOUT)),
+            Some(node) => {
+                let timeout_path = format!("{path}.timeout");
+                let timeout = self.check(node, &timeout_path, parse_duration(&node.value));
+                match (timeout, interval) {
+                    (Some(t), _) if t.is_zero() => {
+                        self.error_at(node, &timeout_path, "timeout must be longer than 0");
+                        None
+                    }
+                    (Some(t), Some(i)) if t > i => {
+                        self.error_at(
+                            node,
+                            &timeout_path,
+                            format!(
+                                "timeout {} is longer than interval {}; a probe must finish before the next one starts",
+                                node.value.trim(),
+                                show_duration(i)
+                            ),
+                        );
+                        None
+                    }
+                    (t, _) => t,
+                }
+            }
+        };
+        let rise = self.int_in(
+            raw.rise.as_ref(),
+            &format!("{path}.rise"),
+            "rise",
+            (1, MAX_RISE_FALL),
+            DEFAULT_RISE,
+        );
+        let fall = self.int_in(
+            raw.fall.as_ref(),
+            &format!("{path}.fall"),
+            "fall",
+            (1, MAX_RISE_FALL),
+            DEFAULT_FALL,
+        );
+        Some(HealthCheck {
+            probe: probe?,
+            interval: interval?,
+            timeout: timeout?,
+            rise: rise?,
+            fall: fall?,
+        })
+    }
+
+    pub(super) fn load(&mut self, path: &str, node: &Spanned<RawLoad>) -> Option<LoadFeedback> {
+        let raw = &node.value;
+        let metrics = &raw.metrics.value;
+        let metrics_port = self.port(&metrics.port, &format!("{path}.metrics.port"));
+        let metrics_path = match &metrics.path {
+            None => Some(DEFAULT_METRICS_PATH.to_owned()),
+            Some(p) => self
+                .check(p, format!("{path}.metrics.path"), check_http_path(&p.value))
+                .map(|()| p.value.clone()),
+        };
+        let mut ok = true;
+        if raw.signals.value.is_empty() {
+            self.error_at(
+                &raw.signals,
+                format!("{path}.signals"),
+                "signals is empty; name the metrics that measure load, e.g. vllm:num_requests_waiting",
+            );
+            ok = false;
+        }
+        let mut signals = Vec::new();
+        for (i, signal) in raw.signals.value.iter().enumerate() {
+            let signal_path = format!("{path}.signals[{i}]");
+            if !is_metric_name(&signal.value) {
+                self.error_at(
+                    signal,
+                    &signal_path,
+                    format!("`{}` is not a Prometheus metric name", signal.value),
+                );
+                ok = false;
+            } else if signals.contains(&signal.value) {
+                self.error_at(
+                    signal,
+                    &signal_path,
+                    format!("signal `{}` is listed twice", signal.value),
+                );
+                ok = false;
+            } else {
+                signals.push(signal.value.clone());
+            }
+        }
+        let interval = self.duration_in(
+            raw.interval.as_ref(),
+            &format!("{path}.interval"),
+            "interval",
+            LOAD_INTERVAL_RANGE,
+            DEFAULT_LOAD_INTERVAL,
+        );
+        let weight_range = (1, i64::from(u16::MAX));
+        let min_weight = self.int_in(
+            raw.min_weight.as_ref(),
+            &format!("{path}.min_weight"),
+            "min_weight",
+            weight_range,
+            1u16,
+        );
+        let max_weight = self.int_in(
+            raw.max_weight.as_ref(),
+            &format!("{path}.max_weight"),
+            "max_weight",
+            weight_range,
+            u16::MAX,
+        );
+        if let (Some(min), Some(max)) = (min_weight, max_weight) {
+            if min > max {
+                let at = raw
+                    .min_weight
+                    .as_ref()
+                    .map_or(Position::of(node), Position::of);
+                self.error(
+                    at,
+                    format!("{path}.min_weight"),
+                    format!("min_weight {min} is above max_weight {max}"),
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(LoadFeedback {
+            metrics_port: metrics_port?,
+            metrics_path: metrics_path?,
+            signals,
+            interval: interval?,
+            min_weight: min_weight?,
+            max_weight: max_weight?,
+        })
+    }
+}
