@@ -14,7 +14,9 @@ pub mod appliance;
 pub mod flow;
 #[cfg(feature = "dpdk")]
 pub mod forward;
+pub mod pipeline;
 #[cfg(feature = "dpdk")]
 pub mod runner;
 pub mod settings;
 pub mod stats;
+pub mod swap;
