@@ -106,10 +106,11 @@ pub enum SectionKind {
     AclRules = 17,
     AclLpmV4 = 18,
     AclLpmV6 = 19,
+    AclGroups = 20,
 }
 
 impl SectionKind {
-    pub const ALL: [SectionKind; 19] = [
+    pub const ALL: [SectionKind; 20] = [
         Self::Config,
         Self::Interfaces,
         Self::Services,
@@ -129,6 +130,7 @@ impl SectionKind {
         Self::AclRules,
         Self::AclLpmV4,
         Self::AclLpmV6,
+        Self::AclGroups,
     ];
 }
 
@@ -297,8 +299,18 @@ pub struct Backend {
     pub pool: u32,
 }
 
-/// An ACL rule: the ACL-LPM value `r + 1` on the source address selects rule `r`; it applies
-/// when protocol (0 = any) and destination port range match, else the packet is allowed.
+/// An ACL rule group: the ACL-LPM value `g + 1` on the source address selects group `g`, the
+/// rules whose prefix covers that source, in policy order. The first rule of the group whose
+/// protocol and destination ports match decides; when none does, the packet is allowed. This
+/// keeps the policy's first-match semantics while the prefix part costs one LPM lookup.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct AclGroup {
+    pub first_rule: u32,
+    pub rule_count: u32,
+}
+
+/// An ACL rule within a group: protocol (0 = any) and destination port range.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 pub struct AclRule {
@@ -331,6 +343,7 @@ assert_layout! {
     Pool => 60, 4;
     Backend => 32, 4;
     AclRule => 8, 2;
+    AclGroup => 8, 4;
 }
 
 /// A decoded, validated generation: what the workers read.
@@ -357,6 +370,7 @@ pub struct Generation {
     /// Concatenated per-pool lists of healthy backend indices.
     pub healthy_backends: Vec<u32>,
     pub acl_rules: Vec<AclRule>,
+    pub acl_groups: Vec<AclGroup>,
     pub acl_lpm_v4: Vec<u32>,
     pub acl_lpm_v6: Vec<u32>,
 }
@@ -576,6 +590,12 @@ impl Generation {
         );
         put(&mut out, SectionKind::AclLpmV4, 4, bytes(&self.acl_lpm_v4));
         put(&mut out, SectionKind::AclLpmV6, 4, bytes(&self.acl_lpm_v6));
+        put(
+            &mut out,
+            SectionKind::AclGroups,
+            size_of::<AclGroup>(),
+            bytes(&self.acl_groups),
+        );
         pad_to(&mut out, ALIGN);
 
         let header_size = size_of::<Header>();
@@ -697,6 +717,7 @@ impl Generation {
             acl_rules: records(section(SectionKind::AclRules, size_of::<AclRule>())?),
             acl_lpm_v4: records(section(SectionKind::AclLpmV4, 4)?),
             acl_lpm_v6: records(section(SectionKind::AclLpmV6, 4)?),
+            acl_groups: records(section(SectionKind::AclGroups, size_of::<AclGroup>())?),
         };
         g.validate()?;
         Ok(g)
@@ -735,8 +756,8 @@ impl Generation {
         lpm_v6("vip_lpm_v6", &self.vip_lpm_v6, self.vip_groups.len())?;
         lpm_v4("geo_lpm_v4", &self.geo_lpm_v4, self.regions.len())?;
         lpm_v6("geo_lpm_v6", &self.geo_lpm_v6, self.regions.len())?;
-        lpm_v4("acl_lpm_v4", &self.acl_lpm_v4, self.acl_rules.len())?;
-        lpm_v6("acl_lpm_v6", &self.acl_lpm_v6, self.acl_rules.len())?;
+        lpm_v4("acl_lpm_v4", &self.acl_lpm_v4, self.acl_groups.len())?;
+        lpm_v6("acl_lpm_v6", &self.acl_lpm_v6, self.acl_groups.len())?;
 
         let in_range = |first: u32, count: u32, len: usize| {
             (first as usize)
@@ -815,6 +836,11 @@ impl Generation {
                     .is_none_or(|b| b.id as usize != id)
             {
                 return bad("backend_by_id", id);
+            }
+        }
+        for (i, g) in self.acl_groups.iter().enumerate() {
+            if !in_range(g.first_rule, g.rule_count, self.acl_rules.len()) {
+                return bad("acl_group", i);
             }
         }
         for (i, r) in self.acl_rules.iter().enumerate() {
