@@ -42,6 +42,21 @@ pub struct PortSetting {
     pub device: String,
     #[serde(default)]
     pub role: PortRole,
+    /// The policy interface bound to this port (its MAC, addresses and gateway). Default: the
+    /// role's name (`uplink`, `backend`); the kernel port binds none.
+    #[serde(default)]
+    pub interface: Option<String>,
+}
+
+impl PortSetting {
+    /// The policy interface this port carries, if any.
+    pub fn interface_name(&self) -> Option<String> {
+        match (&self.interface, self.role) {
+            (Some(name), _) => Some(name.clone()),
+            (None, PortRole::Kernel) => None,
+            (None, role) => Some(role.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -82,6 +97,24 @@ impl Default for MempoolSettings {
     }
 }
 
+/// Each worker's connection tables. Capacities are in flows (ways); keep them about twice the
+/// expected live flows per worker, since a full bucket evicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowTableSettings {
+    pub ipv4_flows: u32,
+    pub ipv6_flows: u32,
+    /// New connection-table entries per second per worker before inserts are throttled
+    /// (flood resistance); packets of throttled flows are still forwarded, statelessly.
+    pub insert_rate: u32,
+}
+
+impl Default for FlowTableSettings {
+    fn default() -> Self {
+        Self { ipv4_flows: 2 << 20, ipv6_flows: 1 << 19, insert_rate: 2_000_000 }
+    }
+}
+
 /// All of the appliance's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +128,7 @@ pub struct Settings {
     pub tx_retries: u32,
     /// Layer-3 MTU for every port; unset keeps the device default.
     pub mtu: Option<u16>,
+    pub flow_table: FlowTableSettings,
 }
 
 impl Default for Settings {
@@ -105,6 +139,7 @@ impl Default for Settings {
             mempool: MempoolSettings::default(),
             tx_retries: 8,
             mtu: None,
+            flow_table: FlowTableSettings::default(),
         }
     }
 }
@@ -187,6 +222,15 @@ impl Settings {
             if !(68..=9600).contains(&mtu) {
                 return Err(SettingsError(format!("mtu is {mtu}; expected 68 to 9600")));
             }
+        }
+        let f = &self.flow_table;
+        for (name, v) in [("flow_table.ipv4_flows", f.ipv4_flows), ("flow_table.ipv6_flows", f.ipv6_flows)] {
+            if !(16..=1 << 27).contains(&v) {
+                return Err(SettingsError(format!("{name} is {v}; expected 16 to 134217728")));
+            }
+        }
+        if f.insert_rate == 0 {
+            return Err(SettingsError("flow_table.insert_rate is 0; expected at least 1".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.ports.iter().enumerate() {

@@ -3,6 +3,7 @@
 use std::ptr::NonNull;
 
 use super::{sys, Mempool, PortId, QueueId};
+use crate::pipeline::PacketBuf;
 
 /// Packets per RX/TX burst.
 pub const BURST_SIZE: usize = 32;
@@ -148,6 +149,46 @@ impl Burst {
         })
     }
 
+    /// The held packets as [`PacketBuf`]s for the pipeline.
+    #[inline]
+    pub fn packets_mut(&mut self) -> &mut [PacketRef] {
+        let len = self.len;
+        // SAFETY: PacketRef is repr(transparent) over NonNull<rte_mbuf>, which has the layout of
+        // *mut rte_mbuf; slots [0, len) hold non-null mbufs this burst owns. The slice borrows
+        // self mutably, so the burst cannot free or move them meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.pkts.as_mut_ptr().cast::<PacketRef>(), len) }
+    }
+
+    /// Moves every packet to `outs[dest(i)]`, in order, or frees it when `dest(i)` is `None` or
+    /// names a missing or full output. Leaves this burst empty; returns how many were freed.
+    #[inline]
+    pub fn route(&mut self, outs: &mut [Burst], mut dest: impl FnMut(usize) -> Option<usize>) -> usize {
+        let mut free: [*mut sys::rte_mbuf; BURST_SIZE] = [std::ptr::null_mut(); BURST_SIZE];
+        let mut nfree = 0;
+        for i in 0..self.len {
+            let m = self.pkts[i];
+            match dest(i).and_then(|d| outs.get_mut(d)).filter(|o| o.len < BURST_SIZE) {
+                Some(out) => {
+                    out.pkts[out.len] = m;
+                    out.len += 1;
+                }
+                None => {
+                    free[nfree] = m;
+                    nfree += 1;
+                }
+            }
+        }
+        self.len = 0;
+        if nfree > 0 {
+            #[allow(clippy::cast_possible_truncation)] // nfree <= BURST_SIZE
+            // SAFETY: the first nfree entries are mbufs this burst owned and no longer references.
+            unsafe {
+                sys::rte_pktmbuf_free_bulk(free.as_mut_ptr(), nfree as u32);
+            }
+        }
+        nfree
+    }
+
     /// Moves packet `i` out of the burst (the last packet takes its slot; order is not kept).
     pub fn swap_remove(&mut self, i: usize) -> Option<Mbuf> {
         if i >= self.len {
@@ -233,5 +274,116 @@ impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: self owns the mbuf and frees it exactly once.
         unsafe { sys::sy_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// A borrowed view of one mbuf of a [`Burst`], as the pipeline's [`PacketBuf`].
+///
+/// Only the first segment is visible; [`PacketRef::is_contiguous`] says whether that is the whole
+/// packet (the runner drops multi-segment packets before the pipeline sees them).
+#[repr(transparent)]
+pub struct PacketRef(NonNull<sys::rte_mbuf>);
+
+impl std::fmt::Debug for PacketRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketRef").field("len", &self.data().len()).finish()
+    }
+}
+
+impl PacketRef {
+    #[inline]
+    fn raw(&self) -> &sys::rte_mbuf {
+        // SAFETY: a PacketRef only exists inside a Burst's slice of owned, valid mbufs.
+        unsafe { self.0.as_ref() }
+    }
+
+    #[inline]
+    fn raw_mut(&mut self) -> &mut sys::rte_mbuf {
+        // SAFETY: as in `raw`; &mut self gives exclusive access to this mbuf's header.
+        unsafe { self.0.as_mut() }
+    }
+
+    /// Whether the packet is a single segment (all of it is in `data()`).
+    #[inline]
+    pub fn is_contiguous(&self) -> bool {
+        let m = self.raw();
+        m.nb_segs == 1 && m.pkt_len == u32::from(m.data_len)
+    }
+
+    /// The NIC's RSS hash of the packet, when the port computed one.
+    #[inline]
+    pub fn rss_hash(&self) -> u32 {
+        // SAFETY: reads a field of a valid mbuf.
+        unsafe { sys::sy_mbuf_rss_hash(self.0.as_ptr()) }
+    }
+}
+
+impl PacketBuf for PacketRef {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        // SAFETY: the mbuf is valid (see `raw`); the slice borrows self.
+        unsafe {
+            let (p, n) = segment(self.0.as_ptr());
+            std::slice::from_raw_parts(p, n)
+        }
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; &mut self makes this the only view of the bytes.
+        unsafe {
+            let (p, n) = segment(self.0.as_ptr());
+            std::slice::from_raw_parts_mut(p, n)
+        }
+    }
+
+    #[inline]
+    fn prepend(&mut self, n: usize) -> bool {
+        let m = self.raw_mut();
+        let Ok(n16) = u16::try_from(n) else { return false };
+        if n16 > m.data_off {
+            return false;
+        }
+        m.data_off -= n16;
+        m.data_len += n16;
+        m.pkt_len += u32::from(n16);
+        true
+    }
+
+    #[inline]
+    fn adj(&mut self, n: usize) -> bool {
+        let m = self.raw_mut();
+        let Ok(n16) = u16::try_from(n) else { return false };
+        if n16 > m.data_len {
+            return false;
+        }
+        m.data_off += n16;
+        m.data_len -= n16;
+        m.pkt_len -= u32::from(n16);
+        true
+    }
+
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        let m = self.raw_mut();
+        if let Ok(len16) = u16::try_from(len) {
+            if len16 < m.data_len {
+                m.pkt_len -= u32::from(m.data_len - len16);
+                m.data_len = len16;
+            }
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, n: usize) -> bool {
+        let m = self.raw_mut();
+        let Ok(n16) = u16::try_from(n) else { return false };
+        let used = u32::from(m.data_off) + u32::from(m.data_len);
+        if used + u32::from(n16) > u32::from(m.buf_len) {
+            return false;
+        }
+        m.data_len += n16;
+        m.pkt_len += u32::from(n16);
+        true
     }
 }

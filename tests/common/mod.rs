@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 pub const DATAPLANE: &str = env!("CARGO_BIN_EXE_switchyard-dataplane");
 
+/// The control-plane binary, built beside the data plane by `cargo build --workspace` (ci/test
+/// builds the workspace before testing).
+pub fn control_bin() -> PathBuf {
+    let path = Path::new(DATAPLANE).with_file_name("switchyard-control");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (ci/test does)", path.display());
+    path
+}
+
 /// Fails the test with a clear message when not root: these tests need hugepages, taps and
 /// namespaces. CI runs as root.
 pub fn require_root() {
