@@ -45,7 +45,8 @@ impl RunReport {
 }
 
 /// Launches one job per worker, reports every `interval`, and stops when `stop` is set or after
-/// `duration`. `make_job` builds the job that runs on the worker's lcore.
+/// `duration`. `make_job` builds the job that runs on the worker's lcore; `tick` runs on the main
+/// lcore about every millisecond while workers poll (the control channel lives there).
 pub fn run<F, J>(
     app: &Appliance,
     mode: &str,
@@ -53,6 +54,7 @@ pub fn run<F, J>(
     interval: Duration,
     stop: &Arc<AtomicBool>,
     make_job: F,
+    mut tick: impl FnMut(),
 ) -> Result<RunReport>
 where
     F: Fn(&WorkerPlan, Arc<Counters>, Arc<AtomicBool>) -> J,
@@ -79,9 +81,10 @@ where
 
     let mut last = Totals::default();
     let mut last_at = started;
-    let tick = Duration::from_millis(10);
+    let nap = Duration::from_millis(1);
     while !stop.load(Relaxed) {
-        std::thread::sleep(tick);
+        std::thread::sleep(nap);
+        tick();
         let now = Instant::now();
         if duration.is_some_and(|d| now.duration_since(started) >= d) {
             break;

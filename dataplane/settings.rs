@@ -111,7 +111,11 @@ pub struct FlowTableSettings {
 
 impl Default for FlowTableSettings {
     fn default() -> Self {
-        Self { ipv4_flows: 2 << 20, ipv6_flows: 1 << 19, insert_rate: 2_000_000 }
+        Self {
+            ipv4_flows: 2 << 20,
+            ipv6_flows: 1 << 19,
+            insert_rate: 2_000_000,
+        }
     }
 }
 
@@ -224,13 +228,20 @@ impl Settings {
             }
         }
         let f = &self.flow_table;
-        for (name, v) in [("flow_table.ipv4_flows", f.ipv4_flows), ("flow_table.ipv6_flows", f.ipv6_flows)] {
+        for (name, v) in [
+            ("flow_table.ipv4_flows", f.ipv4_flows),
+            ("flow_table.ipv6_flows", f.ipv6_flows),
+        ] {
             if !(16..=1 << 27).contains(&v) {
-                return Err(SettingsError(format!("{name} is {v}; expected 16 to 134217728")));
+                return Err(SettingsError(format!(
+                    "{name} is {v}; expected 16 to 134217728"
+                )));
             }
         }
         if f.insert_rate == 0 {
-            return Err(SettingsError("flow_table.insert_rate is 0; expected at least 1".into()));
+            return Err(SettingsError(
+                "flow_table.insert_rate is 0; expected at least 1".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.ports.iter().enumerate() {

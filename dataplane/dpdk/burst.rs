@@ -162,12 +162,19 @@ impl Burst {
     /// Moves every packet to `outs[dest(i)]`, in order, or frees it when `dest(i)` is `None` or
     /// names a missing or full output. Leaves this burst empty; returns how many were freed.
     #[inline]
-    pub fn route(&mut self, outs: &mut [Burst], mut dest: impl FnMut(usize) -> Option<usize>) -> usize {
+    pub fn route(
+        &mut self,
+        outs: &mut [Burst],
+        mut dest: impl FnMut(usize) -> Option<usize>,
+    ) -> usize {
         let mut free: [*mut sys::rte_mbuf; BURST_SIZE] = [std::ptr::null_mut(); BURST_SIZE];
         let mut nfree = 0;
         for i in 0..self.len {
             let m = self.pkts[i];
-            match dest(i).and_then(|d| outs.get_mut(d)).filter(|o| o.len < BURST_SIZE) {
+            match dest(i)
+                .and_then(|d| outs.get_mut(d))
+                .filter(|o| o.len < BURST_SIZE)
+            {
                 Some(out) => {
                     out.pkts[out.len] = m;
                     out.len += 1;
@@ -286,7 +293,9 @@ pub struct PacketRef(NonNull<sys::rte_mbuf>);
 
 impl std::fmt::Debug for PacketRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PacketRef").field("len", &self.data().len()).finish()
+        f.debug_struct("PacketRef")
+            .field("len", &self.data().len())
+            .finish()
     }
 }
 
@@ -340,7 +349,9 @@ impl PacketBuf for PacketRef {
     #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         let m = self.raw_mut();
-        let Ok(n16) = u16::try_from(n) else { return false };
+        let Ok(n16) = u16::try_from(n) else {
+            return false;
+        };
         if n16 > m.data_off {
             return false;
         }
@@ -353,7 +364,9 @@ impl PacketBuf for PacketRef {
     #[inline]
     fn adj(&mut self, n: usize) -> bool {
         let m = self.raw_mut();
-        let Ok(n16) = u16::try_from(n) else { return false };
+        let Ok(n16) = u16::try_from(n) else {
+            return false;
+        };
         if n16 > m.data_len {
             return false;
         }
@@ -377,7 +390,9 @@ impl PacketBuf for PacketRef {
     #[inline]
     fn append(&mut self, n: usize) -> bool {
         let m = self.raw_mut();
-        let Ok(n16) = u16::try_from(n) else { return false };
+        let Ok(n16) = u16::try_from(n) else {
+            return false;
+        };
         let used = u32::from(m.data_off) + u32::from(m.data_len);
         if used + u32::from(n16) > u32::from(m.buf_len) {
             return false;

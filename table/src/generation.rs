@@ -970,7 +970,10 @@ mod tests {
             port_hi: u16::MAX,
             _pad: [0; 2],
         });
-        g.acl_groups.push(AclGroup { first_rule: 0, rule_count: 1 });
+        g.acl_groups.push(AclGroup {
+            first_rule: 0,
+            rule_count: 1,
+        });
         g.acl_lpm_v4 = lpm::build_v4(&[(0xc612_0000, 15, 1)]).unwrap();
         g
     }

@@ -16,7 +16,11 @@ pub const DATAPLANE: &str = env!("CARGO_BIN_EXE_switchyard-dataplane");
 /// builds the workspace before testing).
 pub fn control_bin() -> PathBuf {
     let path = Path::new(DATAPLANE).with_file_name("switchyard-control");
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (ci/test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (ci/test does)",
+        path.display()
+    );
     path
 }
 
