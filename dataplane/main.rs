@@ -134,6 +134,7 @@ fn forward(args: &CommonArgs) -> Result<()> {
             let index = plan.index;
             move || worker.run(counters.worker(index), &stop)
         },
+        || {},
     )?;
     for p in &app.ports {
         let s = p.stats();
