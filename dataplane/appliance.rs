@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use crate::dpdk::{
     self, Eal, LcoreId, Mempool, Port, PortConfig, PortId, PortInfo, QueueId, BURST_SIZE,
 };
-use crate::settings::{PortRole, Settings};
+use crate::pipeline::{PortIndex, PortMap};
+use crate::settings::{PortRole, PortSetting, Settings};
 
 /// What one worker lcore does: the RX queues it polls and its TX queue index on every port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct WorkerPlan {
 pub struct Appliance {
     pub ports: Vec<Port>,
     pub roles: Vec<PortRole>,
+    /// The policy interface bound to each port (`None` for the kernel port).
+    pub interfaces: Vec<Option<String>>,
     pub workers: Vec<WorkerPlan>,
     pools: Vec<Mempool>,
     eal: Eal,
@@ -99,8 +102,18 @@ impl Appliance {
         if probed.is_empty() {
             bail!("the EAL found no Ethernet port: pass devices with `-a <PCI address>` or `--vdev=net_...`");
         }
-        let selected: Vec<(PortInfo, PortRole)> = if settings.ports.is_empty() {
-            probed.into_iter().map(|p| (p, PortRole::Uplink)).collect()
+        let selected: Vec<(PortInfo, PortSetting)> = if settings.ports.is_empty() {
+            probed
+                .into_iter()
+                .map(|p| {
+                    let s = PortSetting {
+                        device: p.name.clone(),
+                        role: PortRole::Uplink,
+                        interface: None,
+                    };
+                    (p, s)
+                })
+                .collect()
         } else {
             let mut out = Vec::new();
             for want in &settings.ports {
@@ -112,7 +125,7 @@ impl Appliance {
                         names.join(", ")
                     );
                 };
-                out.push((info.clone(), want.role));
+                out.push((info.clone(), want.clone()));
             }
             out
         };
@@ -143,7 +156,8 @@ impl Appliance {
 
         let mut ports = Vec::new();
         let mut roles = Vec::new();
-        for (info, role) in selected {
+        let mut interfaces = Vec::new();
+        for (info, setting) in selected {
             let pool = &pools
                 .iter()
                 .find(|(s, _)| *s == info.numa_socket())
@@ -170,7 +184,8 @@ impl Appliance {
             };
             let port = Port::start(info, config, pool)?;
             ports.push(port);
-            roles.push(role);
+            roles.push(setting.role);
+            interfaces.push(setting.interface_name());
         }
 
         let rx_queues: Vec<(PortId, u16)> = ports
@@ -221,11 +236,12 @@ impl Appliance {
             let i = port.info();
             let c = port.config();
             lines.push(format!(
-                "port {} {} ({}) role={} socket={} mac={} rxq={} txq={} rxd={} txd={} fast_free={} link {}",
+                "port {} {} ({}) role={} interface={} socket={} mac={} rxq={} txq={} rxd={} txd={} fast_free={} link {}",
                 i.id.0,
                 i.name,
                 i.driver,
                 role,
+                self.interfaces.get(usize::from(i.id.0)).cloned().flatten().unwrap_or_else(|| "-".into()),
                 i.socket,
                 i.mac_string(),
                 c.rx_queues,
@@ -260,6 +276,22 @@ impl Appliance {
         lines
     }
 
+    /// How the pipeline sees the ports: the interface bound to each, and the backend-facing and
+    /// kernel ports (the first of each role).
+    pub fn port_map(&self) -> PortMap {
+        let first = |role: PortRole| {
+            self.roles
+                .iter()
+                .position(|&r| r == role)
+                .and_then(|i| PortIndex::try_from(i).ok())
+        };
+        PortMap {
+            interface: self.interfaces.clone(),
+            backend: first(PortRole::Backend),
+            kernel: first(PortRole::Kernel),
+        }
+    }
+
     /// The EAL this appliance runs on.
     pub fn eal(&self) -> &Eal {
         &self.eal
@@ -290,7 +322,7 @@ pub fn requested_net_vdevs(eal_args: &[String]) -> Vec<String> {
 }
 
 /// Buffers the RX/TX rings and worker bursts can hold at once.
-fn mbufs_needed(settings: &Settings, ports: &[(PortInfo, PortRole)], workers: usize) -> u64 {
+fn mbufs_needed(settings: &Settings, ports: &[(PortInfo, PortSetting)], workers: usize) -> u64 {
     let w = workers as u64;
     let per_port = u64::from(settings.queues.rx_descriptors) * w
         + u64::from(settings.queues.tx_descriptors) * w;

@@ -463,6 +463,19 @@ impl<K: FlowKey> FlowTable<K> {
     /// targeted bucket flooding harder.
     #[inline]
     pub fn lookup(&mut self, key: &K, hash: u32, now: u32) -> Option<FlowMut<'_, K>> {
+        self.lookup_with(key, hash, now, |_| {})
+    }
+
+    /// [`FlowTable::lookup`], calling `on_removed` with the value of the expired entry it
+    /// reclaims, if any (so a caller that keeps per-backend flow counts can decrement them).
+    #[inline]
+    pub fn lookup_with<F: FnMut(FlowValue)>(
+        &mut self,
+        key: &K,
+        hash: u32,
+        now: u32,
+        mut on_removed: F,
+    ) -> Option<FlowMut<'_, K>> {
         let (b, tag) = split(hash, self.mask);
         let Some((bucket, way)) = self.find(b, tag, key) else {
             self.counters.misses += 1;
@@ -473,6 +486,7 @@ impl<K: FlowKey> FlowTable<K> {
             self.lines[bucket].last_seen[way],
         );
         if is_expired(now, seen, self.timeout(raw)) {
+            on_removed(self.entries[bucket][way].value);
             self.free_way(bucket, way);
             self.counters.expired += 1;
             self.counters.misses += 1;
@@ -521,6 +535,21 @@ impl<K: FlowKey> FlowTable<K> {
         state: FlowState,
         now: u32,
     ) -> InsertOutcome {
+        self.insert_with(key, hash, value, state, now, |_| {})
+    }
+
+    /// [`FlowTable::insert`], calling `on_removed` with every value that leaves the table on
+    /// the way: the old value of a replaced key, an expired entry reclaimed, or the evicted one.
+    #[inline]
+    pub fn insert_with<F: FnMut(FlowValue)>(
+        &mut self,
+        key: &K,
+        hash: u32,
+        value: FlowValue,
+        state: FlowState,
+        now: u32,
+        mut on_removed: F,
+    ) -> InsertOutcome {
         let (b, tag) = split(hash, self.mask);
 
         if let Some((bucket, way)) = self.find(b, tag, key) {
@@ -531,11 +560,13 @@ impl<K: FlowKey> FlowTable<K> {
                 line.last_seen[way],
                 self.timeout_ms[usize::from(raw & 7)],
             ) {
+                on_removed(self.entries[bucket][way].value);
                 self.free_way(bucket, way);
                 self.counters.expired += 1;
             } else {
                 line.state[way] = state as u8 | (raw & SECONDARY);
                 line.last_seen[way] = now;
+                on_removed(self.entries[bucket][way].value);
                 self.entries[bucket][way].value = value;
                 self.counters.replaced += 1;
                 return InsertOutcome::Replaced;
@@ -561,6 +592,7 @@ impl<K: FlowKey> FlowTable<K> {
         } else {
             let raw = self.lines[bucket].state[way];
             let live = !is_expired(now, self.lines[bucket].last_seen[way], self.timeout(raw));
+            on_removed(self.entries[bucket][way].value);
             self.free_way(bucket, way);
             if live {
                 self.counters.evicted += 1;
@@ -603,6 +635,16 @@ impl<K: FlowKey> FlowTable<K> {
     /// 16–64 buckets) from the worker loop, e.g. after each burst or when a poll comes back
     /// empty.
     pub fn sweep(&mut self, now: u32, max_buckets: usize) -> usize {
+        self.sweep_with(now, max_buckets, |_| {})
+    }
+
+    /// [`FlowTable::sweep`], calling `on_removed` with the value of every flow it reclaims.
+    pub fn sweep_with<F: FnMut(FlowValue)>(
+        &mut self,
+        now: u32,
+        max_buckets: usize,
+        mut on_removed: F,
+    ) -> usize {
         let mut freed = 0;
         for _ in 0..max_buckets.min(self.lines.len()) {
             let b = self.sweep_cursor;
@@ -610,6 +652,7 @@ impl<K: FlowKey> FlowTable<K> {
             for way in 0..WAYS {
                 let raw = self.lines[b].state[way];
                 if raw != 0 && is_expired(now, self.lines[b].last_seen[way], self.timeout(raw)) {
+                    on_removed(self.entries[b][way].value);
                     self.free_way(b, way);
                     freed += 1;
                 }
