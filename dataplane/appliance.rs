@@ -209,6 +209,7 @@ impl Appliance {
         Ok(Self {
             ports,
             roles,
+            interfaces,
             workers,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
             eal,
