@@ -2,5 +2,6 @@
 //! It never links DPDK; it talks to the data plane only through shared memory.
 #![deny(unsafe_code)]
 
+pub mod compile;
 pub mod maglev;
 pub mod policy;

@@ -1,0 +1,125 @@
+//! Pools, backends, Maglev tables, healthy lists and `backend_by_id`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use switchyard_table::generation::{self as abi, Generation};
+
+use crate::maglev::{self, MaglevBackend};
+use crate::policy::{Backend, Policy, Pool, Scheduler};
+
+use super::{address_field, index_u32, BackendIds, BackendLive, BackendState, CompileError};
+
+/// The Maglev key of a backend: xxh3-64 of its address as the table stores it (16 bytes and the
+/// family). It alone fixes the backend's permutation, so a backend claims the same slots on
+/// every compile, every box and every version, whatever its index or id.
+#[must_use]
+pub fn maglev_key(address: IpAddr) -> u64 {
+    let (bytes, family) = address_field(address);
+    let mut input = [0u8; 17];
+    input[..16].copy_from_slice(&bytes);
+    input[16] = family;
+    xxhash_rust::xxh3::xxh3_64(&input)
+}
+
+/// The weight a backend gets in this generation; see the module documentation of `compile`.
+pub(super) fn effective_weight(pool: &Pool, backend: &Backend, live: BackendLive) -> u32 {
+    if backend.weight == 0 {
+        return 0;
+    }
+    match (live.weight, &pool.load) {
+        (None, _) => u32::from(backend.weight),
+        (Some(w), Some(load)) => w.clamp(u32::from(load.min_weight), u32::from(load.max_weight)),
+        (Some(w), None) => w,
+    }
+}
+
+pub(super) fn build(
+    policy: &Policy,
+    state: &BackendState,
+    ids: &BackendIds,
+    g: &mut Generation,
+) -> Result<(), CompileError> {
+    for (pool_index, pool) in policy.pools.iter().enumerate() {
+        let pool_u32 = index_u32("pools", pool_index)?;
+        let first_backend = index_u32("backends", g.backends.len())?;
+        let first_healthy = index_u32("healthy backends", g.healthy_backends.len())?;
+        let mut in_table: Vec<MaglevBackend> = Vec::new();
+        // Stable id → backend index + 1, the value a Maglev slot holds.
+        let mut slot_value: BTreeMap<u32, u32> = BTreeMap::new();
+        for b in &pool.backends {
+            let id = ids
+                .get(&pool.name, b.address)
+                .expect("BackendIds::assign gives every backend of the policy an id");
+            let live = state.get(&pool.name, b.address);
+            let healthy = pool.health.is_none() || live.healthy;
+            let weight = effective_weight(pool, b, live);
+            let index = index_u32("backends", g.backends.len())?;
+            let (address, family) = address_field(b.address);
+            g.backends.push(abi::Backend {
+                address,
+                family,
+                flags: if healthy { abi::BACKEND_HEALTHY } else { 0 },
+                _pad: [0; 2],
+                weight,
+                id,
+                pool: pool_u32,
+            });
+            if healthy && weight > 0 {
+                g.healthy_backends.push(index);
+                in_table.push(MaglevBackend {
+                    id,
+                    weight,
+                    key: maglev_key(b.address),
+                });
+                slot_value.insert(id, index + 1);
+            }
+        }
+
+        let size = match pool.scheduler {
+            Scheduler::Maglev { table_size } => table_size,
+            Scheduler::IpHash => policy.tables.maglev_size,
+            Scheduler::RoundRobin | Scheduler::LeastConn | Scheduler::Weighted => 0,
+        };
+        let maglev_offset = index_u32("Maglev slots", g.maglev.len())?;
+        if size > 0 {
+            let table = maglev::build(&in_table, size).map_err(|error| CompileError::Maglev {
+                pool: pool.name.clone(),
+                error,
+            })?;
+            g.maglev.extend(
+                table
+                    .iter()
+                    .map(|id| slot_value.get(id).copied().unwrap_or(maglev::EMPTY)),
+            );
+        }
+        g.pools.push(abi::Pool {
+            name: abi::name_field(&pool.name),
+            scheduler: scheduler(pool.scheduler) as u8,
+            _pad: [0; 3],
+            maglev_offset,
+            maglev_size: size,
+            first_backend,
+            backend_count: index_u32("backends", pool.backends.len())?,
+            first_healthy,
+            healthy_count: index_u32("healthy backends", g.healthy_backends.len())? - first_healthy,
+        });
+    }
+
+    let top = g.backends.iter().map(|b| b.id).max().unwrap_or(0);
+    g.backend_by_id = vec![0; top as usize + 1];
+    for (index, b) in g.backends.iter().enumerate() {
+        g.backend_by_id[b.id as usize] = index_u32("backends", index + 1)?;
+    }
+    Ok(())
+}
+
+fn scheduler(s: Scheduler) -> abi::Scheduler {
+    match s {
+        Scheduler::Maglev { .. } => abi::Scheduler::Maglev,
+        Scheduler::IpHash => abi::Scheduler::IpHash,
+        Scheduler::RoundRobin => abi::Scheduler::RoundRobin,
+        Scheduler::LeastConn => abi::Scheduler::LeastConn,
+        Scheduler::Weighted => abi::Scheduler::Weighted,
+    }
+}

@@ -1,0 +1,79 @@
+//! Live backend state the compiler folds into a generation: health from the checkers and
+//! weights from live load.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// What is known right now about one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendLive {
+    /// Whether the health check passes. Ignored for pools without a health check, whose
+    /// backends always count as up.
+    pub healthy: bool,
+    /// Weight from live load, replacing the policy weight of a backend whose policy weight is
+    /// not 0; clamped to the pool's `load` bounds when it has them.
+    pub weight: Option<u32>,
+}
+
+impl Default for BackendLive {
+    /// Healthy, policy weight: what a backend is until a checker says otherwise.
+    fn default() -> Self {
+        Self {
+            healthy: true,
+            weight: None,
+        }
+    }
+}
+
+/// Live state per (pool name, backend address). Backends never mentioned are
+/// [`BackendLive::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendState {
+    live: BTreeMap<String, BTreeMap<IpAddr, BackendLive>>,
+}
+
+impl BackendState {
+    /// Every backend healthy, at its policy weight.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the health-check verdict of a backend.
+    pub fn set_health(&mut self, pool: &str, address: IpAddr, healthy: bool) {
+        self.entry(pool, address).healthy = healthy;
+    }
+
+    /// Sets (or, with `None`, clears) the live-load weight of a backend.
+    pub fn set_weight(&mut self, pool: &str, address: IpAddr, weight: Option<u32>) {
+        self.entry(pool, address).weight = weight;
+    }
+
+    /// The state of a backend; the default for one never set.
+    #[must_use]
+    pub fn get(&self, pool: &str, address: IpAddr) -> BackendLive {
+        self.live
+            .get(pool)
+            .and_then(|p| p.get(&address))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Drops what is known about a backend (e.g. once it left the policy).
+    pub fn forget(&mut self, pool: &str, address: IpAddr) {
+        if let Some(p) = self.live.get_mut(pool) {
+            p.remove(&address);
+            if p.is_empty() {
+                self.live.remove(pool);
+            }
+        }
+    }
+
+    fn entry(&mut self, pool: &str, address: IpAddr) -> &mut BackendLive {
+        self.live
+            .entry(pool.to_owned())
+            .or_default()
+            .entry(address)
+            .or_default()
+    }
+}
