@@ -3,3 +3,5 @@
 
 pub mod generation;
 pub mod lpm;
+#[allow(unsafe_code)]
+pub mod shm;

@@ -1,0 +1,251 @@
+//! The `repr(C)` layout of the control segment, defined once for both processes.
+//!
+//! Every field is an atomic integer. The segment is written by two processes (and, if someone
+//! else can open the file, by anyone), so no byte of it is ever read through a plain reference:
+//! atomics are valid for every bit pattern and make concurrent access defined behaviour. Which
+//! process writes each cache line is part of the ABI, in the manner of DPDK's
+//! `examples/multi_process/client_server_mp/shared/common.h`:
+//!
+//! ```text
+//! offset   size     cache lines  written by            contents
+//! 0x00000  0x40     1            creator, once         Identity: magic, ABI version, total size,
+//!                                (under flock)         initialiser pid and time
+//! 0x00040  0x40     1            control               ControlLine: pid, epoch, last published
+//!                                                      generation, heartbeat
+//! 0x00080  0x40     1            data plane            DataplaneLine: pid, epoch, workers,
+//!                                                      heartbeat, live / installed / last
+//!                                                      rejected generation, counter count
+//! 0x000c0  0x40     1            nobody                reserved
+//! 0x00100  0x1000   64 × 1       data plane            WorkerSlot[64]: live generation,
+//!                                                      packets, drops (one line per worker)
+//! 0x01100  0x1000   64           data plane, at start  CounterName[128]: 32-byte NUL-padded names
+//! 0x02100  0x10000  64 × 16      data plane            WorkerCounters[64]: [u64; 128] per worker
+//! 0x12100  0x4100   2×2 + 256    control→data ring     head (control), tail (data plane),
+//!                                                      256 slots of 64 bytes (control)
+//! 0x16200  0x10100  2×2 + 1024   data→control ring     head (data plane), tail (control),
+//!                                                      1024 slots of 64 bytes (data plane)
+//! 0x26300                                              end (SEGMENT_SIZE)
+//! ```
+//!
+//! Ring heads and tails sit on 128-byte blocks of their own (two cache lines) so that the
+//! adjacent-line prefetcher does not make the producer and the consumer share a line, the same
+//! padding `rte_ring` uses. All integers are native-endian (the table ABI is little-endian only).
+//! Generation numbers start at 1; 0 means "none".
+
+use std::mem::{align_of, offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// `b"SWYDCTL\0"` read as a little-endian `u64`.
+pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SWYDCTL\0");
+/// Bumped on any change to this layout, the message formats or their meaning.
+pub const SEGMENT_ABI_VERSION: u32 = 1;
+pub const CACHE_LINE: usize = 64;
+/// Workers the segment has status and counter slots for.
+pub const MAX_WORKERS: usize = 64;
+/// Counters per worker.
+pub const MAX_COUNTERS: usize = 128;
+/// Bytes of one counter name (NUL-padded UTF-8).
+pub const COUNTER_NAME_LEN: usize = 32;
+/// Slots of the control→data ring.
+pub const CONTROL_TO_DATA_CAPACITY: usize = 256;
+/// Slots of the data→control ring (acks from up to 64 workers per generation fit many times).
+pub const DATA_TO_CONTROL_CAPACITY: usize = 1024;
+/// Bytes of one ring message.
+pub const MESSAGE_SIZE: usize = 64;
+/// Generation number meaning "none".
+pub const NO_GENERATION: u64 = 0;
+
+/// Written once by the process that creates the segment, while it holds the exclusive `flock`;
+/// read-only afterwards.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Identity {
+    /// [`SEGMENT_MAGIC`]; stored last, so a zero magic means "not initialised yet".
+    pub magic: AtomicU64,
+    /// [`SEGMENT_ABI_VERSION`].
+    pub abi_version: AtomicU32,
+    /// `size_of::<Identity>()`, so a future version can tell how much of the line it may read.
+    pub identity_size: AtomicU32,
+    /// [`SEGMENT_SIZE`] of the build that created the segment.
+    pub total_size: AtomicU64,
+    /// Pid of the process that initialised the header.
+    pub initialised_by: AtomicU64,
+    /// Wall-clock milliseconds since the Unix epoch at initialisation.
+    pub initialised_ms: AtomicU64,
+    pub _reserved: [AtomicU64; 3],
+}
+
+/// Written only by the control plane.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct ControlLine {
+    pub pid: AtomicU64,
+    /// Incremented each time a control plane attaches.
+    pub epoch: AtomicU64,
+    /// The newest generation whose blob file exists and whose `Install` was (or is about to
+    /// be) posted. Stored before the `Install` is pushed.
+    pub last_published: AtomicU64,
+    /// `CLOCK_MONOTONIC` milliseconds, refreshed on every control poll.
+    pub heartbeat_ms: AtomicU64,
+    pub _reserved: [AtomicU64; 4],
+}
+
+/// Written only by the data plane (its main lcore).
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct DataplaneLine {
+    pub pid: AtomicU64,
+    /// Incremented each time a data plane attaches.
+    pub epoch: AtomicU64,
+    /// Worker count of the running data plane (at most [`MAX_WORKERS`] have slots).
+    pub workers: AtomicU64,
+    /// `CLOCK_MONOTONIC` milliseconds, refreshed on every data-plane poll (~1 ms).
+    pub heartbeat_ms: AtomicU64,
+    /// The generation every worker runs (0 = none yet).
+    pub live_generation: AtomicU64,
+    /// The generation handed to the workers most recently (may not be live everywhere yet).
+    pub installed_generation: AtomicU64,
+    /// The generation most recently refused.
+    pub last_rejected: AtomicU64,
+    /// Valid entries of the counter-name table.
+    pub counter_count: AtomicU64,
+}
+
+/// One worker's status line, written by the data plane.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct WorkerSlot {
+    /// The generation this worker runs (0 = none).
+    pub live_generation: AtomicU64,
+    pub packets: AtomicU64,
+    pub drops: AtomicU64,
+    pub _reserved: [AtomicU64; 5],
+}
+
+/// One counter name: [`COUNTER_NAME_LEN`] bytes, NUL-padded UTF-8, as little-endian words.
+#[repr(C)]
+#[derive(Debug)]
+pub struct CounterName(pub [AtomicU64; COUNTER_NAME_LEN / 8]);
+
+/// One worker's counters, indexed like the name table.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct WorkerCounters(pub [AtomicU64; MAX_COUNTERS]);
+
+/// A ring index (head or tail) alone on two cache lines. Indices count messages since the
+/// segment was created and never wrap in practice; a slot is `index % capacity`.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct RingIndex {
+    pub value: AtomicU64,
+    pub _pad: [AtomicU64; 15],
+}
+
+/// One 64-byte message slot.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Slot(pub [AtomicU64; MESSAGE_SIZE / 8]);
+
+/// A single-producer single-consumer ring of fixed-size messages.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Ring<const N: usize> {
+    /// Written by the producer only (Release after the slot is written).
+    pub head: RingIndex,
+    /// Written by the consumer only (after the slot is read).
+    pub tail: RingIndex,
+    /// Written by the producer only.
+    pub slots: [Slot; N],
+}
+
+/// The whole control segment.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SegmentLayout {
+    pub identity: Identity,
+    pub control: ControlLine,
+    pub dataplane: DataplaneLine,
+    pub _reserved: [AtomicU64; 8],
+    pub workers: [WorkerSlot; MAX_WORKERS],
+    pub counter_names: [CounterName; MAX_COUNTERS],
+    pub counters: [WorkerCounters; MAX_WORKERS],
+    pub control_to_data: Ring<CONTROL_TO_DATA_CAPACITY>,
+    pub data_to_control: Ring<DATA_TO_CONTROL_CAPACITY>,
+}
+
+/// Bytes in the segment file.
+pub const SEGMENT_SIZE: usize = size_of::<SegmentLayout>();
+
+/// Byte offsets of each region, for readers in other languages and for tests that play a
+/// hostile writer through the file.
+pub mod offsets {
+    pub const IDENTITY: usize = 0x0;
+    pub const MAGIC: usize = 0x0;
+    pub const ABI_VERSION: usize = 0x8;
+    pub const TOTAL_SIZE: usize = 0x10;
+    pub const CONTROL: usize = 0x40;
+    pub const CONTROL_LAST_PUBLISHED: usize = 0x50;
+    pub const DATAPLANE: usize = 0x80;
+    pub const WORKERS: usize = 0x100;
+    pub const COUNTER_NAMES: usize = 0x1100;
+    pub const COUNTERS: usize = 0x2100;
+    pub const CONTROL_TO_DATA: usize = 0x12100;
+    pub const DATA_TO_CONTROL: usize = 0x16200;
+    /// Within a ring: head index, tail index, first slot.
+    pub const RING_HEAD: usize = 0x0;
+    pub const RING_TAIL: usize = 0x80;
+    pub const RING_SLOTS: usize = 0x100;
+    pub const END: usize = 0x26300;
+}
+
+macro_rules! assert_layout {
+    ($($t:ty => $size:expr, $align:expr;)*) => {
+        $(
+            const _: () = assert!(size_of::<$t>() == $size);
+            const _: () = assert!(align_of::<$t>() == $align);
+        )*
+    };
+}
+
+assert_layout! {
+    Identity => 64, 64;
+    ControlLine => 64, 64;
+    DataplaneLine => 64, 64;
+    WorkerSlot => 64, 64;
+    CounterName => 32, 8;
+    WorkerCounters => 8 * MAX_COUNTERS, 64;
+    RingIndex => 128, 128;
+    Slot => MESSAGE_SIZE, 64;
+    Ring<CONTROL_TO_DATA_CAPACITY> => 256 + 64 * CONTROL_TO_DATA_CAPACITY, 128;
+    Ring<DATA_TO_CONTROL_CAPACITY> => 256 + 64 * DATA_TO_CONTROL_CAPACITY, 128;
+    SegmentLayout => offsets::END, 128;
+}
+
+const _: () = {
+    assert!(offset_of!(SegmentLayout, identity) == offsets::IDENTITY);
+    assert!(offset_of!(Identity, magic) == offsets::MAGIC);
+    assert!(offset_of!(Identity, abi_version) == offsets::ABI_VERSION);
+    assert!(offset_of!(Identity, total_size) == offsets::TOTAL_SIZE);
+    assert!(offset_of!(SegmentLayout, control) == offsets::CONTROL);
+    assert!(
+        offset_of!(SegmentLayout, control) + offset_of!(ControlLine, last_published)
+            == offsets::CONTROL_LAST_PUBLISHED
+    );
+    assert!(offset_of!(SegmentLayout, dataplane) == offsets::DATAPLANE);
+    assert!(offset_of!(SegmentLayout, workers) == offsets::WORKERS);
+    assert!(offset_of!(SegmentLayout, counter_names) == offsets::COUNTER_NAMES);
+    assert!(offset_of!(SegmentLayout, counters) == offsets::COUNTERS);
+    assert!(offset_of!(SegmentLayout, control_to_data) == offsets::CONTROL_TO_DATA);
+    assert!(offset_of!(SegmentLayout, data_to_control) == offsets::DATA_TO_CONTROL);
+    assert!(offset_of!(Ring<1>, head) == offsets::RING_HEAD);
+    assert!(offset_of!(Ring<1>, tail) == offsets::RING_TAIL);
+    assert!(offset_of!(Ring<1>, slots) == offsets::RING_SLOTS);
+    assert!(CONTROL_TO_DATA_CAPACITY.is_power_of_two());
+    assert!(DATA_TO_CONTROL_CAPACITY.is_power_of_two());
+    assert!(size_of::<AtomicU64>() == 8 && align_of::<AtomicU64>() == 8);
+    // Every writer owns whole cache lines: no line is shared between the two processes.
+    assert!(offsets::CONTROL.is_multiple_of(CACHE_LINE));
+    assert!(offsets::DATAPLANE.is_multiple_of(CACHE_LINE));
+    assert!(offsets::CONTROL_TO_DATA.is_multiple_of(128));
+    assert!(offsets::DATA_TO_CONTROL.is_multiple_of(128));
+};
