@@ -23,11 +23,11 @@ compile_error!("the Switchyard table ABI is defined for little-endian hosts");
 /// `b"SWYDGEN\0"`.
 pub const MAGIC: [u8; 8] = *b"SWYDGEN\0";
 /// Bumped on any change to a record layout or its meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Most sections a header can describe.
 pub const MAX_SECTIONS: usize = 24;
 /// Fixed length of names carried in records (NUL-padded UTF-8, truncated by the compiler).
-pub const NAME_LEN: usize = 32;
+pub const NAME_LEN: usize = 64;
 /// "None" in a `u32` index field.
 pub const NONE: u32 = u32::MAX;
 /// Canary shares are in parts per million of the flow-hash space.
@@ -334,13 +334,13 @@ assert_layout! {
     SectionRef => 24, 8;
     Header => 48 + 24 * MAX_SECTIONS, 8;
     Config => 76, 4;
-    Interface => 148, 1;
-    Service => 44, 4;
+    Interface => 180, 1;
+    Service => 76, 4;
     VipGroup => 8, 4;
     VipEntry => 12, 4;
-    Region => 32, 1;
+    Region => 64, 1;
     Route => 36, 4;
-    Pool => 60, 4;
+    Pool => 92, 4;
     Backend => 32, 4;
     AclRule => 8, 2;
     AclGroup => 8, 4;
@@ -471,10 +471,20 @@ fn pad_to(out: &mut Vec<u8>, align: usize) {
     }
 }
 
-/// Turns a name into the fixed-size record field (truncated at a UTF-8 boundary).
+/// Turns a name into a record's fixed-size name field (truncated at a UTF-8 boundary).
 pub fn name_field(name: &str) -> [u8; NAME_LEN] {
-    let mut out = [0u8; NAME_LEN];
-    let mut end = name.len().min(NAME_LEN);
+    fixed_name(name)
+}
+
+/// Reads a record's name field back.
+pub fn name_str(field: &[u8; NAME_LEN]) -> &str {
+    fixed_str(field)
+}
+
+/// A NUL-padded fixed-width name of `N` bytes (truncated at a UTF-8 boundary).
+pub fn fixed_name<const N: usize>(name: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut end = name.len().min(N);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
@@ -482,9 +492,9 @@ pub fn name_field(name: &str) -> [u8; NAME_LEN] {
     out
 }
 
-/// Reads a name field back.
-pub fn name_str(field: &[u8; NAME_LEN]) -> &str {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+/// Reads a fixed-width name back (up to the first NUL; lossy on bad UTF-8).
+pub fn fixed_str<const N: usize>(field: &[u8; N]) -> &str {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(N);
     match std::str::from_utf8(&field[..end]) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&field[..e.valid_up_to()]).unwrap_or(""),
@@ -1062,6 +1072,6 @@ mod tests {
         assert_eq!(name_str(&name_field("llama-70b")), "llama-70b");
         let long = "é".repeat(40);
         let f = name_field(&long);
-        assert_eq!(name_str(&f), "é".repeat(16));
+        assert_eq!(name_str(&f), "é".repeat(32));
     }
 }

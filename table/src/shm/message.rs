@@ -19,7 +19,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::layout::MESSAGE_SIZE;
-use crate::generation::{name_field, name_str, DecodeError, NAME_LEN};
+use crate::generation::{fixed_name, fixed_str, DecodeError};
+
+/// Bytes of a reason name carried in a `Rejected` message.
+pub const REASON_NAME_LEN: usize = 32;
 
 /// Payload bytes of one message.
 pub const PAYLOAD_SIZE: usize = 48;
@@ -79,7 +82,7 @@ pub enum Message {
         /// A [`RejectReason`] code (unknown codes from a newer peer are kept as they are).
         code: u32,
         /// The reason's short snake_case name, NUL-padded.
-        name: [u8; NAME_LEN],
+        name: [u8; REASON_NAME_LEN],
     },
     /// A data-plane event for the control plane's event export (kinds defined later).
     Event {
@@ -156,7 +159,7 @@ impl Message {
         Self::Rejected {
             generation,
             code: reason.code(),
-            name: name_field(reason.name()),
+            name: fixed_name(reason.name()),
         }
     }
 
@@ -235,8 +238,8 @@ impl Message {
                 generation: get_u64(p, 0),
             },
             KIND_REJECTED => {
-                let mut name = [0u8; NAME_LEN];
-                name.copy_from_slice(&p[12..12 + NAME_LEN]);
+                let mut name = [0u8; REASON_NAME_LEN];
+                name.copy_from_slice(&p[12..12 + REASON_NAME_LEN]);
                 Self::Rejected {
                     generation: get_u64(p, 0),
                     code: get_u32(p, 8),
@@ -255,7 +258,7 @@ impl Message {
     /// For `Rejected`: the reason's name as sent (lossy on bad UTF-8).
     pub fn reason_name(&self) -> Option<&str> {
         match self {
-            Self::Rejected { name, .. } => Some(name_str(name)),
+            Self::Rejected { name, .. } => Some(fixed_str(name)),
             _ => None,
         }
     }
@@ -477,7 +480,7 @@ mod tests {
         for r in RejectReason::ALL {
             assert_eq!(RejectReason::from_code(r.code()), Some(r));
             assert_eq!(RejectReason::ALL[r.index()], r);
-            assert!(r.name().len() <= NAME_LEN);
+            assert!(r.name().len() <= REASON_NAME_LEN);
             let m = Message::rejected(1, r);
             assert_eq!(m.reason_name(), Some(r.name()));
         }

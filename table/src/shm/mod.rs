@@ -296,7 +296,7 @@ impl Segment {
                 for (chunk, w) in bytes.chunks_exact_mut(8).zip(&n.0) {
                     chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
                 }
-                crate::generation::name_str(&bytes).to_owned()
+                crate::generation::fixed_str(&bytes).to_owned()
             })
             .collect()
     }
@@ -550,7 +550,7 @@ impl DataplaneEnd {
         let n = names.len().min(MAX_COUNTERS);
         l.dataplane.counter_count.store(0, Ordering::Release);
         for (slot, name) in l.counter_names.iter().zip(names) {
-            let bytes = crate::generation::name_field(name);
+            let bytes: [u8; NAME_BYTES] = crate::generation::fixed_name(name);
             for (w, chunk) in slot.0.iter().zip(bytes.chunks_exact(8)) {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(chunk);
@@ -576,4 +576,4 @@ impl DataplaneEnd {
     }
 }
 
-const _: () = assert!(NAME_BYTES == crate::generation::NAME_LEN);
+const _: () = assert!(NAME_BYTES % 8 == 0);
