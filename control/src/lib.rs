@@ -3,5 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod compile;
+pub mod daemon;
 pub mod maglev;
 pub mod policy;
+pub mod publish;

@@ -1,4 +1,4 @@
-//! `switchyard-control`: the operator's command line and, later, the control-plane daemon.
+//! `switchyard-control`: the operator's command line and the control-plane daemon (`run`).
 //!
 //! Exit codes: 0 success, 1 the policy (or other input) was rejected, 2 bad usage (from clap).
 
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use switchyard_control::compile::{self, BackendIds, BackendState, CompileInput};
+use switchyard_control::daemon;
 use switchyard_control::policy::{self, Policy};
 use switchyard_table::generation::Generation;
 
@@ -18,15 +19,20 @@ struct Cli {
     command: Command,
 }
 
-// `run` (the daemon), `apply` (publish a policy to a running appliance) and `show` (what the
-// appliance is doing) join here as further variants, each with its own `Args` struct and
-// function returning an `ExitCode`.
+// Each subcommand has its own `Args` struct and a function returning an `ExitCode`; `run`,
+// `apply` and `show` live in `switchyard_control::daemon`.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a policy file and report every problem in it; changes nothing.
     Validate(ValidateArgs),
     /// Compile a policy into a table generation file the data plane can run from.
     Compile(CompileArgs),
+    /// Run the control-plane daemon: publish the policy and keep the data plane current.
+    Run(RunArgs),
+    /// Apply a policy to the running daemon: validate, show the diff, publish, wait until live.
+    Apply(ApplyArgs),
+    /// Show services, pools, backends and the live generation on each worker.
+    Show(ShowArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,11 +53,79 @@ struct CompileArgs {
     generation: u64,
 }
 
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Policy file (YAML); reloaded on SIGHUP and when it changes.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Shared-memory instance shared with the data plane.
+    #[arg(long, value_name = "NAME", default_value = switchyard_table::shm::DEFAULT_INSTANCE)]
+    instance: String,
+    /// Address of the local HTTP API (state, apply, metrics).
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Directory of the control segment and generation files [default: $SWITCHYARD_SHM_DIR,
+    /// else /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    shm_dir: Option<PathBuf>,
+    /// How often to check the policy file for changes, in milliseconds; 0 reloads on SIGHUP
+    /// only.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    watch_interval_ms: u64,
+    /// How long to wait at start for a running data plane to report the policy live.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = daemon::cli::parse_wait)]
+    start_wait: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// Policy file (YAML).
+    file: PathBuf,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    /// Apply without asking for confirmation.
+    #[arg(short, long)]
+    yes: bool,
+    /// How long to wait for the new generation to go live on every worker.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = daemon::cli::parse_wait)]
+    wait: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    /// Print the daemon's state as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Compile(args) => compile(&args),
+        Command::Run(args) => daemon::run(&daemon::RunOptions {
+            policy: args.policy,
+            instance: args.instance,
+            shm_dir: args.shm_dir.unwrap_or_else(switchyard_table::shm::shm_dir),
+            listen: args.listen,
+            watch_interval: (args.watch_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(args.watch_interval_ms)),
+            start_wait: args.start_wait,
+        }),
+        Command::Apply(args) => daemon::cli::apply(&daemon::cli::ApplyOptions {
+            file: args.file,
+            api: args.api,
+            yes: args.yes,
+            wait: args.wait,
+        }),
+        Command::Show(args) => daemon::cli::show(&daemon::cli::ShowOptions {
+            api: args.api,
+            json: args.json,
+        }),
     }
 }
 

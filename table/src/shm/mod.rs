@@ -576,4 +576,4 @@ impl DataplaneEnd {
     }
 }
 
-const _: () = assert!(NAME_BYTES % 8 == 0);
+const _: () = assert!(NAME_BYTES.is_multiple_of(8));

@@ -1,0 +1,235 @@
+//! The local HTTP API (`docs/CONTROL.md`): `GET /v1/state`, `POST /v1/apply`, `GET /metrics`.
+//!
+//! axum on a current-thread tokio runtime of its own thread: the API is a handful of requests a
+//! minute from an operator and a scraper, so one thread serves it, and the controller thread
+//! never waits on it. Handlers hold no state; each turns its request into a
+//! [`Request`] for the controller and awaits the answer, so the API sees exactly what the
+//! controller sees, in order with reloads and publishes.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+use crate::policy::MAX_POLICY_BYTES;
+
+use super::controller::{ApiFailure, ApplyRequest, Request};
+use super::metrics::CONTENT_TYPE;
+use super::view::ApiError;
+
+/// How long `apply` waits for its generation to go live unless the request says otherwise.
+pub const DEFAULT_APPLY_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+    /// File name for error lines.
+    source: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+fn failure(status: u16, error: impl Into<String>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        code,
+        Json(ApiError {
+            error: error.into(),
+            errors: Vec::new(),
+        }),
+    )
+        .into_response()
+}
+
+fn stopping() -> Response {
+    failure(503, "the daemon is stopping")
+}
+
+/// Sends a request to the controller and waits for its answer.
+async fn ask<T>(
+    controller: &Sender<Request>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    controller.send(make(tx)).ok()?;
+    rx.await.ok()
+}
+
+async fn state(State(controller): State<Sender<Request>>) -> Response {
+    match ask(&controller, Request::State).await {
+        Some(view) => Json(view).into_response(),
+        None => stopping(),
+    }
+}
+
+async fn metrics(State(controller): State<Sender<Request>>) -> Response {
+    match ask(&controller, Request::Metrics).await {
+        Some(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        None => stopping(),
+    }
+}
+
+async fn apply(
+    State(controller): State<Sender<Request>>,
+    Query(query): Query<ApplyQuery>,
+    body: Bytes,
+) -> Response {
+    let source = query
+        .source
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<request>".to_owned());
+    if body.len() > MAX_POLICY_BYTES {
+        let line = format!(
+            "{source}: file is larger than {MAX_POLICY_BYTES} bytes; a policy this big is not a \
+             policy"
+        );
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(ApiError {
+                error: line.clone(),
+                errors: vec![line],
+            }),
+        )
+            .into_response();
+    }
+    let policy = match String::from_utf8(body.to_vec()) {
+        Ok(text) => text,
+        Err(e) => {
+            let line = format!(
+                "{source}: file is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            );
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(ApiError {
+                    error: line.clone(),
+                    errors: vec![line],
+                }),
+            )
+                .into_response();
+        }
+    };
+    let request = ApplyRequest {
+        policy,
+        source,
+        dry_run: query.dry_run,
+        wait: query
+            .wait_ms
+            .map_or(DEFAULT_APPLY_WAIT, Duration::from_millis),
+    };
+    match ask(&controller, |tx| Request::Apply(request, tx)).await {
+        Some(Ok(response)) => Json(response).into_response(),
+        Some(Err(ApiFailure { status, body })) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(body)).into_response()
+        }
+        None => stopping(),
+    }
+}
+
+async fn not_found() -> Response {
+    failure(
+        404,
+        "no such endpoint; the API has GET /v1/state, POST /v1/apply and GET /metrics",
+    )
+}
+
+fn router(controller: Sender<Request>) -> Router {
+    Router::new()
+        .route("/v1/state", get(state))
+        .route("/v1/apply", post(apply))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        // Room for the largest policy, so the handler can refuse a bigger one with its reason.
+        .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES + 64 * 1024))
+        .with_state(controller)
+}
+
+/// The running API server.
+#[derive(Debug)]
+pub struct ApiServer {
+    address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    done: std::sync::mpsc::Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Serves the API on `listener` (already bound, so a busy port is reported before anything
+    /// is published) from a thread of its own.
+    ///
+    /// # Errors
+    /// The runtime or the listener cannot be set up.
+    pub fn spawn(
+        listener: std::net::TcpListener,
+        controller: Sender<Request>,
+    ) -> std::io::Result<Self> {
+        let address = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            error!("API listener: {e}");
+                            return;
+                        }
+                    };
+                    let served = axum::serve(listener, router(controller))
+                        .with_graceful_shutdown(async move {
+                            let _ = shutdown_rx.await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        error!("API server: {e}");
+                    }
+                });
+                let _ = done_tx.send(());
+            })?;
+        Ok(Self {
+            address,
+            shutdown: Some(shutdown_tx),
+            done: done_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the API listens on.
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to `grace`, then returns (a
+    /// connection still open after that is dropped with the process).
+    pub fn stop(mut self, grace: Duration) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if self.done.recv_timeout(grace).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        } else {
+            warn!("API connections still open after {grace:?}; leaving them");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The `apply` and `show` subcommands' side of the local API: a small blocking HTTP client.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use ureq::Agent;
+
+use super::view::{ApiError, ApplyResponse, StateView};
+use super::DEFAULT_LISTEN;
+
+/// Why a call to the daemon failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Nothing listens at the address.
+    NoDaemon { api: String },
+    /// The daemon answered with an error status.
+    Api { status: u16, error: ApiError },
+    /// The connection broke, timed out, or the answer was not what the API sends.
+    Transport { api: String, message: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoDaemon { api } => write!(
+                f,
+                "no switchyard-control daemon at {api}: start `switchyard-control run --policy FILE`"
+            ),
+            Self::Api { status, error } => write!(f, "daemon answered {status}: {}", error.error),
+            Self::Transport { api, message } => write!(f, "switchyard-control daemon at {api}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A client of one daemon's API.
+#[derive(Debug)]
+pub struct ApiClient {
+    /// `host:port`, as the operator gave it (for messages).
+    api: String,
+    base: String,
+    agent: Agent,
+}
+
+impl ApiClient {
+    /// A client of the daemon at `api` (`127.0.0.1:9180`, or with an `http://` prefix).
+    /// Requests give up after `timeout`.
+    #[must_use]
+    pub fn new(api: &str, timeout: Duration) -> Self {
+        let trimmed = api.trim_end_matches('/');
+        let hostport = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+        let agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(2)))
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Self {
+            api: hostport.to_owned(),
+            base: format!("http://{hostport}"),
+            agent,
+        }
+    }
+
+    /// The address as given, without scheme.
+    #[must_use]
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// `GET /v1/state`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn state(&self) -> Result<StateView, ClientError> {
+        let response = self.agent.get(format!("{}/v1/state", self.base)).call();
+        self.json(response)
+    }
+
+    /// `POST /v1/apply`: `policy` is the YAML text, `source` the file name the daemon uses in
+    /// error lines, `wait` how long the daemon waits for the generation to go live.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a refused policy is [`ClientError::Api`] with status 422 and the
+    /// error lines.
+    pub fn apply(
+        &self,
+        policy: &str,
+        source: &str,
+        dry_run: bool,
+        wait: Duration,
+    ) -> Result<ApplyResponse, ClientError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let response = self
+            .agent
+            .post(format!("{}/v1/apply", self.base))
+            .query("dry_run", if dry_run { "true" } else { "false" })
+            .query("source", source)
+            .query("wait_ms", wait_ms.to_string())
+            .content_type("application/yaml")
+            .send(policy);
+        self.json(response)
+    }
+
+    /// `GET /metrics`, as text.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let response = self.agent.get(format!("{}/metrics", self.base)).call();
+        let (status, body) = self.read(response)?;
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(self.api_error(status, &body))
+        }
+    }
+
+    fn read(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(u16, String), ClientError> {
+        let mut response = response.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.transport(e))?;
+        Ok((status, body))
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let (status, body) = self.read(response)?;
+        if status != 200 {
+            return Err(self.api_error(status, &body));
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Transport {
+            api: self.api.clone(),
+            message: format!("unexpected answer ({e}); is this a switchyard-control daemon?"),
+        })
+    }
+
+    fn api_error(&self, status: u16, body: &str) -> ClientError {
+        let error = serde_json::from_str::<ApiError>(body).unwrap_or_else(|_| ApiError {
+            error: body.trim().chars().take(200).collect(),
+            errors: Vec::new(),
+        });
+        ClientError::Api { status, error }
+    }
+
+    fn transport(&self, e: ureq::Error) -> ClientError {
+        let refused = match &e {
+            ureq::Error::ConnectionFailed => true,
+            ureq::Error::Io(io) => matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
+            ),
+            _ => false,
+        };
+        if refused {
+            ClientError::NoDaemon {
+                api: self.api.clone(),
+            }
+        } else {
+            ClientError::Transport {
+                api: self.api.clone(),
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+impl Default for ApiClient {
+    fn default() -> Self {
+        Self::new(DEFAULT_LISTEN, Duration::from_secs(30))
+    }
+}

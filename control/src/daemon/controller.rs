@@ -1,0 +1,1006 @@
+//! The daemon's core: it owns the policy, compiles it, publishes generations and follows them
+//! until every worker runs them.
+//!
+//! One thread runs [`Controller::run`]: everything that changes the policy, the backend ids or
+//! the segment happens there, in order — file changes, SIGHUP, `POST /v1/apply`, data-plane
+//! restarts — so no lock is needed and two reloads can never interleave. The HTTP server and the
+//! signal thread talk to it through [`Request`]s on a channel; it answers each on its own
+//! one-shot channel. Between requests it wakes every [`TICK`] to drain the data plane's messages
+//! (which also refreshes the control heartbeat), settle the current generation (live or
+//! rejected), answer `apply` calls waiting for their generation, and poll the policy file.
+//!
+//! Invariants:
+//! - `current` always holds a policy that compiled and the generation compiled from it, whose
+//!   number is the one published (or, at start, the one found live or published and identical).
+//! - A policy that fails to parse, validate or compile changes nothing: not `current`, not the
+//!   backend ids, not the segment.
+//! - A generation is published only when it forwards differently from `current` (compared byte
+//!   for byte with the generation number aside), so a reload or a control-plane restart with the
+//!   same policy resets no connection.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use switchyard_table::generation::Generation;
+use switchyard_table::shm::{self, MAX_BLOB_SIZE, MAX_WORKERS, NO_GENERATION};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::compile::{self, BackendIds, BackendState, CompileError, CompileInput, GenerationDiff};
+use crate::policy::{self, Policy, PolicyErrors};
+use crate::publish::{LiveReport, PublishError, Publisher, Rejection};
+
+use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
+use super::view::{
+    ApiError, ApplyResponse, ControlCounters, DataplaneView, GenerationView, PublishStatus,
+    RejectedView, StateView, WorkerView,
+};
+use super::watch::PolicyWatch;
+use super::{describe, RunOptions};
+
+/// How often the controller drains the data plane's messages when no request comes.
+pub const TICK: Duration = Duration::from_millis(10);
+/// How long a publish waits, blocking, for the data plane before it is followed tick by tick.
+/// Swaps take microseconds; this catches them with an exact publish→live time.
+const QUICK_WAIT: Duration = Duration::from_millis(200);
+/// Latencies remembered per generation for `apply` answers.
+const LATENCY_MEMORY: usize = 64;
+/// Longest an `apply` may wait for its generation to go live.
+pub const MAX_APPLY_WAIT: Duration = Duration::from_secs(120);
+
+/// What the HTTP server and the signal thread ask of the controller.
+#[derive(Debug)]
+pub enum Request {
+    State(oneshot::Sender<StateView>),
+    Metrics(oneshot::Sender<String>),
+    Apply(
+        ApplyRequest,
+        oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
+    ),
+    /// Reload the policy file (SIGHUP).
+    Reload,
+    /// Stop (SIGINT, SIGTERM).
+    Stop {
+        signal: &'static str,
+    },
+}
+
+/// `POST /v1/apply`.
+#[derive(Debug)]
+pub struct ApplyRequest {
+    /// Policy YAML.
+    pub policy: String,
+    /// Name used for the policy in error lines (the client's file name).
+    pub source: String,
+    pub dry_run: bool,
+    /// How long to wait for the generation to go live before answering `pending`.
+    pub wait: Duration,
+}
+
+/// An API error: HTTP status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub body: ApiError,
+}
+
+impl ApiFailure {
+    fn new(status: u16, error: impl Into<String>, errors: Vec<String>) -> Self {
+        Self {
+            status,
+            body: ApiError {
+                error: error.into(),
+                errors,
+            },
+        }
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Policy(PolicyErrors),
+    Compile {
+        file: PathBuf,
+        error: CompileError,
+    },
+    /// The control segment cannot be opened, or another control plane holds it.
+    Attach(PublishError),
+    Publish(PublishError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Policy(errors) => {
+                writeln!(f, "{errors}")?;
+                write!(f, "{}", rejected_line(errors))
+            }
+            Self::Compile { file, error } => {
+                write!(f, "{}: policy cannot be compiled: {error}", file.display())
+            }
+            Self::Attach(e) => write!(f, "cannot attach to the control segment: {e}"),
+            Self::Publish(e) => write!(f, "cannot publish to the data plane: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn rejected_line(errors: &PolicyErrors) -> String {
+    let n = errors.len();
+    format!(
+        "{}: policy rejected, {n} {}",
+        errors.file(),
+        if n == 1 { "error" } else { "errors" }
+    )
+}
+
+/// A policy and the generation compiled from it.
+#[derive(Debug, Clone)]
+struct Applied {
+    policy: Policy,
+    generation: Generation,
+    /// `generation` encoded (with its own number): what is compared against candidates.
+    blob: Vec<u8>,
+}
+
+impl Applied {
+    fn new(policy: Policy, generation: Generation) -> Self {
+        let blob = generation.encode();
+        Self {
+            policy,
+            generation,
+            blob,
+        }
+    }
+
+    fn number(&self) -> u64 {
+        self.generation.generation
+    }
+
+    /// Whether `candidate` forwards exactly like this generation: the same bytes once it
+    /// carries the same generation number.
+    fn same_tables(&self, candidate: &Generation) -> bool {
+        same_tables(candidate, &self.blob, self.number())
+    }
+}
+
+fn same_tables(candidate: &Generation, blob: &[u8], number: u64) -> bool {
+    let mut c = candidate.clone();
+    c.generation = number;
+    c.encode() == blob
+}
+
+/// A policy compiled against the current state, not yet adopted.
+#[derive(Debug)]
+struct Candidate {
+    generation: Generation,
+    ids: BackendIds,
+    diff: GenerationDiff,
+    changed: bool,
+}
+
+/// An `apply` waiting for its generation to go live.
+#[derive(Debug)]
+struct Waiter {
+    generation: u64,
+    deadline: Instant,
+    response: ApplyResponse,
+    reply: oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
+}
+
+/// The daemon's state; see the module documentation.
+#[derive(Debug)]
+pub struct Controller {
+    policy_path: PathBuf,
+    instance: String,
+    publisher: Publisher,
+    ids: BackendIds,
+    backend_state: BackendState,
+    current: Applied,
+    /// `current` went live or was refused: nothing more to wait for.
+    settled: bool,
+    /// The newest generation seen live with its policy: what the daemon goes back to when the
+    /// data plane refuses a newer one.
+    known_live: Option<Applied>,
+    last_rejected: Option<Rejection>,
+    latencies: BTreeMap<u64, Duration>,
+    last_latency: Option<Duration>,
+    latency_sum: Duration,
+    latency_count: u64,
+    counters: ControlCounters,
+    watch: PolicyWatch,
+    watch_interval: Option<Duration>,
+    next_watch: Instant,
+    waiters: Vec<Waiter>,
+    dataplane_attached: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn log_lines(level: tracing::Level, text: &str) {
+    for line in text.lines() {
+        match level {
+            tracing::Level::ERROR => error!("{line}"),
+            tracing::Level::WARN => warn!("{line}"),
+            _ => info!("{line}"),
+        }
+    }
+}
+
+/// Reads and decodes generation `number`'s blob file: the tables a restarted control plane
+/// compares its own compile with. `None` (with a warning) when it is missing or bad.
+fn read_generation(dir: &Path, instance: &str, number: u64) -> Option<(Generation, Vec<u8>)> {
+    let path = shm::generation_path_in(dir, instance, number);
+    let blob = match shm::read_generation_file(&path, MAX_BLOB_SIZE) {
+        Ok(blob) => blob,
+        Err(e) => {
+            warn!(
+                "cannot read generation {number} ({}): {e}; backend ids start afresh",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match Generation::decode(&blob) {
+        Ok(g) => Some((g, blob)),
+        Err(e) => {
+            warn!(
+                "generation {number} ({}) does not decode: {e}; backend ids start afresh",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Writes `bytes` over the policy file through a temporary file in the same directory and a
+/// rename, keeping the file's permissions; a symlinked policy is written at its target.
+fn save_policy(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.switchyard-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if let Ok(meta) = fs::metadata(&target) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, &target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl Controller {
+    /// Loads, validates and compiles the policy, attaches to the segment and publishes — unless
+    /// what is live (or, with no data plane, last published) already forwards exactly like the
+    /// policy, as after a control-plane restart. Waits up to `options.start_wait` for a running
+    /// data plane to report the generation live.
+    ///
+    /// # Errors
+    /// A policy that does not validate or compile, or a segment that cannot be attached or
+    /// written.
+    pub fn start(options: &RunOptions) -> Result<Self, StartError> {
+        let policy = policy::load(&options.policy).map_err(StartError::Policy)?;
+        let publisher = Publisher::attach_in(&options.shm_dir, &options.instance)
+            .map_err(StartError::Attach)?;
+        let segment = publisher.segment();
+        let control = segment.control_status();
+        let dataplane = segment.dataplane_status();
+        info!(
+            "attached to {} as control epoch {} (last published generation {}, live {}, data \
+             plane {})",
+            segment.path().display(),
+            publisher.epoch(),
+            control.last_published,
+            dataplane.live_generation,
+            if publisher.dataplane_attached() {
+                format!("pid {} running", dataplane.pid)
+            } else {
+                "not running".to_owned()
+            },
+        );
+
+        // What forwards now (or will, when the data plane starts): the live generation, else
+        // the last published one.
+        let live = dataplane.live_generation;
+        let last = publisher.last_published();
+        let baseline_number = if live == NO_GENERATION { last } else { live };
+        let baseline = (baseline_number != NO_GENERATION)
+            .then(|| read_generation(&options.shm_dir, &options.instance, baseline_number))
+            .flatten();
+        let ids = baseline
+            .as_ref()
+            .map_or_else(BackendIds::new, |(g, _)| BackendIds::from_generation(g));
+        if baseline.is_some() {
+            info!(
+                "recovered {} backend ids from generation {baseline_number}",
+                ids.len()
+            );
+        }
+
+        // Until something is published, `current` is that baseline (or nothing): candidates
+        // are compared, and diffs shown, against it.
+        let current = match baseline {
+            Some((generation, blob)) => Applied {
+                policy: policy.clone(),
+                generation,
+                blob,
+            },
+            None => Applied::new(policy.clone(), Generation::default()),
+        };
+        let mut controller = Self {
+            policy_path: options.policy.clone(),
+            instance: options.instance.clone(),
+            publisher,
+            ids,
+            backend_state: BackendState::new(),
+            current,
+            settled: true,
+            known_live: None,
+            last_rejected: None,
+            latencies: BTreeMap::new(),
+            last_latency: None,
+            latency_sum: Duration::ZERO,
+            latency_count: 0,
+            counters: ControlCounters::default(),
+            watch: PolicyWatch::new(&options.policy),
+            watch_interval: options.watch_interval,
+            next_watch: Instant::now(),
+            waiters: Vec::new(),
+            dataplane_attached: false,
+        };
+        controller.dataplane_attached = controller.publisher.dataplane_attached();
+        // The content just loaded is the content acted on.
+        controller.watch.poll();
+
+        let candidate = controller
+            .prepare(&policy)
+            .map_err(|error| StartError::Compile {
+                file: options.policy.clone(),
+                error,
+            })?;
+        let file = options.policy.display();
+        let has_baseline = controller.current.number() != NO_GENERATION;
+        if has_baseline && !candidate.changed && (live == NO_GENERATION || last == live) {
+            let number = controller.current.number();
+            controller.ids = candidate.ids;
+            controller.settled = false;
+            info!(
+                "{file}: compiles to exactly the tables of generation {number} ({}); nothing to \
+                 publish, no connection is touched",
+                if live == number && controller.publisher.dataplane_attached() {
+                    "live on the data plane"
+                } else {
+                    "last published"
+                }
+            );
+            controller.check_current();
+        } else {
+            info!("{file}: {}", super::summary(&policy));
+            if has_baseline {
+                log_lines(tracing::Level::INFO, &candidate.diff.to_string());
+            }
+            controller
+                .publish(policy, candidate, options.start_wait)
+                .map_err(StartError::Publish)?;
+        }
+        controller.counters.reloads += 1;
+        Ok(controller)
+    }
+
+    /// The generation number the next publish will get (the publisher's rule).
+    fn next_number(&self) -> u64 {
+        let d = self.publisher.segment().dataplane_status();
+        self.publisher
+            .last_published()
+            .max(d.live_generation)
+            .max(d.installed_generation)
+            .max(d.last_rejected)
+            + 1
+    }
+
+    /// Compiles `policy` with the current ids and backend state; changes nothing.
+    fn prepare(&self, policy: &Policy) -> Result<Candidate, CompileError> {
+        let mut ids = self.ids.clone();
+        let generation = compile::compile(
+            &CompileInput {
+                policy,
+                generation: self.next_number(),
+                state: &self.backend_state,
+            },
+            &mut ids,
+        )?;
+        let changed = !self.current.same_tables(&generation);
+        let diff = compile::diff(&self.current.generation, &generation);
+        Ok(Candidate {
+            generation,
+            ids,
+            diff,
+            changed,
+        })
+    }
+
+    /// Publishes a candidate and makes it current; waits up to `wait` for a running data plane.
+    fn publish(
+        &mut self,
+        policy: Policy,
+        candidate: Candidate,
+        wait: Duration,
+    ) -> Result<u64, PublishError> {
+        let mut generation = candidate.generation;
+        let number = self.publisher.publish(&generation)?;
+        generation.generation = number;
+        self.current = Applied::new(policy, generation);
+        self.ids = candidate.ids;
+        self.settled = false;
+        self.counters.publishes += 1;
+        info!("published generation {number}");
+        if self.publisher.dataplane_attached() {
+            if !wait.is_zero() {
+                match self.publisher.wait_live(number, wait) {
+                    Ok(report) => self.on_live(&report),
+                    Err(PublishError::Rejected(r)) => self.on_rejected(&r),
+                    Err(PublishError::Timeout { .. }) => info!(
+                        "generation {number} not yet live on every worker after {:.0} ms; \
+                         still waiting",
+                        ms(wait)
+                    ),
+                    Err(e) => warn!("waiting for generation {number}: {e}"),
+                }
+            }
+        } else {
+            warn!(
+                "no data plane attached to instance `{}`: generation {number} goes live when \
+                 it starts",
+                self.instance
+            );
+        }
+        Ok(number)
+    }
+
+    /// Serves requests until a stop request (or until every sender is gone).
+    pub fn run(&mut self, requests: &Receiver<Request>) {
+        loop {
+            match requests.recv_timeout(TICK) {
+                Ok(Request::Stop { signal }) => {
+                    info!("{signal}: stopping");
+                    break;
+                }
+                Ok(request) => self.handle(request),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.tick();
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.reply.send(Err(ApiFailure::new(
+                503,
+                format!(
+                    "the daemon is stopping; generation {} was published and goes live without it",
+                    w.generation
+                ),
+                Vec::new(),
+            )));
+        }
+        let live = self.publisher.live_generation();
+        if self.publisher.dataplane_attached() && live != NO_GENERATION {
+            info!("stopped; the data plane keeps forwarding with generation {live}");
+        } else {
+            info!(
+                "stopped; no data plane is running, it loads generation {} when it starts",
+                self.publisher.last_published()
+            );
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::State(reply) => {
+                let _ = reply.send(self.state_view());
+            }
+            Request::Metrics(reply) => {
+                let _ = reply.send(self.metrics());
+            }
+            Request::Apply(apply, reply) => self.apply(apply, reply),
+            Request::Reload => {
+                // Whatever the file holds now is acted on here; a write racing the load shows
+                // up as one more change for the watcher.
+                self.watch.poll();
+                self.reload("SIGHUP");
+            }
+            Request::Stop { .. } => {}
+        }
+    }
+
+    /// Drains the data plane's messages, follows the current generation, answers waiting
+    /// `apply`s and polls the policy file.
+    pub fn tick(&mut self) {
+        let summary = self.publisher.poll();
+        self.observe_dataplane(summary.dataplane_restarted);
+        self.check_current();
+        self.answer_waiters();
+        if let Some(interval) = self.watch_interval {
+            let now = Instant::now();
+            if now >= self.next_watch {
+                self.next_watch = now + interval;
+                if self.watch.poll() {
+                    self.reload("file changed");
+                }
+            }
+        }
+    }
+
+    fn observe_dataplane(&mut self, restarted: bool) {
+        let attached = self.publisher.dataplane_attached();
+        let status = self.publisher.segment().dataplane_status();
+        if restarted {
+            let restarts = self.publisher.dataplane_restarts();
+            if restarts > self.counters.dataplane_restarts {
+                self.counters.dataplane_restarts = restarts;
+                warn!(
+                    "data plane restarted (pid {}, epoch {}): generation {} published to it again",
+                    status.pid,
+                    status.epoch,
+                    self.publisher.last_published()
+                );
+            } else {
+                info!(
+                    "data plane attached (pid {}, epoch {})",
+                    status.pid, status.epoch
+                );
+            }
+            // Follow the current generation onto the new data plane (which reports nothing live
+            // until it loaded it).
+            self.settled = status.live_generation < self.current.number();
+        } else if self.dataplane_attached && !attached {
+            warn!(
+                "data plane (pid {}) is gone; generation {} goes live again when it restarts",
+                status.pid,
+                self.current.number()
+            );
+        }
+        self.dataplane_attached = attached;
+    }
+
+    /// Settles `current`: live on every worker, or refused.
+    fn check_current(&mut self) {
+        if self.settled {
+            return;
+        }
+        let number = self.current.number();
+        if let Some(r) = self.publisher.rejection(number).cloned() {
+            self.on_rejected(&r);
+            return;
+        }
+        let live = self.publisher.live_generation();
+        if live != NO_GENERATION && live >= number {
+            match self.publisher.wait_live(number, Duration::ZERO) {
+                Ok(report) => self.on_live(&report),
+                Err(PublishError::Rejected(r)) => self.on_rejected(&r),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn on_live(&mut self, report: &LiveReport) {
+        let number = report.generation;
+        let workers = self.publisher.segment().dataplane_status().workers;
+        // A generation already seen live (e.g. again on a restarted data plane) has no new
+        // publish→live time.
+        let latency = report
+            .latency
+            .filter(|_| !self.latencies.contains_key(&number));
+        if let Some(latency) = latency {
+            self.last_latency = Some(latency);
+            self.latency_sum += latency;
+            self.latency_count += 1;
+            self.latencies.insert(number, latency);
+            while self.latencies.len() > LATENCY_MEMORY {
+                self.latencies.pop_first();
+            }
+            info!(
+                "generation {number} live on every worker ({workers}) in {:.3} ms from publish",
+                ms(latency)
+            );
+        } else {
+            info!("generation {number} live on every worker ({workers})");
+        }
+        if number == self.current.number() {
+            self.settled = true;
+            self.known_live = Some(self.current.clone());
+        }
+        if let Err(e) = self.publisher.gc() {
+            warn!("removing old generation files: {e}");
+        }
+    }
+
+    fn on_rejected(&mut self, r: &Rejection) {
+        if r.generation == self.current.number() {
+            self.settled = true;
+        }
+        if self.last_rejected.as_ref() == Some(r) {
+            return;
+        }
+        self.counters.rejects += 1;
+        let live = self.publisher.live_generation();
+        error!(
+            "the data plane rejected generation {}: {} (code {}); {}",
+            r.generation,
+            r.reason,
+            r.code,
+            if live == NO_GENERATION {
+                "it has no generation live".to_owned()
+            } else {
+                format!("generation {live} stays live")
+            }
+        );
+        self.last_rejected = Some(r.clone());
+        if r.generation == self.current.number() {
+            // Show what forwards, not what was refused; the next reload compiles against it.
+            if let Some(known) = &self.known_live {
+                if known.number() != r.generation {
+                    self.current = known.clone();
+                }
+            }
+        }
+    }
+
+    fn answer_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let live = self.publisher.live_generation();
+        let now = Instant::now();
+        let mut still = Vec::with_capacity(self.waiters.len());
+        for mut w in self.waiters.drain(..) {
+            if let Some(r) = self.publisher.rejection(w.generation) {
+                w.response.status = PublishStatus::Rejected;
+                w.response.reason = Some(r.reason.clone());
+            } else if live != NO_GENERATION && live >= w.generation {
+                w.response.status = PublishStatus::Live;
+                w.response.publish_to_live_ms = self.latencies.get(&w.generation).map(|&d| ms(d));
+            } else if now >= w.deadline {
+                w.response.status = PublishStatus::Pending;
+            } else {
+                still.push(w);
+                continue;
+            }
+            let _ = w.reply.send(Ok(w.response));
+        }
+        self.waiters = still;
+    }
+
+    /// Reloads the policy file; on any error logs every problem and changes nothing.
+    fn reload(&mut self, trigger: &str) {
+        let file = self.policy_path.display().to_string();
+        info!("{file}: reloading ({trigger})");
+        let policy = match policy::load(&self.policy_path) {
+            Ok(policy) => policy,
+            Err(errors) => {
+                self.counters.reload_failures += 1;
+                log_lines(tracing::Level::ERROR, &errors.to_string());
+                error!(
+                    "{}; nothing changed, generation {} stays",
+                    rejected_line(&errors),
+                    self.current.number()
+                );
+                return;
+            }
+        };
+        let candidate = match self.prepare(&policy) {
+            Ok(c) => c,
+            Err(e) => {
+                self.counters.reload_failures += 1;
+                error!(
+                    "{file}: policy cannot be compiled: {e}; nothing changed, generation {} stays",
+                    self.current.number()
+                );
+                return;
+            }
+        };
+        self.counters.reloads += 1;
+        if !candidate.changed {
+            info!(
+                "{file}: the tables are unchanged; generation {} stays",
+                self.current.number()
+            );
+            self.current.policy = policy;
+            self.ids = candidate.ids;
+            return;
+        }
+        log_lines(tracing::Level::INFO, &candidate.diff.to_string());
+        if let Err(e) = self.publish(policy, candidate, QUICK_WAIT) {
+            error!(
+                "{file}: publishing failed: {e}; generation {} stays",
+                self.current.number()
+            );
+        }
+    }
+
+    fn apply(
+        &mut self,
+        request: ApplyRequest,
+        reply: oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
+    ) {
+        let source = request.source.as_str();
+        let mut policy = match policy::parse_str(&request.policy, source) {
+            Ok(p) => p,
+            Err(errors) => {
+                if !request.dry_run {
+                    self.counters.reload_failures += 1;
+                }
+                warn!("apply refused: {}", rejected_line(&errors));
+                let lines = errors.to_string().lines().map(str::to_owned).collect();
+                let _ = reply.send(Err(ApiFailure::new(422, rejected_line(&errors), lines)));
+                return;
+            }
+        };
+        // Relative paths in the policy are relative to the file the daemon keeps it in.
+        if let Some(db) = &mut policy.geoip_database {
+            if db.is_relative() {
+                if let Some(dir) = self.policy_path.parent() {
+                    *db = dir.join(&*db);
+                }
+            }
+        }
+        let candidate = match self.prepare(&policy) {
+            Ok(c) => c,
+            Err(e) => {
+                if !request.dry_run {
+                    self.counters.reload_failures += 1;
+                }
+                warn!("apply refused: {source}: policy cannot be compiled: {e}");
+                let line = format!("{source}: policy cannot be compiled: {e}");
+                let _ = reply.send(Err(ApiFailure::new(422, line.clone(), vec![line])));
+                return;
+            }
+        };
+        let mut response = ApplyResponse {
+            dry_run: request.dry_run,
+            changed: candidate.changed,
+            diff: if candidate.changed {
+                candidate.diff.to_string()
+            } else {
+                format!(
+                    "generation {}: no changes to the tables",
+                    self.current.number()
+                )
+            },
+            generation: if candidate.changed {
+                candidate.generation.generation
+            } else {
+                self.current.number()
+            },
+            status: if candidate.changed {
+                PublishStatus::Pending
+            } else {
+                PublishStatus::Unchanged
+            },
+            publish_to_live_ms: None,
+            reason: None,
+        };
+        if request.dry_run {
+            let _ = reply.send(Ok(response));
+            return;
+        }
+
+        // Saved first, so a restart or a reload keeps what was applied.
+        if let Err(e) = save_policy(&self.policy_path, request.policy.as_bytes()) {
+            let message = format!(
+                "cannot save the policy to {}: {e}; nothing changed",
+                self.policy_path.display()
+            );
+            error!("apply: {message}");
+            let _ = reply.send(Err(ApiFailure::new(500, message, Vec::new())));
+            return;
+        }
+        self.counters.reloads += 1;
+        info!(
+            "{}: policy applied from {source} ({} bytes)",
+            self.policy_path.display(),
+            request.policy.len()
+        );
+        if !candidate.changed {
+            info!(
+                "the tables are unchanged; generation {} stays",
+                self.current.number()
+            );
+            self.current.policy = policy;
+            self.ids = candidate.ids;
+            self.watch.acknowledge(request.policy.as_bytes());
+            let _ = reply.send(Ok(response));
+            return;
+        }
+        log_lines(tracing::Level::INFO, &response.diff);
+        match self.publish(policy, candidate, QUICK_WAIT) {
+            Ok(number) => {
+                // Not acknowledged on failure: the watcher then sees the saved file as a
+                // change and tries again.
+                self.watch.acknowledge(request.policy.as_bytes());
+                response.generation = number;
+                self.waiters.push(Waiter {
+                    generation: number,
+                    deadline: Instant::now() + request.wait.min(MAX_APPLY_WAIT),
+                    response,
+                    reply,
+                });
+                self.answer_waiters();
+            }
+            Err(e) => {
+                let message = format!(
+                    "publishing failed: {e}; generation {} stays",
+                    self.current.number()
+                );
+                error!("apply: {message}");
+                let _ = reply.send(Err(ApiFailure::new(503, message, Vec::new())));
+            }
+        }
+    }
+
+    fn status(&self) -> PublishStatus {
+        let number = self.current.number();
+        let live = self.publisher.live_generation();
+        if self
+            .last_rejected
+            .as_ref()
+            .is_some_and(|r| r.generation == number)
+        {
+            PublishStatus::Rejected
+        } else if live != NO_GENERATION && live >= number && self.publisher.dataplane_attached() {
+            PublishStatus::Live
+        } else {
+            PublishStatus::Pending
+        }
+    }
+
+    fn workers(&self) -> Vec<WorkerView> {
+        let segment = self.publisher.segment();
+        let count = usize::try_from(segment.dataplane_status().workers)
+            .unwrap_or(MAX_WORKERS)
+            .min(MAX_WORKERS);
+        (0..count)
+            .filter_map(|i| {
+                let w = segment.worker_status(i)?;
+                Some(WorkerView {
+                    worker: u32::try_from(i).ok()?,
+                    live_generation: w.live_generation,
+                    packets: w.packets,
+                    drops: w.drops,
+                })
+            })
+            .collect()
+    }
+
+    fn dataplane_view(&self) -> DataplaneView {
+        let d = self.publisher.segment().dataplane_status();
+        DataplaneView {
+            running: self.publisher.dataplane_attached(),
+            pid: d.pid,
+            epoch: d.epoch,
+            heartbeat_age_ms: self
+                .publisher
+                .dataplane_heartbeat_age()
+                .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+            live_generation: d.live_generation,
+            workers: self.workers(),
+        }
+    }
+
+    /// `GET /v1/state`.
+    #[must_use]
+    pub fn state_view(&self) -> StateView {
+        StateView {
+            instance: self.instance.clone(),
+            policy_file: self.policy_path.display().to_string(),
+            generation: GenerationView {
+                current: self.current.number(),
+                published: self.publisher.last_published(),
+                live: self.publisher.live_generation(),
+                status: self.status(),
+                last_publish_to_live_ms: self.last_latency.map(ms),
+                last_rejected: self.last_rejected.as_ref().map(|r| RejectedView {
+                    generation: r.generation,
+                    reason: r.reason.clone(),
+                }),
+            },
+            dataplane: self.dataplane_view(),
+            services: describe::services(&self.current.policy),
+            pools: describe::pools(&self.current.policy, &self.current.generation),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// `GET /metrics`.
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        let summary = self.publisher.latency();
+        let control = ControlSample {
+            current_generation: self.current.number(),
+            published_generation: self.publisher.last_published(),
+            live_generation: self.publisher.live_generation(),
+            pending: self.status() == PublishStatus::Pending,
+            counters: self.counters.clone(),
+            last_publish_to_live_seconds: self.last_latency.map(|d| d.as_secs_f64()),
+            latency: (self.latency_count > 0).then_some(LatencySample {
+                p50_seconds: summary.p50.as_secs_f64(),
+                p99_seconds: summary.p99.as_secs_f64(),
+                max_seconds: summary.max.as_secs_f64(),
+                sum_seconds: self.latency_sum.as_secs_f64(),
+                count: self.latency_count,
+            }),
+        };
+        let segment = self.publisher.segment();
+        let d = segment.dataplane_status();
+        let workers = self.workers();
+        let dataplane = DataplaneSample {
+            running: self.publisher.dataplane_attached(),
+            pid: d.pid,
+            epoch: d.epoch,
+            live_generation: d.live_generation,
+            counter_names: if d.pid == 0 {
+                Vec::new()
+            } else {
+                segment.counter_names()
+            },
+            counters: workers
+                .iter()
+                .map(|w| segment.counters(w.worker as usize).unwrap_or_default())
+                .collect(),
+            workers,
+        };
+        metrics::render(&control, &dataplane)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_can_run_on_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Controller>();
+        assert_send::<Request>();
+    }
+
+    #[test]
+    fn policy_is_saved_whole_with_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("swyd-save-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.yaml");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.join("current.yaml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+
+        save_policy(&link, b"new text").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new text");
+        assert!(
+            fs::symlink_metadata(&link).unwrap().is_symlink(),
+            "the link stays"
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 2, "no temporary file left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,146 @@
+//! The current policy and its compiled generation in the API's terms ([`super::view`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use switchyard_table::generation::{name_str, Generation, BACKEND_HEALTHY, FAMILY_V4, FAMILY_V6};
+
+use crate::policy::{Policy, Probe, Residency, Scheduler};
+
+use super::view::{BackendView, CanaryView, PoolView, RouteView, ServiceView};
+
+/// Services of `policy`, in policy order.
+#[must_use]
+pub fn services(policy: &Policy) -> Vec<ServiceView> {
+    let pool_name = |id| policy.pool(id).name.clone();
+    policy
+        .services
+        .iter()
+        .map(|s| ServiceView {
+            name: s.name.clone(),
+            vip: if s.vip.prefix_len() == s.vip.max_prefix_len() {
+                s.vip.addr().to_string()
+            } else {
+                s.vip.to_string()
+            },
+            ports: s.ports.iter().map(ToString::to_string).collect(),
+            protocol: s.protocol.as_str().to_owned(),
+            routes: s
+                .routes
+                .iter()
+                .map(|r| RouteView {
+                    from: r.from.map(|id| policy.region(id).name.clone()),
+                    pool: pool_name(r.pool),
+                    fallback: r.fallback.iter().map(|&p| pool_name(p)).collect(),
+                    residency: match r.residency {
+                        Residency::Strict => "strict",
+                        Residency::Preferred => "preferred",
+                    }
+                    .to_owned(),
+                })
+                .collect(),
+            canary: s.canary.map(|c| CanaryView {
+                pool: pool_name(c.pool),
+                percent: c.percent.to_string(),
+            }),
+        })
+        .collect()
+}
+
+fn address_of(address: &[u8; 16], family: u8) -> Option<IpAddr> {
+    match family {
+        FAMILY_V4 => Some(IpAddr::from([
+            address[0], address[1], address[2], address[3],
+        ])),
+        FAMILY_V6 => Some(IpAddr::from(*address)),
+        _ => None,
+    }
+}
+
+/// What a generation says of one backend.
+#[derive(Debug, Clone, Copy)]
+struct Compiled {
+    id: u32,
+    weight: u32,
+    healthy: bool,
+}
+
+/// Pools of `policy` with their backends as `generation` (compiled from it) has them.
+#[must_use]
+pub fn pools(policy: &Policy, generation: &Generation) -> Vec<PoolView> {
+    // Keyed by the pool's name as the record stores it (truncated to the record's length).
+    let mut compiled: HashMap<(&str, IpAddr), Compiled> = HashMap::new();
+    for b in &generation.backends {
+        let (Some(pool), Some(address)) = (
+            generation.pools.get(b.pool as usize),
+            address_of(&b.address, b.family),
+        ) else {
+            continue;
+        };
+        compiled.insert(
+            (name_str(&pool.name), address),
+            Compiled {
+                id: b.id,
+                weight: b.weight,
+                healthy: b.flags & BACKEND_HEALTHY != 0,
+            },
+        );
+    }
+    policy
+        .pools
+        .iter()
+        .map(|p| {
+            let record_name = switchyard_table::generation::name_field(&p.name);
+            let record_name = name_str(&record_name);
+            let (scheduler, maglev_size) = match p.scheduler {
+                Scheduler::Maglev { table_size } => ("maglev", table_size),
+                Scheduler::IpHash => ("ip_hash", policy.tables.maglev_size),
+                Scheduler::RoundRobin => ("round_robin", 0),
+                Scheduler::LeastConn => ("least_conn", 0),
+                Scheduler::Weighted => ("weighted", 0),
+            };
+            // The size the generation was built with, when it has the pool.
+            let maglev_size = generation
+                .pools
+                .iter()
+                .find(|r| name_str(&r.name) == record_name)
+                .map_or(maglev_size, |r| r.maglev_size);
+            let health_check = p.health.as_ref().map(|h| match &h.probe {
+                Probe::Http { port, path, .. } => format!("http :{port}{path}"),
+                Probe::Tcp { port } => format!("tcp :{port}"),
+            });
+            let backends = p
+                .backends
+                .iter()
+                .map(|b| {
+                    let c = compiled.get(&(record_name, b.address)).copied();
+                    let healthy = c.is_none_or(|c| c.healthy);
+                    let state = if b.weight == 0 {
+                        "drained"
+                    } else if !healthy {
+                        "down"
+                    } else {
+                        "up"
+                    };
+                    BackendView {
+                        id: c.map_or(0, |c| c.id),
+                        address: b.address.to_string(),
+                        name: b.name.clone(),
+                        weight: u32::from(b.weight),
+                        effective_weight: c.map_or(u32::from(b.weight), |c| c.weight),
+                        healthy,
+                        state: state.to_owned(),
+                    }
+                })
+                .collect();
+            PoolView {
+                name: p.name.clone(),
+                region: p.region.map(|id| policy.region(id).name.clone()),
+                scheduler: scheduler.to_owned(),
+                maglev_size,
+                health_check,
+                backends,
+            }
+        })
+        .collect()
+}
