@@ -11,10 +11,13 @@ pub mod wire;
 
 #[cfg(feature = "dpdk")]
 pub mod appliance;
+pub mod control_channel;
 pub mod flow;
 #[cfg(feature = "dpdk")]
 pub mod forward;
 pub mod pipeline;
+#[cfg(feature = "dpdk")]
+pub mod run;
 #[cfg(feature = "dpdk")]
 pub mod runner;
 pub mod settings;

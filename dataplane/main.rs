@@ -10,10 +10,16 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use switchyard::appliance::Appliance;
+use switchyard::control_channel::ControlChannel;
 use switchyard::dpdk::PortId;
+use switchyard::flow::InsertLimit;
 use switchyard::forward::ForwardWorker;
+use switchyard::pipeline::{Counter, PipelineWorker, WorkerConfig};
+use switchyard::run::{PipelineCounters, RunWorker};
 use switchyard::runner;
 use switchyard::settings::Settings;
+use switchyard::swap::GenerationCell;
+use switchyard_table::generation::Generation;
 
 /// Switchyard data plane: pinned poll-mode workers on DPDK ports.
 ///
@@ -30,6 +36,27 @@ struct Cli {
 enum Command {
     /// Move packets RX → TX between paired ports (0↔1, 2↔3, …) with no processing: the baseline.
     Forward(CommonArgs),
+    /// Load-balance: run every packet through the pipeline with the table from the control plane
+    /// (shared memory) or from a compiled table file.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Serve a compiled table generation from this file (`switchyard-control compile`) instead
+    /// of attaching to the control plane.
+    #[arg(long, value_name = "FILE")]
+    table: Option<PathBuf>,
+    /// The shared-memory instance to attach to; the control plane uses the same default.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        conflicts_with = "table"
+    )]
+    instance: String,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +182,165 @@ fn forward(args: &CommonArgs) -> Result<()> {
     Ok(())
 }
 
+/// Reads and validates a compiled table file before any device is touched.
+fn load_table(path: &std::path::Path) -> Result<Generation> {
+    let blob = std::fs::read(path)
+        .with_context(|| format!("cannot read table file {}", path.display()))?;
+    Generation::decode(&blob).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a usable table generation: {e} ({})",
+            path.display(),
+            e.name()
+        )
+    })
+}
+
+fn run(args: &RunArgs) -> Result<()> {
+    let common = &args.common;
+    let settings = common.settings()?;
+    let duration = common.duration()?;
+    let interval = common.interval()?;
+    let stop = stop_flag()?;
+    let table = args.table.as_deref().map(load_table).transpose()?;
+    let app = Appliance::start(&settings, &common.eal)?;
+    if !app.wait_for_links(Duration::from_secs(3)) {
+        tracing::warn!("not every link is up after 3 s; running anyway");
+    }
+    for line in app.describe() {
+        println!("{line}");
+    }
+    let workers = app.workers.len();
+    let cell = Arc::new(GenerationCell::new(workers));
+    let mut channel = match table {
+        Some(g) => {
+            println!(
+                "table: generation {} from {}",
+                g.generation,
+                args.table
+                    .as_deref()
+                    .unwrap_or_else(|| std::path::Path::new("-"))
+                    .display()
+            );
+            cell.publish(Arc::new(g));
+            None
+        }
+        None => {
+            let mut ch = ControlChannel::attach(&args.instance).with_context(|| {
+                format!(
+                    "cannot attach to the control plane's shared memory (instance {})",
+                    args.instance
+                )
+            })?;
+            let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+            ch.set_counter_names(&names);
+            ch.poll(&cell);
+            match cell.current() {
+                Some(g) => println!(
+                    "table: generation {} from shared memory (instance {})",
+                    g.generation, args.instance
+                ),
+                None => println!(
+                    "table: none yet; waiting for the control plane (instance {})",
+                    args.instance
+                ),
+            }
+            Some(ch)
+        }
+    };
+    let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
+    let port_map = app.port_map();
+    let counters = Arc::new(PipelineCounters::new(workers));
+    let totals_for_tick = Arc::new(std::sync::Mutex::new(
+        None::<Arc<switchyard::stats::Counters>>,
+    ));
+    let flow_cfg = settings.flow_table;
+    let mut last_counter_publish = std::time::Instant::now();
+    let report = runner::run(
+        &app,
+        "run",
+        duration,
+        interval,
+        &stop,
+        |plan, totals, stop| {
+            if let Ok(mut t) = totals_for_tick.lock() {
+                *t = Some(Arc::clone(&totals));
+            }
+            let plan = plan.clone();
+            let ports = ports.clone();
+            let port_map = port_map.clone();
+            let cell = Arc::clone(&cell);
+            let counters = Arc::clone(&counters);
+            let tx_retries = settings.tx_retries;
+            move || {
+                // Built on the worker's own lcore so its connection tables are NUMA-local.
+                let mut pipeline = PipelineWorker::new(WorkerConfig {
+                    flows_v4: flow_cfg.ipv4_flows as usize,
+                    flows_v6: flow_cfg.ipv6_flows as usize,
+                    insert_limit: InsertLimit {
+                        per_second: flow_cfg.insert_rate,
+                        burst: (flow_cfg.insert_rate / 10).max(1),
+                    },
+                    ports: port_map,
+                    worker: plan.index,
+                });
+                pipeline.set_worker_count(workers);
+                RunWorker {
+                    plan,
+                    ports,
+                    tx_retries,
+                    pipeline,
+                    cell,
+                    totals,
+                    counters,
+                }
+                .run(&stop)
+            }
+        },
+        || {
+            if let Some(ch) = channel.as_mut() {
+                ch.poll(&cell);
+                if last_counter_publish.elapsed() >= Duration::from_millis(100) {
+                    last_counter_publish = std::time::Instant::now();
+                    let totals = totals_for_tick.lock().ok().and_then(|t| t.clone());
+                    for w in 0..workers {
+                        ch.publish_counters(w, &counters.worker(w));
+                        if let Some(t) = &totals {
+                            let t = t.worker(w).read();
+                            ch.set_worker_totals(w, t.rx, t.dropped);
+                        }
+                    }
+                }
+            }
+        },
+    )?;
+    print_port_stats(&app);
+    for (name, value) in counters.sum() {
+        if value > 0 {
+            println!("counter {name} {value}");
+        }
+    }
+    drop(app);
+    println!("{}", report.result_line("pipeline"));
+    Ok(())
+}
+
+fn print_port_stats(app: &Appliance) {
+    for p in &app.ports {
+        let s = p.stats();
+        println!(
+            "port {} {}: rx {} tx {} missed {} rx_errors {} tx_errors {} rx_nombuf {}",
+            p.id().0,
+            p.info().name,
+            s.rx_packets,
+            s.tx_packets,
+            s.rx_missed,
+            s.rx_errors,
+            s.tx_errors,
+            s.rx_nombuf
+        );
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -165,6 +351,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Forward(args) => forward(args),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

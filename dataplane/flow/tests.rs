@@ -419,6 +419,70 @@ fn full_buckets_evict_least_recently_seen() {
 }
 
 #[test]
+fn every_value_leaving_the_table_is_reported() {
+    // Eviction.
+    let mut t = full_two_bucket_table(|_| FlowState::TcpEstablished);
+    let mut gone = Vec::new();
+    let k = v4(16);
+    let out = t.insert_with(
+        &k,
+        k.hash(),
+        val(99),
+        FlowState::TcpEstablished,
+        T0 + 20,
+        |v| {
+            gone.push(v);
+        },
+    );
+    assert_eq!(out, InsertOutcome::Evicted);
+    assert_eq!(gone, vec![val(0)], "the least recently seen flow, key 0");
+    // Replacing a live key reports its old value.
+    gone.clear();
+    let out = t.insert_with(
+        &k,
+        k.hash(),
+        val(100),
+        FlowState::TcpEstablished,
+        T0 + 21,
+        |v| {
+            gone.push(v);
+        },
+    );
+    assert_eq!(out, InsertOutcome::Replaced);
+    assert_eq!(gone, vec![val(99)]);
+    // An expired entry met by a lookup.
+    gone.clear();
+    let late = T0 + 21 + Timeouts::default().tcp_established_ms + 1;
+    assert!(t
+        .lookup_with(&k, k.hash(), late, |v| gone.push(v))
+        .is_none());
+    assert_eq!(gone, vec![val(100)]);
+    // The sweep reports everything it reclaims.
+    gone.clear();
+    let freed = t.sweep_with(late + 1_000_000, 2, |v| gone.push(v));
+    assert_eq!(freed, 15);
+    assert_eq!(gone.len(), 15);
+    assert!(t.is_empty());
+    // An expired entry met by an insert of the same key.
+    let mut t = table::<FlowKeyV4>(16);
+    t.insert(&v4(1), v4(1).hash(), val(1), FlowState::Datagram, T0);
+    gone.clear();
+    let out = t.insert_with(
+        &v4(1),
+        v4(1).hash(),
+        val(2),
+        FlowState::Datagram,
+        T0 + 40_000,
+        |v| {
+            gone.push(v);
+        },
+    );
+    assert_eq!(out, InsertOutcome::Inserted);
+    assert_eq!(gone, vec![val(1)]);
+    t.check_invariants();
+}
+
+#[test]
 fn eviction_sacrifices_handshakes_before_established_flows() {
     // Key 0: established, idle for a minute. Others: fresh half-open handshakes.
     let mut t = table::<FlowKeyV4>(16);

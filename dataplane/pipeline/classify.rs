@@ -1,0 +1,539 @@
+//! Phase 1 of a packet: parse, validate and classify it, without side effects.
+//!
+//! [`classify`] reads the frame and the (immutable) generation and returns a [`Step`]: a drop
+//! with its counter, a local reply to build, a packet for the kernel, or a flow to balance with
+//! its key and hash already computed. It changes nothing — no counter, no token, no table —
+//! so a burst can be classified whole (hashing every packet and warming its flow bucket) before
+//! any packet is executed, with the same result as one packet at a time.
+
+use switchyard_table::generation::{Generation, ACL_DENY, PROTO_TCP, PROTO_UDP};
+use switchyard_table::lpm::{lookup_v4, lookup_v6};
+
+use super::counters::Counter;
+use super::view::{PortBinding, View};
+use super::PortIndex;
+use crate::flow::{FlowKeyV4, FlowKeyV6};
+use crate::wire::{
+    self, EtherType, EthernetFrame, IcmpMessage, IcmpPacket, Icmpv6Message, Icmpv6Packet,
+    Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+};
+
+/// What phase 2 does with a packet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step {
+    /// Drop, counting this reason.
+    Drop(Counter),
+    /// For the host: to the exception-path port, untouched.
+    Kernel,
+    /// From the kernel: out of this port, untouched.
+    KernelToWire(PortIndex),
+    /// Answer an ARP request (L3 header at `l3`).
+    ArpReply { l3: u16 },
+    /// Answer a neighbour solicitation; `dad` when it is a duplicate-address probe (source ::).
+    NdAdvert { l3: u16, dad: bool },
+    /// Answer an ICMP echo request.
+    Echo4 { l3: u16 },
+    /// Answer an ICMPv6 echo request.
+    Echo6 { l3: u16 },
+    /// Balance an IPv4 packet.
+    Lb4(Lb<FlowKeyV4>),
+    /// Balance an IPv6 packet.
+    Lb6(Lb<FlowKeyV6>),
+}
+
+impl Step {
+    /// The flow hash, for a step that will look the flow table up.
+    #[inline]
+    pub(crate) fn lb_hash(&self) -> Option<(bool, u32)> {
+        match self {
+            Self::Lb4(lb) => Some((false, lb.hash)),
+            Self::Lb6(lb) => Some((true, lb.hash)),
+            _ => None,
+        }
+    }
+}
+
+/// A packet to balance: its flow (client → VIP) and where its L3 packet lies in the frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lb<K> {
+    /// The client → VIP 5-tuple (for an ICMP error: the flow its quote belongs to).
+    pub key: K,
+    /// `key.hash()`, computed once and used by the flow table, the scheduler and the encap.
+    pub hash: u32,
+    /// The service the VIP, protocol and port select.
+    pub service: u32,
+    /// Offset of the L3 header in the frame.
+    pub l3: u16,
+    /// Length of the L3 packet (IPv4 total length, or 40 + IPv6 payload length).
+    pub len: u16,
+    /// ToS / traffic class, copied to the outer header.
+    pub tos: u8,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// An ICMP error to steer to the backend of `key` (never creates a flow).
+    pub icmp_error: bool,
+}
+
+impl From<wire::Error> for Counter {
+    #[inline]
+    fn from(e: wire::Error) -> Self {
+        Counter::wire(e)
+    }
+}
+
+/// Classifies one frame received on `rx_port`. See the module doc.
+#[inline]
+pub(crate) fn classify(g: &Generation, view: &View, data: &[u8], rx_port: PortIndex) -> Step {
+    match classify_frame(g, view, data, rx_port) {
+        Ok(step) => step,
+        Err(counter) => Step::Drop(counter),
+    }
+}
+
+#[inline]
+fn classify_frame(
+    g: &Generation,
+    view: &View,
+    data: &[u8],
+    rx_port: PortIndex,
+) -> Result<Step, Counter> {
+    let frame = EthernetFrame::new_checked(data)?;
+    if view.kernel == Some(rx_port) {
+        return from_kernel(view, frame.src_addr());
+    }
+    let port = view.port(rx_port).ok_or(Counter::DropPortUnbound)?;
+    let l2 = frame.parse_l2()?;
+    let dst = frame.dst_addr();
+    let ipv6_multicast = dst.0[0] == 0x33 && dst.0[1] == 0x33;
+    let ours = dst == port.mac
+        || (dst.is_broadcast() && l2.ethertype == EtherType::ARP)
+        || (ipv6_multicast && l2.ethertype == EtherType::IPV6);
+    if !ours {
+        return Err(Counter::DropNotOurMac);
+    }
+    // At most 14 + 2 × 4 bytes.
+    let l3 = u16::try_from(l2.l3_offset).map_err(|_| Counter::DropTruncated)?;
+    let payload = frame.l3_payload(&l2);
+    match l2.ethertype {
+        EtherType::IPV4 => ipv4(g, view, payload, l3),
+        EtherType::IPV6 => ipv6(g, view, port, payload, l3, ipv6_multicast),
+        EtherType::ARP => arp(g, port, payload, l3),
+        _ => Err(Counter::DropUnknownEthertype),
+    }
+}
+
+/// A frame the kernel sent: out of the port whose interface owns its source MAC.
+fn from_kernel(view: &View, src: wire::EthernetAddress) -> Result<Step, Counter> {
+    view.ports
+        .iter()
+        .position(|p| p.is_some_and(|p| p.mac == src))
+        .and_then(|i| PortIndex::try_from(i).ok())
+        .map(Step::KernelToWire)
+        .ok_or(Counter::DropKernelUnknownSource)
+}
+
+fn arp(g: &Generation, port: &PortBinding, l3: &[u8], off: u16) -> Result<Step, Counter> {
+    let packet = wire::ArpPacket::new_checked(l3)?;
+    let repr = wire::ArpRepr::parse(&packet)?;
+    if repr.operation != wire::ArpOp::Request
+        || repr.sender_protocol_addr == repr.target_protocol_addr
+    {
+        // Replies and gratuitous ARP: gateway MACs are configured, nothing to learn.
+        return Err(Counter::DropArpIgnored);
+    }
+    let target = u32::from(repr.target_protocol_addr);
+    if port.owns_v4(target) || lookup_v4(&g.vip_lpm_v4, target) != 0 {
+        Ok(Step::ArpReply { l3: off })
+    } else {
+        Err(Counter::DropArpNotForUs)
+    }
+}
+
+/// 0.0.0.0/8, 127/8, 224/4 (multicast) and 240/4 (reserved, and the broadcast address).
+#[inline]
+pub(crate) fn martian_v4(addr: u32) -> bool {
+    let top = addr >> 24;
+    top == 0 || top == 127 || top >= 224
+}
+
+/// ::, ::1 and ff00::/8.
+#[inline]
+pub(crate) fn martian_v6(addr: u128) -> bool {
+    addr <= 1 || addr >> 120 == 0xff
+}
+
+fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counter> {
+    let ip = Ipv4Packet::new_checked(l3)?;
+    if ip.has_options() {
+        return Err(Counter::DropIpv4Options);
+    }
+    if ip.is_fragment() {
+        return Err(Counter::DropIpv4Fragment);
+    }
+    if !ip.verify_checksum() {
+        return Err(Counter::DropBadIpv4Checksum);
+    }
+    let src = u32::from(ip.src_addr());
+    let dst = u32::from(ip.dst_addr());
+    if martian_v4(src) {
+        return Err(Counter::DropMartianSource);
+    }
+    let local = view.is_own_v4(dst);
+    let vip = if local {
+        0
+    } else {
+        lookup_v4(&g.vip_lpm_v4, dst)
+    };
+    if !local && vip == 0 {
+        return Err(Counter::DropNotForUs);
+    }
+    if view.is_own_v4(src) || lookup_v4(&g.vip_lpm_v4, src) != 0 {
+        return Err(Counter::DropMartianSource);
+    }
+    let proto = ip.protocol();
+    let payload = ip.payload();
+    if local {
+        if proto == IpProtocol::ICMP {
+            let icmp = IcmpPacket::new_checked(payload)?;
+            if icmp.msg_type() == IcmpMessage::ECHO_REQUEST && icmp.msg_code() == 0 {
+                return Ok(Step::Echo4 { l3: off });
+            }
+        }
+        return Ok(Step::Kernel);
+    }
+
+    let acl = lookup_v4(&g.acl_lpm_v4, src);
+    let (sport, dport, flags) = match proto {
+        IpProtocol::TCP => {
+            let tcp = TcpPacket::new_checked(payload)?;
+            if !tcp.flags_are_valid() {
+                return Err(Counter::DropBadTcpFlags);
+            }
+            (tcp.src_port(), tcp.dst_port(), tcp.flags().0)
+        }
+        IpProtocol::UDP => {
+            let udp = UdpPacket::new_checked(payload)?;
+            if udp.dst_port() == view.gue_port {
+                return Err(Counter::DropAlreadyEncapsulated);
+            }
+            (udp.src_port(), udp.dst_port(), 0)
+        }
+        IpProtocol::ICMP => {
+            let icmp = IcmpPacket::new_checked(payload)?;
+            return match icmp.msg_type() {
+                IcmpMessage::ECHO_REQUEST if icmp.msg_code() == 0 => {
+                    acl_check(g, acl, proto.0, None)?;
+                    Ok(Step::Echo4 { l3: off })
+                }
+                IcmpMessage::DST_UNREACHABLE | IcmpMessage::TIME_EXCEEDED => {
+                    if ip.ttl() <= 1 {
+                        return Err(Counter::DropTtlExpired);
+                    }
+                    acl_check(g, acl, proto.0, None)?;
+                    icmp_error_v4(g, &icmp, dst, vip, off, ip.total_len(), ip.tos())
+                }
+                _ => Err(Counter::DropIcmpToVipIgnored),
+            };
+        }
+        IpProtocol::IPV4 | IpProtocol::IPV6 => return Err(Counter::DropAlreadyEncapsulated),
+        _ => return Err(Counter::DropUnsupportedProtocol),
+    };
+    if ip.ttl() <= 1 {
+        return Err(Counter::DropTtlExpired);
+    }
+    acl_check(g, acl, proto.0, Some(dport))?;
+    let service = service_for(g, vip, proto.0, dport).ok_or(Counter::DropNoService)?;
+    let key = FlowKeyV4::from_bits(src, dst, sport, dport, proto.0);
+    Ok(Step::Lb4(Lb {
+        key,
+        hash: key.hash(),
+        service,
+        l3: off,
+        len: ip.total_len(),
+        tos: ip.tos(),
+        tcp_flags: flags,
+        icmp_error: false,
+    }))
+}
+
+/// An ICMPv4 error sent to a VIP: it quotes a packet the backend sent from the VIP to a client.
+fn icmp_error_v4(
+    g: &Generation,
+    icmp: &IcmpPacket<&[u8]>,
+    vip_addr: u32,
+    vip: u32,
+    off: u16,
+    len: u16,
+    tos: u8,
+) -> Result<Step, Counter> {
+    let quote = icmp
+        .embedded()
+        .map_err(|_| Counter::DropIcmpErrorBadQuote)?;
+    let proto = quote.protocol().0;
+    if !(proto == PROTO_TCP || proto == PROTO_UDP)
+        || quote.is_non_first_fragment()
+        || u32::from(quote.src_addr()) != vip_addr
+    {
+        return Err(Counter::DropIcmpErrorUnmatched);
+    }
+    // Reversed: the flow is client → VIP.
+    let (client, sport, dport) = (
+        u32::from(quote.dst_addr()),
+        quote.dst_port(),
+        quote.src_port(),
+    );
+    let service = service_for(g, vip, proto, dport).ok_or(Counter::DropIcmpErrorUnmatched)?;
+    let key = FlowKeyV4::from_bits(client, vip_addr, sport, dport, proto);
+    Ok(Step::Lb4(Lb {
+        key,
+        hash: key.hash(),
+        service,
+        l3: off,
+        len,
+        tos,
+        tcp_flags: 0,
+        icmp_error: true,
+    }))
+}
+
+/// The solicited-node multicast address of `addr` (ff02::1:ff00:0/104 + its low 24 bits).
+#[inline]
+pub(crate) fn solicited_node(addr: u128) -> u128 {
+    0xff02_0000_0000_0000_0000_0001_ff00_0000 | (addr & 0xff_ffff)
+}
+
+fn ipv6(
+    g: &Generation,
+    view: &View,
+    port: &PortBinding,
+    l3: &[u8],
+    off: u16,
+    l2_multicast: bool,
+) -> Result<Step, Counter> {
+    let ip = Ipv6Packet::new_checked(l3)?;
+    let next = ip.next_header();
+    match next {
+        IpProtocol::HOP_BY_HOP | IpProtocol::IPV6_ROUTING | IpProtocol::IPV6_DEST_OPTS => {
+            return Err(Counter::DropIpv6ExtHeader)
+        }
+        IpProtocol::IPV6_FRAGMENT => return Err(Counter::DropIpv6Fragment),
+        _ => {}
+    }
+    // No extension headers: the upper layer starts right after the fixed header.
+    let payload = ip.payload();
+    if next == IpProtocol::ICMPV6 {
+        let icmp = Icmpv6Packet::new_checked(payload)?;
+        if icmp.msg_type() == Icmpv6Message::NEIGHBOR_SOLICIT {
+            return neighbor_solicit(g, port, &ip, &icmp, off);
+        }
+    }
+    if l2_multicast {
+        // Only neighbour discovery may come to us on a multicast MAC.
+        return Err(Counter::DropNotOurMac);
+    }
+    let src = u128::from(ip.src_addr());
+    let dst = u128::from(ip.dst_addr());
+    if martian_v6(src) {
+        return Err(Counter::DropMartianSource);
+    }
+    let local = view.is_own_v6(dst);
+    let vip = if local {
+        0
+    } else {
+        lookup_v6(&g.vip_lpm_v6, dst)
+    };
+    if !local && vip == 0 {
+        return Err(Counter::DropNotForUs);
+    }
+    if view.is_own_v6(src) || lookup_v6(&g.vip_lpm_v6, src) != 0 {
+        return Err(Counter::DropMartianSource);
+    }
+    if local {
+        if next == IpProtocol::ICMPV6 {
+            let icmp = Icmpv6Packet::new_checked(payload)?;
+            if icmp.msg_type() == Icmpv6Message::ECHO_REQUEST && icmp.msg_code() == 0 {
+                return Ok(Step::Echo6 { l3: off });
+            }
+        }
+        return Ok(Step::Kernel);
+    }
+
+    let len = u16::try_from(ip.packet().len()).map_err(|_| Counter::DropBadIpv6PayloadLen)?;
+    let acl = lookup_v6(&g.acl_lpm_v6, src);
+    let (sport, dport, flags) = match next {
+        IpProtocol::TCP => {
+            let tcp = TcpPacket::new_checked(payload)?;
+            if !tcp.flags_are_valid() {
+                return Err(Counter::DropBadTcpFlags);
+            }
+            (tcp.src_port(), tcp.dst_port(), tcp.flags().0)
+        }
+        IpProtocol::UDP => {
+            let udp = UdpPacket::new_checked(payload)?;
+            if udp.dst_port() == view.gue_port {
+                return Err(Counter::DropAlreadyEncapsulated);
+            }
+            if udp.checksum() == 0 {
+                return Err(Counter::DropIpv6UdpZeroChecksum);
+            }
+            (udp.src_port(), udp.dst_port(), 0)
+        }
+        IpProtocol::ICMPV6 => {
+            let icmp = Icmpv6Packet::new_checked(payload)?;
+            return match icmp.msg_type() {
+                Icmpv6Message::ECHO_REQUEST if icmp.msg_code() == 0 => {
+                    acl_check(g, acl, next.0, None)?;
+                    Ok(Step::Echo6 { l3: off })
+                }
+                Icmpv6Message::DST_UNREACHABLE
+                | Icmpv6Message::PKT_TOO_BIG
+                | Icmpv6Message::TIME_EXCEEDED => {
+                    if ip.hop_limit() <= 1 {
+                        return Err(Counter::DropTtlExpired);
+                    }
+                    acl_check(g, acl, next.0, None)?;
+                    icmp_error_v6(g, &icmp, dst, vip, off, len, ip.traffic_class())
+                }
+                _ => Err(Counter::DropIcmpToVipIgnored),
+            };
+        }
+        IpProtocol::IPV4 | IpProtocol::IPV6 => return Err(Counter::DropAlreadyEncapsulated),
+        _ => return Err(Counter::DropUnsupportedProtocol),
+    };
+    if ip.hop_limit() <= 1 {
+        return Err(Counter::DropTtlExpired);
+    }
+    acl_check(g, acl, next.0, Some(dport))?;
+    let service = service_for(g, vip, next.0, dport).ok_or(Counter::DropNoService)?;
+    let key = FlowKeyV6::from_bits(src, dst, sport, dport, next.0);
+    Ok(Step::Lb6(Lb {
+        key,
+        hash: key.hash(),
+        service,
+        l3: off,
+        len,
+        tos: ip.traffic_class(),
+        tcp_flags: flags,
+        icmp_error: false,
+    }))
+}
+
+/// A neighbour solicitation: answered for the RX interface's own addresses and for VIPs, after
+/// the RFC 4861 §7.1.1 checks (hop limit 255, checksum, code 0, well-formed options, target
+/// not multicast; a DAD probe from :: goes to the solicited-node group and has no source
+/// link-layer option).
+fn neighbor_solicit(
+    g: &Generation,
+    port: &PortBinding,
+    ip: &Ipv6Packet<&[u8]>,
+    icmp: &Icmpv6Packet<&[u8]>,
+    off: u16,
+) -> Result<Step, Counter> {
+    let target = u128::from(icmp.target_addr());
+    if !(port.owns_v6(target) || lookup_v6(&g.vip_lpm_v6, target) != 0) {
+        return Err(Counter::DropNdNotForUs);
+    }
+    if ip.hop_limit() != 255 {
+        return Err(Counter::DropNdInvalid);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Icmpv6Repr::NeighborSolicit { source_lladdr, .. } = Icmpv6Repr::parse(&src, &dst, icmp)?
+    else {
+        return Err(Counter::DropNdInvalid);
+    };
+    let dad = src.is_unspecified();
+    let dst = u128::from(dst);
+    let group = solicited_node(target);
+    if (dad && (dst != group || source_lladdr.is_some())) || (dst != group && dst != target) {
+        return Err(Counter::DropNdInvalid);
+    }
+    if !dad && martian_v6(u128::from(src)) {
+        return Err(Counter::DropMartianSource);
+    }
+    Ok(Step::NdAdvert { l3: off, dad })
+}
+
+/// An ICMPv6 error sent to a VIP: it quotes a packet the backend sent from the VIP to a client.
+fn icmp_error_v6(
+    g: &Generation,
+    icmp: &Icmpv6Packet<&[u8]>,
+    vip_addr: u128,
+    vip: u32,
+    off: u16,
+    len: u16,
+    tos: u8,
+) -> Result<Step, Counter> {
+    let quote = icmp
+        .embedded()
+        .map_err(|_| Counter::DropIcmpErrorBadQuote)?;
+    let proto = quote.protocol().0;
+    if !(proto == PROTO_TCP || proto == PROTO_UDP)
+        || !quote.upper_layer().has_header()
+        || u128::from(quote.src_addr()) != vip_addr
+    {
+        return Err(Counter::DropIcmpErrorUnmatched);
+    }
+    let (client, sport, dport) = (
+        u128::from(quote.dst_addr()),
+        quote.dst_port(),
+        quote.src_port(),
+    );
+    let service = service_for(g, vip, proto, dport).ok_or(Counter::DropIcmpErrorUnmatched)?;
+    let key = FlowKeyV6::from_bits(client, vip_addr, sport, dport, proto);
+    Ok(Step::Lb6(Lb {
+        key,
+        hash: key.hash(),
+        service,
+        l3: off,
+        len,
+        tos,
+        tcp_flags: 0,
+        icmp_error: true,
+    }))
+}
+
+/// The source ACL: `group` is the ACL-LPM value of the source (0 = no rule covers it). The
+/// first rule of the group whose protocol (0 = any) and destination ports match decides.
+/// A packet without ports (ICMP) matches only rules for any protocol and every port.
+#[inline]
+fn acl_check(g: &Generation, group: u32, proto: u8, port: Option<u16>) -> Result<(), Counter> {
+    if group == 0 {
+        return Ok(());
+    }
+    let group = g
+        .acl_groups
+        .get(group as usize - 1)
+        .ok_or(Counter::DropBadTableReference)?;
+    let first = group.first_rule as usize;
+    let rules = g
+        .acl_rules
+        .get(first..first.saturating_add(group.rule_count as usize))
+        .ok_or(Counter::DropBadTableReference)?;
+    for rule in rules {
+        let proto_ok = rule.protocol == 0 || rule.protocol == proto;
+        let port_ok = match port {
+            Some(p) => rule.port_lo <= p && p <= rule.port_hi,
+            None => rule.protocol == 0 && rule.port_lo <= 1 && rule.port_hi == u16::MAX,
+        };
+        if proto_ok && port_ok {
+            return if rule.action == ACL_DENY {
+                Err(Counter::DropAcl)
+            } else {
+                Ok(())
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The service of VIP group `vip` (the VIP-LPM value) for `proto` and destination `port`.
+#[inline]
+fn service_for(g: &Generation, vip: u32, proto: u8, port: u16) -> Option<u32> {
+    let group = g.vip_groups.get((vip as usize).checked_sub(1)?)?;
+    let first = group.first_entry as usize;
+    g.vip_entries
+        .get(first..first.saturating_add(group.entry_count as usize))?
+        .iter()
+        .find(|e| e.protocol == proto && e.port_lo <= port && port <= e.port_hi)
+        .map(|e| e.service)
+}

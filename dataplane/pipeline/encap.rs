@@ -1,0 +1,236 @@
+//! Encapsulation for direct server return: the client's IP packet, untouched, inside an outer
+//! IP header (IPIP) or outer IP + UDP + GUE, addressed to the backend.
+//!
+//! One function per (outer family, IPIP/GUE), monomorphised from [`encap_as`]; the caller
+//! dispatches once on the backend's family and the generation's encapsulation.
+//!
+//! Outer header: source from the generation's outer-source prefix with its host bits taken
+//! from the flow hash (so the backend's RSS spreads flows over its queues), destination the
+//! backend, TTL / hop limit 64, ToS / traffic class copied from the inner packet, IPv4 DF set
+//! and identification 0 (an atomic datagram, RFC 6864), IPv6 flow label = low 20 bits of the
+//! flow hash. GUE: UDP source port `0xC000 | hash & 0x3FFF`, destination the configured GUE
+//! port, a 4-byte variant-0 data header with the inner protocol (4 or 41); the UDP checksum is
+//! 0 over IPv4 (RFC 6936 allows it for tunnels; the inner packet has its own) and computed over
+//! IPv6. Ethernet: from the egress interface's MAC to its gateway's MAC, untagged.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::counters::Counter;
+use super::view::{PortBinding, View};
+use super::PacketBuf;
+use crate::wire::{
+    ethernet, gue, ipv4, ipv6, udp, EtherType, EthernetFrame, EthernetRepr, GuePacket, GueRepr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
+};
+
+/// TTL / hop limit of the outer header.
+pub(crate) const OUTER_TTL: u8 = 64;
+/// Bytes GUE adds after the outer IP header: UDP and the base GUE header.
+pub(crate) const GUE_LEN: usize = udp::HEADER_LEN + gue::HEADER_LEN;
+
+/// The GUE source port of a flow.
+#[inline]
+#[must_use]
+pub fn gue_src_port(hash: u32) -> u16 {
+    // 14 bits of hash under a fixed 0b11 prefix: the mask makes the cast exact.
+    #[allow(clippy::cast_possible_truncation)]
+    let low = (hash & 0x3fff) as u16;
+    0xc000 | low
+}
+
+/// Bytes the encapsulation adds in front of the inner IP packet (Ethernet not included).
+#[inline]
+pub(crate) const fn overhead(gue: bool, outer_v6: bool) -> usize {
+    let ip = if outer_v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    ip + if gue { GUE_LEN } else { 0 }
+}
+
+/// What the inner packet is and where it lies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inner {
+    /// Offset of its IP header in the frame.
+    pub l3: usize,
+    /// Its length (padding after it is cut).
+    pub len: usize,
+    /// 4 (IPv4) or 41 (IPv6): the outer protocol for IPIP, the GUE protocol field.
+    pub protocol: IpProtocol,
+    pub tos: u8,
+    pub hash: u32,
+}
+
+/// Encapsulates the inner packet to `backend` (16 address bytes, IPv4 in the first 4) and
+/// readdresses the frame to `egress`'s gateway. Returns the forwarding counter.
+///
+/// # Errors
+/// [`Counter::DropNoBufferRoom`] when the headroom cannot take the outer headers.
+#[inline]
+pub(crate) fn encapsulate<P: PacketBuf>(
+    pkt: &mut P,
+    view: &View,
+    inner: &Inner,
+    backend: &[u8; 16],
+    backend_v6: bool,
+    egress: &PortBinding,
+) -> Result<Counter, Counter> {
+    match (backend_v6, view.gue) {
+        (false, false) => encap_as::<P, OuterV4, false>(pkt, view, inner, backend, egress),
+        (false, true) => encap_as::<P, OuterV4, true>(pkt, view, inner, backend, egress),
+        (true, false) => encap_as::<P, OuterV6, false>(pkt, view, inner, backend, egress),
+        (true, true) => encap_as::<P, OuterV6, true>(pkt, view, inner, backend, egress),
+    }
+}
+
+/// An outer IP family.
+trait Outer {
+    const HEADER_LEN: usize;
+    const ETHERTYPE: EtherType;
+    const FORWARDED_IPIP: Counter;
+    const FORWARDED_GUE: Counter;
+    /// Writes the outer IP header into `header` (exactly `HEADER_LEN` bytes).
+    fn emit(
+        header: &mut [u8],
+        view: &View,
+        dst: &[u8; 16],
+        next: IpProtocol,
+        payload: usize,
+        inner: &Inner,
+    );
+    /// Fills the UDP checksum of a GUE datagram; `packet` starts at the outer IP header.
+    fn fill_udp_checksum(packet: &mut [u8]);
+}
+
+struct OuterV4;
+struct OuterV6;
+
+impl Outer for OuterV4 {
+    const HEADER_LEN: usize = ipv4::HEADER_LEN;
+    const ETHERTYPE: EtherType = EtherType::IPV4;
+    const FORWARDED_IPIP: Counter = Counter::ForwardedIpipV4;
+    const FORWARDED_GUE: Counter = Counter::ForwardedGueV4;
+
+    #[inline]
+    fn emit(
+        header: &mut [u8],
+        view: &View,
+        dst: &[u8; 16],
+        next: IpProtocol,
+        payload: usize,
+        inner: &Inner,
+    ) {
+        Ipv4Repr {
+            src_addr: Ipv4Addr::from(view.outer_src_v4(inner.hash)),
+            dst_addr: Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]),
+            protocol: next,
+            payload_len: payload,
+            ttl: OUTER_TTL,
+            tos: inner.tos,
+            ident: 0,
+            dont_frag: true,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(header));
+    }
+
+    #[inline]
+    fn fill_udp_checksum(_packet: &mut [u8]) {
+        // Zero over IPv4 (RFC 6936 for tunnels): no pass over the payload.
+    }
+}
+
+impl Outer for OuterV6 {
+    const HEADER_LEN: usize = ipv6::HEADER_LEN;
+    const ETHERTYPE: EtherType = EtherType::IPV6;
+    const FORWARDED_IPIP: Counter = Counter::ForwardedIpipV6;
+    const FORWARDED_GUE: Counter = Counter::ForwardedGueV6;
+
+    #[inline]
+    fn emit(
+        header: &mut [u8],
+        view: &View,
+        dst: &[u8; 16],
+        next: IpProtocol,
+        payload: usize,
+        inner: &Inner,
+    ) {
+        Ipv6Repr {
+            src_addr: Ipv6Addr::from(view.outer_src_v6(inner.hash)),
+            dst_addr: Ipv6Addr::from(*dst),
+            next_header: next,
+            payload_len: payload,
+            hop_limit: OUTER_TTL,
+            traffic_class: inner.tos,
+            flow_label: inner.hash & 0x000f_ffff,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(header));
+    }
+
+    #[inline]
+    fn fill_udp_checksum(packet: &mut [u8]) {
+        let Some((header, datagram)) = packet.split_at_mut_checked(ipv6::HEADER_LEN) else {
+            return;
+        };
+        let ip = Ipv6Packet::new_unchecked(&*header);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if datagram.len() >= udp::HEADER_LEN {
+            UdpPacket::new_unchecked(datagram).fill_checksum_v6(&src, &dst);
+        }
+    }
+}
+
+#[inline]
+fn encap_as<P: PacketBuf, O: Outer, const GUE: bool>(
+    pkt: &mut P,
+    view: &View,
+    inner: &Inner,
+    backend: &[u8; 16],
+    egress: &PortBinding,
+) -> Result<Counter, Counter> {
+    let tunnel = if GUE { GUE_LEN } else { 0 };
+    let front = ethernet::HEADER_LEN + O::HEADER_LEN + tunnel;
+    // Drop the L2 header (and any tags) and the Ethernet padding after the inner packet.
+    pkt.truncate(inner.l3 + inner.len);
+    if !pkt.adj(inner.l3) || pkt.data().len() != inner.len {
+        return Err(Counter::DropTruncated);
+    }
+    if !pkt.prepend(front) {
+        return Err(Counter::DropNoBufferRoom);
+    }
+    let data = pkt.data_mut();
+    let Some(head) = data.get_mut(..front) else {
+        return Err(Counter::DropNoBufferRoom);
+    };
+    let (l2, rest) = head.split_at_mut(ethernet::HEADER_LEN);
+    EthernetRepr {
+        src_addr: egress.mac,
+        dst_addr: egress.gateway_mac,
+        ethertype: O::ETHERTYPE,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(l2));
+    let (ip, tunnel_header) = rest.split_at_mut(O::HEADER_LEN);
+    let next = if GUE { IpProtocol::UDP } else { inner.protocol };
+    O::emit(ip, view, backend, next, tunnel + inner.len, inner);
+    if GUE {
+        let (udp_header, gue_header) = tunnel_header.split_at_mut(udp::HEADER_LEN);
+        UdpRepr {
+            src_port: gue_src_port(inner.hash),
+            dst_port: view.gue_port,
+            payload_len: gue::HEADER_LEN + inner.len,
+        }
+        .emit(&mut UdpPacket::new_unchecked(udp_header));
+        GueRepr::Data {
+            protocol: inner.protocol,
+        }
+        .emit(&mut GuePacket::new_unchecked(gue_header));
+        if let Some(packet) = data.get_mut(ethernet::HEADER_LEN..) {
+            O::fill_udp_checksum(packet);
+        }
+    }
+    Ok(if GUE {
+        O::FORWARDED_GUE
+    } else {
+        O::FORWARDED_IPIP
+    })
+}

@@ -1,0 +1,256 @@
+//! Choosing a backend for a new flow: route by client region, pool with fallback and canary,
+//! then the pool's scheduler.
+//!
+//! The consistent schedulers (Maglev, IP hash) only index the generation's tables. The others
+//! keep per-worker state here, sized at `set_generation`: a round-robin cursor per pool, the
+//! smooth-weighted-round-robin "current weight" per backend, and the number of live flows this
+//! worker has per backend id (for least connections). Flow counts are keyed by the stable
+//! backend id, so they survive generation swaps; the flow table reports every entry that leaves
+//! (expired, evicted, replaced) and the pipeline reports TCP closes, so the counts stay exact.
+
+use switchyard_table::generation::{
+    Generation, Pool, Scheduler, BACKEND_HEALTHY, NONE, PER_MILLION,
+};
+
+use super::counters::{Counter, Counters};
+use crate::flow::FlowValue;
+
+/// Bit of [`FlowValue::slot`]: this flow is included in its backend's live-flow count.
+pub(crate) const SLOT_COUNTED: u32 = 1;
+
+/// Per-worker scheduler state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SchedState {
+    /// Round-robin cursor per pool.
+    rr: Vec<u32>,
+    /// Smooth weighted round robin: current weight per backend index.
+    swrr: Vec<i64>,
+    /// Live flows of this worker per backend id.
+    conns: Vec<u32>,
+    /// This worker's index: starts the round-robin cursors and least-connection tie scans at
+    /// different backends on different workers.
+    worker: usize,
+}
+
+impl SchedState {
+    pub(crate) fn new(worker: usize) -> Self {
+        Self {
+            worker,
+            ..Self::default()
+        }
+    }
+
+    /// Resets the per-pool state for `g`; flow counts are kept (and grown to the id space).
+    pub(crate) fn reset_for(&mut self, g: &Generation) {
+        self.rr.clear();
+        self.rr.resize(g.pools.len(), low32(self.worker));
+        self.swrr.clear();
+        self.swrr.resize(g.backends.len(), 0);
+        if self.conns.len() < g.backend_by_id.len() {
+            self.conns.resize(g.backend_by_id.len(), 0);
+        }
+    }
+
+    /// Counts a new live flow on backend `id`.
+    #[inline]
+    pub(crate) fn acquire(&mut self, id: u32) {
+        if let Some(c) = self.conns.get_mut(id as usize) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// A flow left the table (or closed): uncount it if it was counted.
+    #[inline]
+    pub(crate) fn release(&mut self, value: FlowValue) {
+        if value.slot & SLOT_COUNTED != 0 {
+            if let Some(c) = self.conns.get_mut(value.backend as usize) {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Live flows this worker tracks on backend `id`.
+    pub(crate) fn live_flows(&self, id: u32) -> u32 {
+        self.conns.get(id as usize).copied().unwrap_or(0)
+    }
+}
+
+#[allow(clippy::cast_possible_truncation)]
+const fn low32(x: usize) -> u32 {
+    x as u32
+}
+
+/// The backend index of flow-table backend `id`, if it is still there and healthy.
+///
+/// # Errors
+/// [`Counter::FlowBackendGone`] or [`Counter::FlowBackendUnhealthy`].
+#[inline]
+pub(crate) fn live_backend(g: &Generation, id: u32) -> Result<usize, Counter> {
+    let slot = g.backend_by_id.get(id as usize).copied().unwrap_or(0);
+    let index = (slot as usize).wrapping_sub(1);
+    match g.backends.get(index) {
+        None => Err(Counter::FlowBackendGone),
+        Some(b) if b.flags & BACKEND_HEALTHY == 0 => Err(Counter::FlowBackendUnhealthy),
+        Some(_) => Ok(index),
+    }
+}
+
+/// What a new flow needs to be scheduled: its service, the client's region and two hashes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewFlow {
+    pub service: u32,
+    /// Region index of the client, or [`NONE`].
+    pub region: u32,
+    /// The 5-tuple flow hash (Maglev, canary share).
+    pub hash: u32,
+    /// The source-address hash (IP hash).
+    pub src_hash: u32,
+}
+
+/// Picks a backend index for a new flow.
+///
+/// # Errors
+/// The drop counter: no route for the region, no healthy pool, or a broken reference.
+#[inline]
+pub(crate) fn schedule(
+    g: &Generation,
+    st: &mut SchedState,
+    counters: &mut Counters,
+    flow: &NewFlow,
+) -> Result<usize, Counter> {
+    let service = g
+        .services
+        .get(flow.service as usize)
+        .ok_or(Counter::DropBadTableReference)?;
+    let first = service.first_route as usize;
+    let routes = g
+        .routes
+        .get(first..first.saturating_add(service.route_count as usize))
+        .ok_or(Counter::DropBadTableReference)?;
+    let route = routes
+        .iter()
+        .find(|r| r.region == flow.region || r.region == NONE)
+        .ok_or(Counter::DropNoRoute)?;
+
+    // The canary takes its share by flow hash, as long as it can serve it.
+    if route.canary_pool != NONE && flow.hash % PER_MILLION < route.canary_per_million {
+        if let Some(pool) = g.pools.get(route.canary_pool as usize) {
+            if pool.healthy_count > 0 {
+                counters.inc(Counter::CanarySelected);
+                return pick(g, st, route.canary_pool as usize, pool, flow);
+            }
+        }
+    }
+    let count = (route.pool_count as usize).min(route.pools.len());
+    for (i, &p) in route.pools[..count].iter().enumerate() {
+        let pool = g
+            .pools
+            .get(p as usize)
+            .ok_or(Counter::DropBadTableReference)?;
+        if pool.healthy_count > 0 {
+            if i > 0 {
+                counters.inc(Counter::PoolFallback);
+            }
+            return pick(g, st, p as usize, pool, flow);
+        }
+    }
+    Err(Counter::DropNoHealthyBackend)
+}
+
+/// The pool's scheduler picks one of its healthy backends (`healthy_count > 0`).
+#[inline]
+fn pick(
+    g: &Generation,
+    st: &mut SchedState,
+    pool_index: usize,
+    pool: &Pool,
+    flow: &NewFlow,
+) -> Result<usize, Counter> {
+    let first = pool.first_healthy as usize;
+    let healthy = g
+        .healthy_backends
+        .get(first..first.saturating_add(pool.healthy_count as usize))
+        .ok_or(Counter::DropBadTableReference)?;
+    let n = healthy.len();
+    if n == 0 {
+        return Err(Counter::DropNoHealthyBackend);
+    }
+    let index = match Scheduler::from_u8(pool.scheduler) {
+        Some(Scheduler::Maglev) => maglev(g, pool, healthy, flow.hash)?,
+        Some(Scheduler::IpHash) => maglev(g, pool, healthy, flow.src_hash)?,
+        Some(Scheduler::RoundRobin) => {
+            let cursor = st
+                .rr
+                .get_mut(pool_index)
+                .ok_or(Counter::DropBadTableReference)?;
+            let at = *cursor as usize % n;
+            *cursor = cursor.wrapping_add(1);
+            healthy[at]
+        }
+        Some(Scheduler::LeastConn) => {
+            let start = st.worker % n;
+            let mut best = healthy[start];
+            let mut best_count = u32::MAX;
+            for k in 0..n {
+                let b = healthy[(start + k) % n];
+                let id = g.backends.get(b as usize).map_or(0, |b| b.id);
+                let c = st.live_flows(id);
+                if c < best_count {
+                    (best, best_count) = (b, c);
+                }
+            }
+            best
+        }
+        Some(Scheduler::Weighted) => {
+            // Smooth weighted round robin (nginx): everyone gains its weight, the richest is
+            // picked and pays the total. Over W picks each backend gets exactly its weight.
+            let mut total = 0i64;
+            let mut best: Option<(u32, i64)> = None;
+            for &b in healthy {
+                let w = i64::from(g.backends.get(b as usize).map_or(0, |b| b.weight));
+                let cur = st
+                    .swrr
+                    .get_mut(b as usize)
+                    .ok_or(Counter::DropBadTableReference)?;
+                *cur += w;
+                total += w;
+                if best.is_none_or(|(_, c)| *cur > c) {
+                    best = Some((b, *cur));
+                }
+            }
+            let (b, _) = best.ok_or(Counter::DropNoHealthyBackend)?;
+            if let Some(cur) = st.swrr.get_mut(b as usize) {
+                *cur -= total;
+            }
+            b
+        }
+        None => return Err(Counter::DropBadTableReference),
+    };
+    if (index as usize) < g.backends.len() {
+        Ok(index as usize)
+    } else {
+        Err(Counter::DropBadTableReference)
+    }
+}
+
+/// The pool's Maglev slot for `hash`. Slots hold backend index + 1; an empty slot (0) means
+/// the pool has no backend to offer. A slot naming a backend that is not healthy or drained (a
+/// table not rebuilt yet) falls back to the healthy list, indexed by the same hash, so the
+/// choice stays a pure function of the hash.
+#[inline]
+fn maglev(g: &Generation, pool: &Pool, healthy: &[u32], hash: u32) -> Result<u32, Counter> {
+    let size = pool.maglev_size;
+    if size == 0 {
+        return Err(Counter::DropNoHealthyBackend);
+    }
+    let at = pool.maglev_offset as usize + (hash % size) as usize;
+    let slot = g.maglev.get(at).copied().unwrap_or(0);
+    if slot == 0 {
+        return Err(Counter::DropNoHealthyBackend);
+    }
+    match g.backends.get(slot as usize - 1) {
+        Some(b) if b.flags & BACKEND_HEALTHY != 0 && b.weight > 0 => Ok(slot - 1),
+        Some(_) => Ok(healthy[hash as usize % healthy.len()]),
+        None => Err(Counter::DropBadTableReference),
+    }
+}

@@ -1,0 +1,668 @@
+//! [`PipelineWorker`]: one per worker core, owning its flow tables, scheduler state, rate
+//! limiters and counters. Phase 1 ([`classify`]) is pure; phase 2 ([`PipelineWorker::execute`])
+//! does everything with side effects.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use switchyard_table::generation::{Generation, FAMILY_V6, NONE, PROTO_TCP};
+use switchyard_table::lpm::{lookup_v4, lookup_v6};
+
+use super::classify::{classify, Lb, Step};
+use super::counters::{Counter, Counters};
+use super::encap::{self, Inner as EncapInner};
+use super::limit::{source_key_v4, source_key_v6, SourceLimiter, TokenBucket};
+use super::local;
+use super::sched::{live_backend, schedule, NewFlow, SchedState, SLOT_COUNTED};
+use super::view::View;
+use super::{PacketBuf, PortIndex, PortMap, Verdict};
+use crate::flow::{
+    fold32, hash_words, tcp_flags, FlowKey, FlowKeyV4, FlowKeyV6, FlowMut, FlowState, FlowTable,
+    FlowValue, InsertLimit, InsertOutcome, Timeouts,
+};
+use crate::wire::{EthernetAddress, IpProtocol};
+
+/// Packets classified ahead (hashed, buckets warmed) before any is executed.
+pub const BURST: usize = 32;
+
+/// Flow-table buckets each table sweeps per [`PipelineWorker::housekeeping`] call.
+pub const SWEEP_BUCKETS: usize = 8;
+
+/// Seed of the source-address hash the `ip_hash` scheduler indexes the Maglev table with:
+/// `fold32(hash_words(IP_HASH_SEED, words))`, where `words` is `[src as u64]` for IPv4 and the
+/// two 64-bit halves (high first) for IPv6.
+pub const IP_HASH_SEED: u64 = 0x1f83_d9ab_fb41_bd6b;
+
+/// How one worker is set up; fixed for its life.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// IPv4 flow-table capacity (rounded up to a power-of-two number of 8-way buckets).
+    pub flows_v4: usize,
+    /// IPv6 flow-table capacity.
+    pub flows_v6: usize,
+    /// Cap on flow-table inserts per second (each table has its own bucket).
+    pub insert_limit: InsertLimit,
+    /// Port → interface binding, backend and kernel ports.
+    pub ports: PortMap,
+    /// This worker's index (spreads per-worker scheduler start points).
+    pub worker: usize,
+}
+
+/// Both flow tables.
+pub(crate) struct FlowTables {
+    v4: FlowTable<FlowKeyV4>,
+    v6: FlowTable<FlowKeyV6>,
+}
+
+/// The packet pipeline of one worker core. See the module doc of [`super`].
+pub struct PipelineWorker {
+    generation: Option<Arc<Generation>>,
+    view: View,
+    tables: FlowTables,
+    sched: SchedState,
+    icmp: TokenBucket,
+    /// `(rate, burst)` the ICMP bucket was built from: this worker's share of the config's.
+    icmp_limit: (u32, u32),
+    /// Workers sharing `Config.icmp_rate` (see [`PipelineWorker::set_worker_count`]).
+    workers: u32,
+    sources: SourceLimiter,
+    counters: Counters,
+    ports: PortMap,
+    /// Phase-1 results of the burst in progress (capacity [`BURST`], never grown).
+    steps: Vec<Step>,
+}
+
+impl core::fmt::Debug for PipelineWorker {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PipelineWorker")
+            .field(
+                "generation",
+                &self.generation.as_ref().map(|g| g.generation),
+            )
+            .field("flows_v4", &self.tables.v4.len())
+            .field("flows_v6", &self.tables.v6.len())
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineWorker {
+    /// Allocates the worker's tables (all memory it will ever use for flows). Build it on its
+    /// own core, so first touch puts the tables on the worker's NUMA node. Until
+    /// [`PipelineWorker::set_generation`] every packet is dropped (`drop_no_table`).
+    #[must_use]
+    pub fn new(cfg: WorkerConfig) -> Self {
+        let timeouts = Timeouts::default();
+        Self {
+            generation: None,
+            view: View::default(),
+            tables: FlowTables {
+                v4: FlowTable::with_capacity(cfg.flows_v4, timeouts, cfg.insert_limit),
+                v6: FlowTable::with_capacity(cfg.flows_v6, timeouts, cfg.insert_limit),
+            },
+            sched: SchedState::new(cfg.worker),
+            icmp: TokenBucket::new(0, 0),
+            icmp_limit: (0, 0),
+            workers: 1,
+            sources: SourceLimiter::new(),
+            counters: Counters::default(),
+            ports: cfg.ports,
+            steps: Vec::with_capacity(BURST),
+        }
+    }
+
+    /// Switches to generation `g` (at a burst boundary): applies its timeouts and limits, binds
+    /// its interfaces to ports by name, and resets the per-pool scheduler state. Flows keep
+    /// their backends (by stable backend id) unless that backend is gone or unhealthy.
+    pub fn set_generation(&mut self, g: Arc<Generation>) {
+        let c = &g.config;
+        let ms = |s: u32| s.saturating_mul(1000);
+        let timeouts = Timeouts {
+            tcp_handshake_ms: ms(c.tcp_syn_timeout),
+            tcp_established_ms: ms(c.tcp_established_timeout),
+            tcp_closing_ms: ms(c.tcp_closing_timeout),
+            udp_ms: ms(c.udp_timeout),
+        };
+        self.tables.v4.set_timeouts(timeouts);
+        self.tables.v6.set_timeouts(timeouts);
+        self.set_icmp_limit(c.icmp_rate, c.icmp_burst);
+        self.sources.configure(c.new_flow_rate, c.new_flow_burst);
+        self.view = View::new(&g, &self.ports);
+        self.sched.reset_for(&g);
+        self.generation = Some(g);
+    }
+
+    /// Tells the worker how many workers share the appliance's ICMP budget: `Config.icmp_rate`
+    /// and `icmp_burst` are for the whole appliance (the policy's `icmp_per_second`), and each
+    /// worker takes `1/workers` of them, rounded up. Default 1 (this worker gets all of it).
+    pub fn set_worker_count(&mut self, workers: usize) {
+        self.workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+        if let Some(g) = self.generation.clone() {
+            self.set_icmp_limit(g.config.icmp_rate, g.config.icmp_burst);
+        }
+    }
+
+    fn set_icmp_limit(&mut self, rate: u32, burst: u32) {
+        let share = (rate.div_ceil(self.workers), burst.div_ceil(self.workers));
+        if self.icmp_limit != share || self.generation.is_none() {
+            self.icmp_limit = share;
+            self.icmp = TokenBucket::new(share.0, share.1);
+        }
+    }
+
+    /// Counts an event or drop decided outside the pipeline (e.g. `drop_multi_segment`).
+    #[inline]
+    pub fn count(&mut self, counter: Counter) {
+        self.counters.inc(counter);
+    }
+
+    /// The exception-path port from the [`PortMap`], where [`Verdict::Kernel`] packets go.
+    #[must_use]
+    pub fn kernel_port(&self) -> Option<PortIndex> {
+        self.ports.kernel
+    }
+
+    /// The generation in use.
+    #[must_use]
+    pub fn generation(&self) -> Option<&Arc<Generation>> {
+        self.generation.as_ref()
+    }
+
+    /// Runs one packet through the pipeline and returns what to do with it; the packet may
+    /// have been rewritten in place (reply, encapsulation).
+    #[inline]
+    pub fn process<P: PacketBuf>(
+        &mut self,
+        pkt: &mut P,
+        rx_port: PortIndex,
+        now_ms: u32,
+    ) -> Verdict {
+        let step = self.classify(pkt.data(), rx_port);
+        let verdict = self.execute(pkt, &step, rx_port, now_ms);
+        self.sync_counters();
+        verdict
+    }
+
+    /// Runs a burst: every packet is classified and hashed first and its flow bucket warmed,
+    /// then each is executed in order. Same results as [`PipelineWorker::process`] on each
+    /// packet in turn. `verdicts[i]` receives packet `i`'s verdict; `verdicts` must be at least
+    /// as long as `pkts` (packets without a verdict slot are left untouched).
+    pub fn process_burst<P: PacketBuf>(
+        &mut self,
+        pkts: &mut [P],
+        rx_port: PortIndex,
+        now_ms: u32,
+        verdicts: &mut [Verdict],
+    ) {
+        debug_assert!(verdicts.len() >= pkts.len());
+        let n = pkts.len().min(verdicts.len());
+        let mut steps = core::mem::take(&mut self.steps);
+        for (pkts, verdicts) in pkts[..n]
+            .chunks_mut(BURST)
+            .zip(verdicts[..n].chunks_mut(BURST))
+        {
+            steps.clear();
+            for pkt in pkts.iter() {
+                let step = self.classify(pkt.data(), rx_port);
+                match step.lb_hash() {
+                    Some((false, hash)) => self.tables.v4.warm(hash),
+                    Some((true, hash)) => self.tables.v6.warm(hash),
+                    None => {}
+                }
+                steps.push(step);
+            }
+            for ((pkt, step), verdict) in pkts.iter_mut().zip(&steps).zip(verdicts.iter_mut()) {
+                *verdict = self.execute(pkt, step, rx_port, now_ms);
+            }
+        }
+        self.steps = steps;
+        self.sync_counters();
+    }
+
+    /// Per-burst upkeep: a bounded sweep of both flow tables ([`SWEEP_BUCKETS`] buckets each),
+    /// releasing the least-connection counts of expired flows.
+    pub fn housekeeping(&mut self, now_ms: u32) {
+        let sched = &mut self.sched;
+        self.tables
+            .v4
+            .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
+        self.tables
+            .v6
+            .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
+        self.sync_counters();
+    }
+
+    /// This worker's counters.
+    #[must_use]
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Live flows in the IPv4 and IPv6 tables (expired ones not yet reclaimed included).
+    #[must_use]
+    pub fn flow_count(&self) -> (usize, usize) {
+        (self.tables.v4.len(), self.tables.v6.len())
+    }
+
+    /// Bytes held by the two flow tables.
+    #[must_use]
+    pub fn flow_memory_bytes(&self) -> usize {
+        self.tables.v4.memory_bytes() + self.tables.v6.memory_bytes()
+    }
+
+    /// The backend id an IPv4 flow is pinned to, if it is live (no side effects).
+    #[must_use]
+    pub fn flow_backend_v4(&self, key: &FlowKeyV4, now_ms: u32) -> Option<u32> {
+        self.tables
+            .v4
+            .peek(key, key.hash(), now_ms)
+            .map(|(v, _)| v.backend)
+    }
+
+    /// The backend id an IPv6 flow is pinned to, if it is live (no side effects).
+    #[must_use]
+    pub fn flow_backend_v6(&self, key: &FlowKeyV6, now_ms: u32) -> Option<u32> {
+        self.tables
+            .v6
+            .peek(key, key.hash(), now_ms)
+            .map(|(v, _)| v.backend)
+    }
+
+    /// Live flows this worker tracks on backend `id` (what `least_conn` compares).
+    #[must_use]
+    pub fn backend_flows(&self, id: u32) -> u32 {
+        self.sched.live_flows(id)
+    }
+
+    #[inline]
+    fn sync_counters(&mut self) {
+        self.counters
+            .set_flow(self.tables.v4.counters(), self.tables.v6.counters());
+    }
+
+    #[inline]
+    fn classify(&self, data: &[u8], rx_port: PortIndex) -> Step {
+        match self.generation.as_deref() {
+            Some(g) => classify(g, &self.view, data, rx_port),
+            None => Step::Drop(Counter::DropNoTable),
+        }
+    }
+
+    /// Phase 2: everything with side effects (counters, tokens, flow table, rewriting).
+    #[inline]
+    fn execute<P: PacketBuf>(
+        &mut self,
+        pkt: &mut P,
+        step: &Step,
+        rx_port: PortIndex,
+        now: u32,
+    ) -> Verdict {
+        let result = match *step {
+            Step::Lb4(ref lb) => self.balance(pkt, lb, rx_port, now),
+            Step::Lb6(ref lb) => self.balance(pkt, lb, rx_port, now),
+            Step::Drop(counter) => Err(counter),
+            Step::Kernel => {
+                if self.view.kernel.is_some() {
+                    self.counters.inc(Counter::ToKernel);
+                    Ok(Verdict::Kernel)
+                } else {
+                    Err(Counter::DropForHostNoKernelPort)
+                }
+            }
+            Step::KernelToWire(port) => {
+                self.counters.inc(Counter::KernelToWire);
+                Ok(Verdict::Forward(port))
+            }
+            Step::ArpReply { l3 } => {
+                self.reply(rx_port, Counter::ArpReplySent, false, now, |mac| {
+                    local::arp_reply(pkt, usize::from(l3), mac)
+                })
+            }
+            Step::NdAdvert { l3, dad } => {
+                self.reply(rx_port, Counter::NdAdvertSent, false, now, |mac| {
+                    local::neighbor_advert(pkt, usize::from(l3), dad, mac)
+                })
+            }
+            Step::Echo4 { l3 } => {
+                self.reply(rx_port, Counter::IcmpEchoReplySent, true, now, |mac| {
+                    local::echo_reply_v4(pkt, usize::from(l3), mac)
+                })
+            }
+            Step::Echo6 { l3 } => {
+                self.reply(rx_port, Counter::Icmpv6EchoReplySent, true, now, |mac| {
+                    local::echo_reply_v6(pkt, usize::from(l3), mac)
+                })
+            }
+        };
+        match result {
+            Ok(verdict) => verdict,
+            Err(counter) => {
+                self.counters.inc(counter);
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// A reply built in place and sent back out of the RX port (ICMP ones draw a token).
+    #[inline]
+    fn reply(
+        &mut self,
+        rx_port: PortIndex,
+        sent: Counter,
+        icmp: bool,
+        now: u32,
+        build: impl FnOnce(EthernetAddress) -> Result<(), Counter>,
+    ) -> Result<Verdict, Counter> {
+        let mac = self.view.port(rx_port).ok_or(Counter::DropPortUnbound)?.mac;
+        if icmp && !self.icmp.take(now) {
+            return Err(Counter::DropIcmpRateLimited);
+        }
+        build(mac)?;
+        self.counters.inc(sent);
+        Ok(Verdict::Forward(rx_port))
+    }
+
+    /// Connection table, scheduler and encapsulation for a packet to a VIP.
+    #[inline]
+    fn balance<P: PacketBuf, K: Family>(
+        &mut self,
+        pkt: &mut P,
+        lb: &Lb<K>,
+        rx_port: PortIndex,
+        now: u32,
+    ) -> Result<Verdict, Counter> {
+        let Self {
+            generation,
+            view,
+            tables,
+            sched,
+            icmp,
+            sources,
+            counters,
+            ..
+        } = self;
+        let g: &Generation = generation.as_deref().ok_or(Counter::DropNoTable)?;
+        let table = K::table(tables);
+        let index = if lb.icmp_error {
+            let pinned = table
+                .peek(&lb.key, lb.hash, now)
+                .and_then(|(v, _)| live_backend(g, v.backend).ok());
+            match pinned {
+                Some(index) => index,
+                None => schedule(g, sched, counters, &new_flow(g, lb))?,
+            }
+        } else {
+            flow_backend(g, table, sched, counters, sources, lb, now)?
+        };
+        let backend = g
+            .backends
+            .get(index)
+            .ok_or(Counter::DropBadTableReference)?;
+        let backend_v6 = backend.family == FAMILY_V6;
+
+        let (l3, len) = (usize::from(lb.l3), usize::from(lb.len));
+        let overhead = encap::overhead(view.gue, backend_v6);
+        if len + overhead > usize::from(view.backend_mtu) {
+            counters.inc(Counter::TooBigAfterEncap);
+            if lb.icmp_error {
+                return Err(Counter::DropIcmpErrorTooBig);
+            }
+            let mac = view.port(rx_port).ok_or(Counter::DropPortUnbound)?.mac;
+            if !icmp.take(now) {
+                return Err(Counter::DropIcmpRateLimited);
+            }
+            // overhead <= 52: the subtraction is exact in u16.
+            let mtu = view
+                .backend_mtu
+                .saturating_sub(u16::try_from(overhead).unwrap_or(u16::MAX));
+            let sent = lb.key.too_big(pkt, l3, len, mtu, mac)?;
+            counters.inc(sent);
+            return Ok(Verdict::Forward(rx_port));
+        }
+
+        let egress_port = view.backend_port.unwrap_or(rx_port);
+        let egress = view.port(egress_port).ok_or(Counter::DropPortUnbound)?;
+        if !egress.has_gateway() {
+            return Err(Counter::DropNoGatewayMac);
+        }
+        let inner = EncapInner {
+            l3,
+            len,
+            protocol: K::IPIP,
+            tos: lb.tos,
+            hash: lb.hash,
+        };
+        let forwarded =
+            encap::encapsulate(pkt, view, &inner, &backend.address, backend_v6, egress)?;
+        counters.inc(forwarded);
+        if lb.icmp_error {
+            counters.inc(Counter::IcmpErrorSteered);
+        }
+        Ok(Verdict::Forward(egress_port))
+    }
+}
+
+/// The scheduler input of a flow (region and source hash computed only when scheduling).
+#[inline]
+fn new_flow<K: Family>(g: &Generation, lb: &Lb<K>) -> NewFlow {
+    NewFlow {
+        service: lb.service,
+        region: lb.key.region(g),
+        hash: lb.hash,
+        src_hash: lb.key.src_hash(),
+    }
+}
+
+/// The backend of a TCP/UDP packet's flow: the table's entry when it is live and its backend
+/// healthy, else a new choice (inserted or re-pointed).
+#[inline]
+fn flow_backend<K: Family>(
+    g: &Generation,
+    table: &mut FlowTable<K>,
+    sched: &mut SchedState,
+    counters: &mut Counters,
+    sources: &mut SourceLimiter,
+    lb: &Lb<K>,
+    now: u32,
+) -> Result<usize, Counter> {
+    let flags = lb.tcp_flags;
+    let tcp = lb.key.proto() == PROTO_TCP;
+    if let Some(mut flow) = table.lookup_with(&lb.key, lb.hash, now, |v| sched.release(v)) {
+        let old = flow.value();
+        return match live_backend(g, old.backend) {
+            Ok(index) => {
+                if tcp {
+                    track_tcp(&mut flow, sched, flags);
+                }
+                Ok(index)
+            }
+            Err(reason) => {
+                // Gone or unhealthy: reschedule and re-point the entry.
+                counters.inc(reason);
+                let index = schedule(g, sched, counters, &new_flow(g, lb))?;
+                let id = g.backends.get(index).map_or(0, |b| b.id);
+                sched.release(old);
+                let state = if tcp {
+                    flow.on_tcp_flags(flags)
+                } else {
+                    flow.state()
+                };
+                let counted = state != FlowState::TcpClosing;
+                if counted {
+                    sched.acquire(id);
+                }
+                *flow.value_mut() = FlowValue {
+                    backend: id,
+                    slot: if counted { SLOT_COUNTED } else { 0 },
+                };
+                Ok(index)
+            }
+        };
+    }
+
+    // A new flow (or one this worker lost).
+    if tcp && flags & tcp_flags::SYN == 0 {
+        table.count_non_syn_miss();
+    }
+    if !sources.allow(lb.key.source_key(), now) {
+        return Err(Counter::DropRateLimited);
+    }
+    let index = schedule(g, sched, counters, &new_flow(g, lb))?;
+    let id = g.backends.get(index).map_or(0, |b| b.id);
+    if tcp && flags & tcp_flags::RST != 0 {
+        // A reset ends whatever it belongs to: forward it, do not create a flow for it.
+        counters.inc(Counter::ForwardedWithoutEntry);
+        return Ok(index);
+    }
+    let state = FlowState::initial(lb.key.proto(), flags);
+    let counted = state != FlowState::TcpClosing;
+    let value = FlowValue {
+        backend: id,
+        slot: if counted { SLOT_COUNTED } else { 0 },
+    };
+    let outcome = table.insert_with(&lb.key, lb.hash, value, state, now, |v| sched.release(v));
+    if counted && outcome != InsertOutcome::Throttled {
+        sched.acquire(id);
+    }
+    Ok(index)
+}
+
+/// Advances a TCP flow's state; a close releases its least-connection count, a reopened
+/// 5-tuple (SYN after close) takes it again.
+#[inline]
+fn track_tcp<K: FlowKey>(flow: &mut FlowMut<'_, K>, sched: &mut SchedState, flags: u8) {
+    let before = flow.state();
+    let after = flow.on_tcp_flags(flags);
+    if before == after {
+        return;
+    }
+    let value = flow.value();
+    let counted = value.slot & SLOT_COUNTED != 0;
+    if after == FlowState::TcpClosing && counted {
+        sched.release(value);
+        flow.value_mut().slot &= !SLOT_COUNTED;
+    } else if after != FlowState::TcpClosing && !counted {
+        sched.acquire(value.backend);
+        flow.value_mut().slot |= SLOT_COUNTED;
+    }
+}
+
+/// What differs between IPv4 and IPv6 flows once they are classified.
+pub(crate) trait Family: FlowKey {
+    /// The inner protocol as seen from the outer header: 4 (IPv4) or 41 (IPv6).
+    const IPIP: IpProtocol;
+    /// This family's flow table.
+    fn table(tables: &mut FlowTables) -> &mut FlowTable<Self>;
+    /// The client's region index, or [`NONE`].
+    fn region(&self, g: &Generation) -> u32;
+    /// The source-address hash (`ip_hash`).
+    fn src_hash(&self) -> u32;
+    /// The per-source limiter key.
+    fn source_key(&self) -> u64;
+    /// Replaces the packet with the ICMP error telling the client it is too big; returns the
+    /// counter of the error sent.
+    fn too_big<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        l3: usize,
+        len: usize,
+        mtu: u16,
+        mac: EthernetAddress,
+    ) -> Result<Counter, Counter>;
+}
+
+impl Family for FlowKeyV4 {
+    const IPIP: IpProtocol = IpProtocol::IPV4;
+
+    #[inline]
+    fn table(tables: &mut FlowTables) -> &mut FlowTable<Self> {
+        &mut tables.v4
+    }
+
+    #[inline]
+    fn region(&self, g: &Generation) -> u32 {
+        region(lookup_v4(&g.geo_lpm_v4, self.src().to_bits()))
+    }
+
+    #[inline]
+    fn src_hash(&self) -> u32 {
+        ip_hash_v4(self.src())
+    }
+
+    #[inline]
+    fn source_key(&self) -> u64 {
+        source_key_v4(self.src().to_bits())
+    }
+
+    fn too_big<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        l3: usize,
+        len: usize,
+        mtu: u16,
+        mac: EthernetAddress,
+    ) -> Result<Counter, Counter> {
+        local::frag_needed(pkt, l3, len, mtu, self.src(), self.dst(), mac)?;
+        Ok(Counter::IcmpFragNeededSent)
+    }
+}
+
+impl Family for FlowKeyV6 {
+    const IPIP: IpProtocol = IpProtocol::IPV6;
+
+    #[inline]
+    fn table(tables: &mut FlowTables) -> &mut FlowTable<Self> {
+        &mut tables.v6
+    }
+
+    #[inline]
+    fn region(&self, g: &Generation) -> u32 {
+        region(lookup_v6(&g.geo_lpm_v6, self.src().to_bits()))
+    }
+
+    #[inline]
+    fn src_hash(&self) -> u32 {
+        ip_hash_v6(self.src())
+    }
+
+    #[inline]
+    fn source_key(&self) -> u64 {
+        source_key_v6(self.src().to_bits())
+    }
+
+    fn too_big<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        l3: usize,
+        len: usize,
+        mtu: u16,
+        mac: EthernetAddress,
+    ) -> Result<Counter, Counter> {
+        local::packet_too_big(pkt, l3, len, mtu, self.src(), self.dst(), mac)?;
+        Ok(Counter::Icmpv6TooBigSent)
+    }
+}
+
+/// Geo-LPM value (region index + 1, or 0) → region index or [`NONE`].
+#[inline]
+fn region(value: u32) -> u32 {
+    value.checked_sub(1).unwrap_or(NONE)
+}
+
+/// The `ip_hash` scheduler's hash of an IPv4 client address (see [`IP_HASH_SEED`]).
+#[must_use]
+#[inline]
+pub fn ip_hash_v4(src: Ipv4Addr) -> u32 {
+    fold32(hash_words(IP_HASH_SEED, &[u64::from(src.to_bits())]))
+}
+
+/// The `ip_hash` scheduler's hash of an IPv6 client address (see [`IP_HASH_SEED`]).
+#[must_use]
+#[inline]
+pub fn ip_hash_v6(src: Ipv6Addr) -> u32 {
+    let bits = src.to_bits();
+    // The two halves of the address: truncation is the point.
+    #[allow(clippy::cast_possible_truncation)]
+    let words = [(bits >> 64) as u64, bits as u64];
+    fold32(hash_words(IP_HASH_SEED, &words))
+}
