@@ -380,6 +380,20 @@ impl<K: FlowKey> FlowTable<K> {
         core::hint::black_box(self.lines[b].tags[0]);
     }
 
+    /// Second warming stage: once [`FlowTable::warm`] has been issued for a whole burst,
+    /// touches the entry line of the way whose tag matches `hash` in its primary bucket (the
+    /// second line a hit reads), so those misses overlap too. Reads the tag line, which the
+    /// first stage brought in; does nothing when no tag matches (a miss reads no entry).
+    #[inline(always)]
+    pub fn warm_entry(&self, hash: u32) {
+        let (b, tag) = split(hash, self.mask);
+        let candidates = self.lines[b].matches(tag);
+        if candidates != 0 {
+            let way = candidates.trailing_zeros() as usize;
+            core::hint::black_box(self.entries[b][way].value.backend);
+        }
+    }
+
     #[inline(always)]
     fn timeout(&self, raw_state: u8) -> u32 {
         self.timeout_ms[usize::from(raw_state & 7)]

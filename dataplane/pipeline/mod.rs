@@ -136,6 +136,28 @@
 //! `now_ms` is the worker's coarse monotonic clock in milliseconds (wrapping `u32`, as the flow
 //! table expects). Call [`PipelineWorker::housekeeping`] once per burst (or idle poll): it
 //! sweeps a few flow-table buckets so expired flows release their least-connection counts.
+//!
+//! # For the worker loop
+//!
+//! - One [`PipelineWorker`] per worker, built on its lcore ([`PipelineWorker::new`] allocates
+//!   and touches all flow memory). Call [`PipelineWorker::set_worker_count`] once with the
+//!   number of workers: `Config.icmp_rate` / `icmp_burst` are the appliance's budget and each
+//!   worker takes its share.
+//! - At a burst boundary, [`PipelineWorker::set_generation`] when the cell has a new one.
+//! - [`PipelineWorker::process_burst`] with `verdicts.len() >= pkts.len()`; the whole burst must
+//!   come from one RX port. Packets must be contiguous (single segment): count others with
+//!   [`PipelineWorker::count`]`(Counter::DropMultiSegment)`.
+//! - Verdicts: `Forward(port)` — transmit the (rewritten) frame on that port; `Kernel` — to
+//!   [`PipelineWorker::kernel_port`]; `Drop` — free it (already counted).
+//! - Frames read from the kernel port go through the pipeline too (`rx_port` = the kernel
+//!   port): each leaves by the port whose interface MAC is its source MAC, so give the tap the
+//!   interface's MAC.
+//! - Buffer room: encapsulation prepends at most 14 + 40 + 12 bytes after removing the L2
+//!   header (the default 128-byte mbuf headroom is plenty); a neighbour advertisement may
+//!   append 8 bytes. Without room: `drop_no_buffer_room`.
+//! - Checksums are computed in software (outer IPv4 header; the UDP checksum of GUE over IPv6
+//!   covers the whole packet); no offload flags are needed or set.
+//! - Publish [`PipelineWorker::counters`] in [`Counter::ALL`] order.
 
 mod classify;
 mod counters;

@@ -99,7 +99,7 @@ fn generation(
         });
     }
     g.backend_by_id = std::iter::once(0)
-        .chain((1..=u32::try_from(g.backends.len()).unwrap()).map(|i| i))
+        .chain(1..=u32::try_from(g.backends.len()).unwrap())
         .collect();
     g
 }

@@ -37,13 +37,13 @@ impl PortBinding {
     /// Whether `addr` is one of this interface's IPv4 addresses.
     #[inline]
     pub fn owns_v4(&self, addr: u32) -> bool {
-        self.v4[..self.v4_count].contains(&addr)
+        self.v4.iter().take(self.v4_count).any(|&a| a == addr)
     }
 
     /// Whether `addr` is one of this interface's IPv6 addresses.
     #[inline]
     pub fn owns_v6(&self, addr: u128) -> bool {
-        self.v6[..self.v6_count].contains(&addr)
+        self.v6.iter().take(self.v6_count).any(|&a| a == addr)
     }
 
     /// Whether a gateway MAC is configured.
@@ -124,13 +124,24 @@ impl View {
     /// Whether `addr` is an own IPv4 address of any interface.
     #[inline]
     pub fn is_own_v4(&self, addr: u32) -> bool {
-        self.own_v4.contains(&addr)
+        // An open loop over a handful of addresses: `contains` is an out-of-line call.
+        for &own in &self.own_v4 {
+            if own == addr {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether `addr` is an own IPv6 address of any interface.
     #[inline]
     pub fn is_own_v6(&self, addr: u128) -> bool {
-        self.own_v6.contains(&addr)
+        for &own in &self.own_v6 {
+            if own == addr {
+                return true;
+            }
+        }
+        false
     }
 
     /// The outer IPv4 source for a flow: the pool's network bits, host bits from the hash.

@@ -25,8 +25,10 @@ use crate::wire::{EthernetAddress, IpProtocol};
 /// Packets classified ahead (hashed, buckets warmed) before any is executed.
 pub const BURST: usize = 32;
 
-/// Flow-table buckets each table sweeps per [`PipelineWorker::housekeeping`] call.
-pub const SWEEP_BUCKETS: usize = 8;
+/// Flow-table buckets each (non-empty) table sweeps per [`PipelineWorker::housekeeping`] call:
+/// a 1 Mi-flow IPv4 table (131 072 buckets) is swept end to end every 32 768 calls, a fraction
+/// of a second at line rate. Expired flows are also reclaimed whenever a lookup meets them.
+pub const SWEEP_BUCKETS: usize = 4;
 
 /// Seed of the source-address hash the `ip_hash` scheduler indexes the Maglev table with:
 /// `fold32(hash_words(IP_HASH_SEED, words))`, where `words` is `[src as u64]` for IPv4 and the
@@ -202,14 +204,23 @@ impl PipelineWorker {
             .zip(verdicts[..n].chunks_mut(BURST))
         {
             steps.clear();
-            for pkt in pkts.iter() {
-                let step = self.classify(pkt.data(), rx_port);
+            steps.extend(pkts.iter().map(|pkt| self.classify(pkt.data(), rx_port)));
+            // Two tight passes, so the cache misses of the whole burst are in flight together
+            // (a load per packet with little work between): the tag lines, then the entry line
+            // each tag points to.
+            for step in &steps {
                 match step.lb_hash() {
                     Some((false, hash)) => self.tables.v4.warm(hash),
                     Some((true, hash)) => self.tables.v6.warm(hash),
                     None => {}
                 }
-                steps.push(step);
+            }
+            for step in &steps {
+                match step.lb_hash() {
+                    Some((false, hash)) => self.tables.v4.warm_entry(hash),
+                    Some((true, hash)) => self.tables.v6.warm_entry(hash),
+                    None => {}
+                }
             }
             for ((pkt, step), verdict) in pkts.iter_mut().zip(&steps).zip(verdicts.iter_mut()) {
                 *verdict = self.execute(pkt, step, rx_port, now_ms);
@@ -223,12 +234,16 @@ impl PipelineWorker {
     /// releasing the least-connection counts of expired flows.
     pub fn housekeeping(&mut self, now_ms: u32) {
         let sched = &mut self.sched;
-        self.tables
-            .v4
-            .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
-        self.tables
-            .v6
-            .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
+        if !self.tables.v4.is_empty() {
+            self.tables
+                .v4
+                .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
+        }
+        if !self.tables.v6.is_empty() {
+            self.tables
+                .v6
+                .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
+        }
         self.sync_counters();
     }
 
