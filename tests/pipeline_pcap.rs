@@ -1,0 +1,195 @@
+//! The pipeline fixtures through the real appliance: pcap in → `switchyard-dataplane run` on
+//! `net_pcap` ports → pcap out, compared byte for byte.
+//!
+//! For every policy variant and RX port, the fixtures that need no setup frames are first run in
+//! order through ONE in-process worker (the appliance runs them through one worker too); those
+//! whose result still matches the fixture when they share a worker are kept — fixtures that
+//! depend on fresh state (a token bucket, a round-robin cursor) drop out and are counted. The
+//! kept inputs are written to a capture, replayed once through the binary with the variant's
+//! table (compiled by `switchyard-control compile`'s library, written as a table file), and
+//! every output port's capture must equal the fixtures' expected frames, in order, byte for byte;
+//! every drop counter must equal the number of fixtures that expect it.
+
+mod common;
+mod fixtures;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use fixtures::{fixtures, Expected, Fixture, Variant, NOW};
+use switchyard::flow::InsertLimit;
+use switchyard::pipeline::{PacketBuf, PipelineWorker, VecPacket, Verdict, WorkerConfig};
+
+fn worker(variant: Variant) -> PipelineWorker {
+    let mut w = PipelineWorker::new(WorkerConfig {
+        flows_v4: 4096,
+        flows_v6: 4096,
+        insert_limit: InsertLimit::default(),
+        ports: variant.port_map(),
+        worker: 0,
+    });
+    w.set_worker_count(1);
+    w.set_generation(variant.generation());
+    w
+}
+
+/// Whether `f`, run on `w` after the fixtures before it, still does exactly what it expects.
+fn still_matches(w: &mut PipelineWorker, f: &Fixture) -> bool {
+    let before: Vec<u64> = w.counters().iter().map(|(_, v)| v).collect();
+    let mut p = VecPacket::new(&f.input);
+    let verdict = w.process(&mut p, f.rx_port, NOW);
+    let after: Vec<u64> = w.counters().iter().map(|(_, v)| v).collect();
+    match &f.expected {
+        Expected::Frame { port, bytes } => {
+            verdict == Verdict::Forward(*port) && p.data() == &bytes[..]
+        }
+        Expected::Kernel => verdict == Verdict::Kernel && p.data() == &f.input[..],
+        Expected::Drop(name) => {
+            let moved: Vec<&str> = w
+                .counters()
+                .iter()
+                .zip(before.iter().zip(&after))
+                .filter(|((n, _), (b, a))| a > b && n.starts_with("drop_"))
+                .map(|((n, _), _)| n)
+                .collect();
+            verdict == Verdict::Drop && moved == [*name]
+        }
+    }
+}
+
+#[test]
+fn fixtures_through_net_pcap_match_byte_for_byte() {
+    require_root();
+    let all = fixtures();
+    let mut ran = 0usize;
+    let mut stateful = 0usize;
+    let mut with_setup = 0usize;
+    for variant in Variant::ALL {
+        let ports = variant.port_map().interface.len();
+        for rx_port in 0..ports {
+            let group: Vec<&Fixture> = all
+                .iter()
+                .filter(|f| f.variant == variant && usize::from(f.rx_port) == rx_port)
+                .collect();
+            with_setup += group.iter().filter(|f| !f.setup.is_empty()).count();
+            let mut w = worker(variant);
+            let kept: Vec<&Fixture> = group
+                .into_iter()
+                .filter(|f| f.setup.is_empty())
+                .filter(|f| {
+                    let ok = still_matches(&mut w, f);
+                    stateful += usize::from(!ok);
+                    ok
+                })
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            run_group(variant, rx_port, ports, &kept);
+            ran += kept.len();
+        }
+    }
+    eprintln!(
+        "{ran} of {} fixtures replayed through net_pcap byte for byte; {with_setup} need setup frames and \
+         {stateful} depend on a fresh worker's state, so they run in-process only",
+        all.len()
+    );
+    assert!(
+        ran * 10 >= all.len() * 6,
+        "most fixtures must run through the appliance ({ran} of {})",
+        all.len()
+    );
+}
+
+fn run_group(variant: Variant, rx_port: usize, ports: usize, kept: &[&Fixture]) {
+    let dir = scratch(&format!("pcap-{variant:?}-{rx_port}").to_lowercase());
+    let input = dir.join("in.pcap");
+    write_pcap(
+        &input,
+        &kept.iter().map(|f| f.input.clone()).collect::<Vec<_>>(),
+    );
+    let table = dir.join("table.bin");
+    std::fs::write(&table, Arc::unwrap_or_clone(variant.generation()).encode()).unwrap();
+
+    let roles = ["uplink", "backend", "kernel"];
+    let mut settings = String::from("ports:\n");
+    let mut vdevs = Vec::new();
+    for p in 0..ports {
+        settings.push_str(&format!(
+            "  - {{ device: net_pcap{p}, role: {} }}\n",
+            roles[p]
+        ));
+        let out = dir.join(format!("out{p}.pcap"));
+        let rx = if p == rx_port {
+            format!("rx_pcap={},", input.display())
+        } else {
+            String::new()
+        };
+        vdevs.push(format!("--vdev=net_pcap{p},{rx}tx_pcap={}", out.display()));
+    }
+    settings
+        .push_str("flow_table: { ipv4_flows: 4096, ipv6_flows: 4096 }\nmempool: { mbufs: 8191 }\n");
+    let settings_path = dir.join("appliance.yaml");
+    std::fs::write(&settings_path, settings).unwrap();
+
+    let out = run_with_timeout(
+        Command::new(DATAPLANE)
+            .args(["run", "--duration", "1.5", "--table"])
+            .arg(&table)
+            .arg("--config")
+            .arg(&settings_path)
+            .args(["--", "-l", "0-1", "--in-memory", "--no-pci"])
+            .args(&vdevs),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{variant:?} rx {rx_port}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for p in 0..ports {
+        let got = read_pcap(&dir.join(format!("out{p}.pcap")));
+        let want: Vec<(&str, &Vec<u8>)> = kept
+            .iter()
+            .filter_map(|f| match &f.expected {
+                Expected::Frame { port, bytes } if usize::from(*port) == p => {
+                    Some((f.description, bytes))
+                }
+                Expected::Kernel if Some(p) == variant.port_map().kernel.map(usize::from) => {
+                    Some((f.description, &f.input))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{variant:?} rx {rx_port}: frames on port {p}\n{stdout}"
+        );
+        for (g, (description, w)) in got.iter().zip(&want) {
+            assert_eq!(g, *w, "{variant:?} rx {rx_port}, port {p}: {description}");
+        }
+    }
+    let mut expected_drops: BTreeMap<&str, u64> = BTreeMap::new();
+    for f in kept {
+        if let Expected::Drop(name) = f.expected {
+            *expected_drops.entry(name).or_default() += 1;
+        }
+    }
+    let counted: BTreeMap<&str, u64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("counter "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(n, _)| n.starts_with("drop_"))
+        .map(|(n, v)| (n, v.parse().unwrap()))
+        .collect();
+    assert_eq!(
+        counted, expected_drops,
+        "{variant:?} rx {rx_port}: drop counters\n{stdout}"
+    );
+}
