@@ -199,15 +199,24 @@ fn corrupted_indices_are_counted_and_the_ring_heals() {
     let h = poke.read_u64(head);
     poke.u64(head, h - 5);
     assert_eq!(data.recv(), Err(RingError::BadIndices));
-    // The consumer followed the rewound head, so it replays the five slots it had already
-    // read (they are intact and carry their own positions) before the new message: the ring
-    // cannot tell a rewind from history, which is why the data plane treats a repeated or
-    // older Install as a no-op or as stale.
+    // The consumer followed the rewound head; the producer, the only writer of `head`, sees it
+    // was rewritten, jumps a whole ring ahead and restates it, so the consumer resyncs past
+    // every old slot instead of replaying the five it had already read.
+    assert_eq!(control.send(&install(5)), Err(PushError::BadIndices));
+    assert_eq!(data.recv(), Err(RingError::BadIndices));
+    assert_eq!(data.recv(), Ok(None));
     control.send(&install(5)).unwrap();
-    for g in 10..15 {
-        assert_eq!(data.recv(), Ok(Some(install(g))));
-    }
     assert_eq!(data.recv(), Ok(Some(install(5))));
+
+    // A head rewound by exactly the capacity looks like a full ring to the producer and an
+    // empty one to the consumer once it has resynchronised: it must still heal.
+    let h = poke.read_u64(head);
+    poke.u64(head, h - 256);
+    assert_eq!(data.recv(), Err(RingError::BadIndices));
+    assert_eq!(control.send(&install(8)), Err(PushError::BadIndices));
+    assert_eq!(data.recv(), Err(RingError::BadIndices));
+    control.send(&install(9)).unwrap();
+    assert_eq!(data.recv(), Ok(Some(install(9))));
 
     // A tail rewritten by a third party: the producer refuses rather than overwrite, and the
     // consumer's next resync (its own tail is authoritative) makes room again.
@@ -219,8 +228,8 @@ fn corrupted_indices_are_counted_and_the_ring_heals() {
     control.send(&install(7)).unwrap();
     assert_eq!(data.recv(), Ok(Some(install(7))));
 
-    assert_eq!(data.ring_errors().get(RingError::BadIndices), 4);
-    assert_eq!(data.ring_errors().total(), 4);
+    assert_eq!(data.ring_errors().get(RingError::BadIndices), 7);
+    assert_eq!(data.ring_errors().total(), 7);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -215,6 +215,17 @@ impl Producer {
         }
         let v = view(&self.map, self.id);
         let cap = v.slots.len() as u64;
+        if v.head.load(Ordering::Acquire) != self.head {
+            // Only this producer writes `head`, so someone rewrote it. The consumer may already
+            // have resynchronised its tail to the forged value (a head moved back by exactly the
+            // capacity would otherwise look like a full ring to us and an empty one to it,
+            // forever). Jump a whole ring ahead, past every slot the consumer could mistake for a
+            // new message, and restate it: the consumer then sees too many messages, resyncs to
+            // our head without replaying anything, and the next push goes through.
+            self.head = self.head.wrapping_add(cap);
+            v.head.store(self.head, Ordering::Release);
+            return Err(PushError::BadIndices);
+        }
         let used = self.head.wrapping_sub(v.tail.load(Ordering::Acquire));
         if used > cap {
             // Someone rewrote `head` or `tail`. Restate our own head so the consumer sees the
