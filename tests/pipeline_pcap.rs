@@ -117,11 +117,8 @@ fn run_group(variant: Variant, rx_port: usize, ports: usize, kept: &[&Fixture]) 
     let roles = ["uplink", "backend", "kernel"];
     let mut settings = String::from("ports:\n");
     let mut vdevs = Vec::new();
-    for p in 0..ports {
-        settings.push_str(&format!(
-            "  - {{ device: net_pcap{p}, role: {} }}\n",
-            roles[p]
-        ));
+    for (p, role) in roles.iter().enumerate().take(ports) {
+        settings.push_str(&format!("  - {{ device: net_pcap{p}, role: {role} }}\n"));
         let out = dir.join(format!("out{p}.pcap"));
         let rx = if p == rx_port {
             format!("rx_pcap={},", input.display())
