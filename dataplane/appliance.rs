@@ -226,7 +226,7 @@ impl Appliance {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            dpdk::nap(Duration::from_millis(50));
         }
     }
 

@@ -84,7 +84,7 @@ where
     let mut last_at = started;
     let nap = Duration::from_micros(250);
     while !stop.load(Relaxed) {
-        std::thread::sleep(nap);
+        dpdk::nap(nap);
         tick();
         let now = Instant::now();
         if duration.is_some_and(|d| now.duration_since(started) >= d) {

@@ -233,9 +233,9 @@ fn a_thousand_generations_under_traffic_lose_nothing_and_move_no_unaffected_flow
     let mut sent = tcpreplay_sent(&syn_out);
     std::thread::sleep(Duration::from_millis(200));
 
-    // ~8 s of established traffic at 20k packets/s, while 1000 generations are published.
+    // 20 s of established traffic at 20k packets/s, while 1000 generations are published.
     let ack_replay = std::thread::spawn({
-        let mut cmd = replay("ack.pcap", &["--pps", "20000", "--loop", "400"]);
+        let mut cmd = replay("ack.pcap", &["--pps", "20000", "--loop", "1000"]);
         move || run_with_timeout(&mut cmd, Duration::from_secs(120))
     });
     let mut acked = 0u32;
@@ -261,6 +261,9 @@ fn a_thousand_generations_under_traffic_lose_nothing_and_move_no_unaffected_flow
         latencies.extend(live.latency);
         acked += 1;
     }
+    // The swaps really happened under traffic: tcpreplay was still sending when the last
+    // generation went live.
+    let overlapped = !ack_replay.is_finished();
     latencies.sort_unstable();
     let pct = |p: usize| latencies[(latencies.len() * p).div_ceil(100).max(1) - 1];
     eprintln!(
@@ -269,6 +272,10 @@ fn a_thousand_generations_under_traffic_lose_nothing_and_move_no_unaffected_flow
         pct(50),
         pct(99),
         latencies[latencies.len() - 1]
+    );
+    assert!(
+        overlapped,
+        "the 1000 generations must be published while traffic flows"
     );
     let ack_out = ack_replay.join().unwrap();
     assert!(

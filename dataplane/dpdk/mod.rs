@@ -46,6 +46,45 @@ pub fn rdtsc() -> u64 {
     unsafe { sys::sy_rdtsc() }
 }
 
+/// Sleeps for `d` on an absolute `CLOCK_MONOTONIC` deadline.
+///
+/// The main lcore sleeps between polls, and `net_tap` has the kernel signal the process (an RT
+/// signal per received burst, its RX trigger), which the sleeping main thread receives. A
+/// relative `nanosleep` restarted after each signal is re-armed with the remaining time plus
+/// timer slack, so under a steady stream of signals it never ends (and the control channel and
+/// the rate lines stall for as long as traffic flows); an absolute deadline always does.
+pub fn nap(d: std::time::Duration) {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0) + u64::from(d.subsec_nanos());
+    let secs = d.as_secs() + nanos / 1_000_000_000;
+    let deadline = libc::timespec {
+        tv_sec: now
+            .tv_sec
+            .saturating_add(libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX)),
+        tv_nsec: libc::c_long::try_from(nanos % 1_000_000_000).unwrap_or(0),
+    };
+    loop {
+        // SAFETY: `deadline` is a valid timespec; with TIMER_ABSTIME no remainder is written, so
+        // a null pointer is allowed.
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &deadline,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != libc::EINTR {
+            break;
+        }
+    }
+}
+
 /// The DPDK version string, e.g. `DPDK 22.11.11`.
 pub fn version() -> String {
     // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
