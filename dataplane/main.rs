@@ -161,7 +161,7 @@ fn forward(args: &CommonArgs) -> Result<()> {
             let index = plan.index;
             move || worker.run(counters.worker(index), &stop)
         },
-        || {},
+        |_| {},
     )?;
     for p in &app.ports {
         let s = p.stats();
@@ -250,9 +250,6 @@ fn run(args: &RunArgs) -> Result<()> {
     let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
     let port_map = app.port_map();
     let counters = Arc::new(PipelineCounters::new(workers));
-    let totals_for_tick = Arc::new(std::sync::Mutex::new(
-        None::<Arc<switchyard::stats::Counters>>,
-    ));
     let flow_cfg = settings.flow_table;
     let mut last_counter_publish = std::time::Instant::now();
     let report = runner::run(
@@ -262,9 +259,6 @@ fn run(args: &RunArgs) -> Result<()> {
         interval,
         &stop,
         |plan, totals, stop| {
-            if let Ok(mut t) = totals_for_tick.lock() {
-                *t = Some(Arc::clone(&totals));
-            }
             let plan = plan.clone();
             let ports = ports.clone();
             let port_map = port_map.clone();
@@ -296,18 +290,15 @@ fn run(args: &RunArgs) -> Result<()> {
                 .run(&stop)
             }
         },
-        || {
+        |totals| {
             if let Some(ch) = channel.as_mut() {
                 ch.poll(&cell);
                 if last_counter_publish.elapsed() >= Duration::from_millis(100) {
                     last_counter_publish = std::time::Instant::now();
-                    let totals = totals_for_tick.lock().ok().and_then(|t| t.clone());
                     for w in 0..workers {
                         ch.publish_counters(w, &counters.worker(w));
-                        if let Some(t) = &totals {
-                            let t = t.worker(w).read();
-                            ch.set_worker_totals(w, t.rx, t.dropped);
-                        }
+                        let t = totals.worker(w).read();
+                        ch.set_worker_totals(w, t.rx, t.dropped);
                     }
                 }
             }

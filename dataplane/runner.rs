@@ -55,7 +55,7 @@ pub fn run<F, J>(
     interval: Duration,
     stop: &Arc<AtomicBool>,
     make_job: F,
-    mut tick: impl FnMut(),
+    mut tick: impl FnMut(&Counters),
 ) -> Result<RunReport>
 where
     F: Fn(&WorkerPlan, Arc<Counters>, Arc<AtomicBool>) -> J,
@@ -85,7 +85,7 @@ where
     let nap = Duration::from_micros(250);
     while !stop.load(Relaxed) {
         dpdk::nap(nap);
-        tick();
+        tick(&counters);
         let now = Instant::now();
         if duration.is_some_and(|d| now.duration_since(started) >= d) {
             break;
