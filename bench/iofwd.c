@@ -84,8 +84,12 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 
 	uint16_t nports = rte_eth_dev_count_avail();
+	/* IOFWD_DATA_ROOM (bytes per buffer with headroom) shrinks the buffers so a large
+	 * net_pcap infinite_rx capture, preloaded into the pool, fits the hugepages. */
+	const char *room_env = getenv("IOFWD_DATA_ROOM");
+	uint16_t room = room_env ? (uint16_t)atoi(room_env) : RTE_MBUF_DEFAULT_BUF_SIZE;
 	struct rte_mempool *pool = rte_pktmbuf_pool_create("iofwd_pool", mbufs, 256, 0,
-							   RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+							   room, rte_socket_id());
 	if (pool == NULL || nports == 0) {
 		fprintf(stderr, "no mempool or no port\n");
 		return 1;
