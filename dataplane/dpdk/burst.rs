@@ -328,6 +328,20 @@ impl PacketRef {
 }
 
 impl PacketBuf for PacketRef {
+    const PREFETCH: bool = true;
+
+    #[inline(always)]
+    fn prefetch(addr: *const u8) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is only a hint: it never faults and never dereferences `addr` in
+        // a way the program can observe, whatever the address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(addr.cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = addr;
+    }
+
     #[inline]
     fn data(&self) -> &[u8] {
         // SAFETY: the mbuf is valid (see `raw`); the slice borrows self.

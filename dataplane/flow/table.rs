@@ -367,6 +367,20 @@ impl<K: FlowKey> FlowTable<K> {
         self.lines.as_ptr().wrapping_add(b).cast()
     }
 
+    /// Address of the entry line a hit on `hash` would read (the way whose tag matches in its
+    /// primary bucket), for a prefetch issued once [`FlowTable::bucket_addr`]'s line was
+    /// prefetched for the whole burst. Reads the tag line; `None` when no tag matches (a miss
+    /// reads no entry). Never dereference it.
+    #[inline(always)]
+    pub fn entry_addr(&self, hash: u32) -> Option<*const u8> {
+        let (b, tag) = split(hash, self.mask);
+        let candidates = self.lines[b].matches(tag);
+        (candidates != 0).then(|| {
+            let way = candidates.trailing_zeros() as usize;
+            core::ptr::from_ref(&self.entries[b][way]).cast::<u8>()
+        })
+    }
+
     /// Safe stand-in for [`FlowTable::prefetch`]: loads one word of `hash`'s tag line and
     /// discards it (through [`core::hint::black_box`], so the load is kept). Call it for every
     /// packet of a burst before looking any of them up: the loads are independent, so the

@@ -190,6 +190,16 @@ pub trait PacketBuf {
     fn truncate(&mut self, len: usize);
     /// Grows the frame at the tail by `n` bytes; false when there is no tailroom.
     fn append(&mut self, n: usize) -> bool;
+
+    /// Whether [`PacketBuf::prefetch`] issues a real prefetch. When it does not, the pipeline
+    /// warms flow-table lines with plain loads instead.
+    const PREFETCH: bool = false;
+
+    /// Hints the CPU to bring the cache line at `addr` in (never faults, never dereferenced by
+    /// the caller). Buffers that live next to DPDK implement it with a prefetch instruction,
+    /// keeping the `unsafe` in the DPDK module; the default does nothing.
+    #[inline(always)]
+    fn prefetch(_addr: *const u8) {}
 }
 
 /// Which appliance port (index into the appliance's port list) a packet leaves on.

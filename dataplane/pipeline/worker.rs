@@ -208,8 +208,16 @@ impl PipelineWorker {
             // Two tight passes, so the cache misses of the whole burst are in flight together
             // (a load per packet with little work between): the tag lines, then the entry line
             // each tag points to.
+            // With a real prefetch (mbufs) the loads do not block; with plain loads (tests,
+            // fuzzing) the out-of-order core still overlaps them.
             for step in &steps {
                 match step.lb_hash() {
+                    Some((false, hash)) if P::PREFETCH => {
+                        P::prefetch(self.tables.v4.bucket_addr(hash))
+                    }
+                    Some((true, hash)) if P::PREFETCH => {
+                        P::prefetch(self.tables.v6.bucket_addr(hash))
+                    }
                     Some((false, hash)) => self.tables.v4.warm(hash),
                     Some((true, hash)) => self.tables.v6.warm(hash),
                     None => {}
@@ -217,6 +225,16 @@ impl PipelineWorker {
             }
             for step in &steps {
                 match step.lb_hash() {
+                    Some((false, hash)) if P::PREFETCH => {
+                        if let Some(a) = self.tables.v4.entry_addr(hash) {
+                            P::prefetch(a);
+                        }
+                    }
+                    Some((true, hash)) if P::PREFETCH => {
+                        if let Some(a) = self.tables.v6.entry_addr(hash) {
+                            P::prefetch(a);
+                        }
+                    }
                     Some((false, hash)) => self.tables.v4.warm_entry(hash),
                     Some((true, hash)) => self.tables.v6.warm_entry(hash),
                     None => {}
