@@ -163,20 +163,7 @@ fn forward(args: &CommonArgs) -> Result<()> {
         },
         |_| {},
     )?;
-    for p in &app.ports {
-        let s = p.stats();
-        println!(
-            "port {} {}: rx {} tx {} missed {} rx_errors {} tx_errors {} rx_nombuf {}",
-            p.id().0,
-            p.info().name,
-            s.rx_packets,
-            s.tx_packets,
-            s.rx_missed,
-            s.rx_errors,
-            s.tx_errors,
-            s.rx_nombuf
-        );
-    }
+    print_port_stats(&app);
     drop(app);
     println!("{}", report.result_line("forward"));
     Ok(())

@@ -27,7 +27,7 @@ impl Totals {
 /// One worker's published counters.
 #[derive(Debug, Default)]
 pub struct WorkerCounters {
-    rx: CachePadded<AtomicU64>,
+    rx: AtomicU64,
     tx: AtomicU64,
     dropped: AtomicU64,
 }

@@ -195,27 +195,6 @@ impl Burst {
         }
         nfree
     }
-
-    /// Moves packet `i` out of the burst (the last packet takes its slot; order is not kept).
-    pub fn swap_remove(&mut self, i: usize) -> Option<Mbuf> {
-        if i >= self.len {
-            return None;
-        }
-        let m = self.pkts[i];
-        self.len -= 1;
-        self.pkts[i] = self.pkts[self.len];
-        NonNull::new(m).map(Mbuf)
-    }
-
-    /// Appends an mbuf; gives it back when the burst is full.
-    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
-        if self.len == BURST_SIZE {
-            return Err(m);
-        }
-        self.pkts[self.len] = m.into_raw();
-        self.len += 1;
-        Ok(())
-    }
 }
 
 impl Drop for Burst {
@@ -268,12 +247,6 @@ impl Mbuf {
             let (p, n) = segment(self.0.as_ptr());
             std::slice::from_raw_parts_mut(p, n)
         }
-    }
-
-    fn into_raw(self) -> *mut sys::rte_mbuf {
-        let p = self.0.as_ptr();
-        std::mem::forget(self);
-        p
     }
 }
 
