@@ -26,6 +26,8 @@
 
 static volatile int stop;
 static uint64_t rx_total, tx_total, drop_total;
+/* Packets received so far, for the per-second rate lines (written by the worker only). */
+static volatile uint64_t rx_live;
 
 static int worker(void *arg)
 {
@@ -49,6 +51,7 @@ static int worker(void *arg)
 			if (sent < n)
 				rte_pktmbuf_free_bulk(pkts + sent, n - sent);
 			rx += n;
+			rx_live = rx;
 			tx += sent;
 			dropped += n - sent;
 		}
@@ -116,10 +119,21 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rte_eal_remote_launch(worker, &nports, lcore);
 	struct timespec nap = {0, 10 * 1000 * 1000};
+	double last_el = 0;
+	uint64_t last_rx = 0;
 	for (;;) {
 		nanosleep(&nap, NULL);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		double el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (el - last_el >= 1.0) {
+			/* Same shape as switchyard-dataplane's rate lines. */
+			uint64_t rx = rx_live;
+			printf("c-iofwd: rx %.3f Mpps | total rx=%lu\n", (rx - last_rx) / (el - last_el) / 1e6,
+			       (unsigned long)rx);
+			fflush(stdout);
+			last_el = el;
+			last_rx = rx;
+		}
 		if (stop || el >= seconds)
 			break;
 	}

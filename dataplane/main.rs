@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use switchyard::appliance::Appliance;
 use switchyard::control_channel::ControlChannel;
 use switchyard::dpdk::PortId;
-use switchyard::flow::InsertLimit;
+use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
 use switchyard::forward::ForwardWorker;
 use switchyard::pipeline::{Counter, PipelineWorker, WorkerConfig};
 use switchyard::run::{PipelineCounters, RunWorker};
@@ -265,6 +265,14 @@ fn run(args: &RunArgs) -> Result<()> {
                     worker: plan.index,
                 });
                 pipeline.set_worker_count(workers);
+                let (v4, v6) = pipeline.flow_capacity();
+                println!(
+                    "worker {} flow tables: ipv4 {v4} flows x {} B, ipv6 {v6} flows x {} B, {} bytes",
+                    plan.index,
+                    FlowTable::<FlowKeyV4>::BYTES_PER_FLOW,
+                    FlowTable::<FlowKeyV6>::BYTES_PER_FLOW,
+                    pipeline.flow_memory_bytes()
+                );
                 RunWorker {
                     plan,
                     ports,

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use switchyard_control::compile::{compile, BackendIds, BackendState, CompileInput};
 use switchyard_control::policy::{
     self, AclAction, Encap, Percent, Policy, PortRange, Probe, Protocol, RateLimit, Residency,
     Scheduler, DEFAULT_MAGLEV_SIZE,
@@ -171,12 +172,46 @@ fn minimal_takes_every_default() {
     assert_eq!(policy.limits.icmp_per_second, 100);
     assert_eq!(policy.tables.flows_per_worker, 1_000_000);
     assert_eq!(policy.tables.maglev_size, 65_537);
+    assert_eq!(policy.backend_mtu, 1500);
     let pool = &policy.pools[0];
     assert_eq!(pool.scheduler, Scheduler::Maglev { table_size: 65_537 });
     assert_eq!(pool.health, None);
     assert_eq!(pool.backends[0].weight, 100);
     assert_eq!(policy.services[0].protocol, Protocol::Tcp);
     assert_eq!(policy.services[0].routes[0].residency, Residency::Preferred);
+}
+
+#[test]
+fn backend_mtu_reaches_the_compiled_config() {
+    let src = with_pool(
+        "backend_mtu: 9000",
+        "    backends: [{ address: 192.0.2.10 }]",
+    );
+    let policy = parse(&src);
+    assert_eq!(policy.backend_mtu, 9000);
+    let state = BackendState::new();
+    let input = CompileInput {
+        policy: &policy,
+        generation: 1,
+        state: &state,
+    };
+    let g = compile(&input, &mut BackendIds::new()).expect("compiles");
+    assert_eq!(g.config.backend_mtu, 9000);
+    for (bad, shown) in [("1279", "1279"), ("9601", "9601"), ("-1", "-1")] {
+        let src = with_pool(
+            &format!("backend_mtu: {bad}"),
+            "    backends: [{ address: 192.0.2.10 }]",
+        );
+        let errors = policy::parse_str(&src, "test.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains(&format!(
+                "backend_mtu: backend_mtu {shown} is out of range 1280..=9600"
+            )),
+            "{errors}"
+        );
+    }
 }
 
 #[test]

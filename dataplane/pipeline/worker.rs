@@ -278,6 +278,12 @@ impl PipelineWorker {
         (self.tables.v4.len(), self.tables.v6.len())
     }
 
+    /// Capacity (flows) of the IPv4 and IPv6 tables.
+    #[must_use]
+    pub fn flow_capacity(&self) -> (usize, usize) {
+        (self.tables.v4.capacity(), self.tables.v6.capacity())
+    }
+
     /// Bytes held by the two flow tables.
     #[must_use]
     pub fn flow_memory_bytes(&self) -> usize {

@@ -156,6 +156,7 @@ fn config(policy: &Policy) -> abi::Config {
             c.gue_port = port;
         }
     }
+    c.backend_mtu = policy.backend_mtu;
     c.icmp_rate = policy.limits.icmp_per_second;
     c.icmp_burst = policy.limits.icmp_per_second;
     if let Some(limit) = policy.limits.new_flows_per_source {

@@ -36,6 +36,9 @@ pub struct Policy {
     pub interfaces: Vec<Interface>,
     /// How packets are carried to backends.
     pub encap: Encap,
+    /// Largest IP packet the network between the appliance and the backends carries; an
+    /// encapsulated packet bigger than this is answered with frag-needed / packet-too-big.
+    pub backend_mtu: u16,
     /// MaxMind-format country database used to classify clients of regions with `geoip`.
     /// As written in the policy; [`super::load`] resolves a relative path against the
     /// directory of the policy file.

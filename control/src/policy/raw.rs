@@ -28,6 +28,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub encap: Option<Spanned<RawEncap>>,
     #[serde(default)]
+    pub backend_mtu: Option<Spanned<i64>>,
+    #[serde(default)]
     pub regions: Option<NamedMap<Spanned<RawRegion>>>,
     pub services: Spanned<Vec<Spanned<RawService>>>,
     pub pools: Spanned<NamedMap<Spanned<RawPool>>>,

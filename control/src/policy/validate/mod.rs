@@ -26,6 +26,10 @@ mod services;
 use interfaces::Links;
 use services::ServiceContext;
 
+/// Accepted `backend_mtu`: the IPv6 minimum link MTU to jumbo frames.
+pub const BACKEND_MTU_RANGE: (u16, u16) = (1280, 9600);
+/// `backend_mtu` when the policy does not set it: a standard Ethernet backend network.
+pub const DEFAULT_BACKEND_MTU: u16 = 1500;
 /// Smallest and largest per-worker connection table.
 pub const FLOWS_PER_WORKER_RANGE: (u32, u32) = (1_024, 1 << 27);
 /// Health-check interval bounds.
@@ -77,6 +81,18 @@ pub fn validate(raw: &RawPolicy) -> Result<Policy, Vec<Diagnostic>> {
     // mistyped gateway is reported once, not once per backend.
     let interfaces_sound = v.diagnostics.len() == before_interfaces;
     let encap = v.encap(raw.encap.as_ref());
+    let backend_mtu = v
+        .int_in(
+            raw.backend_mtu.as_ref(),
+            "backend_mtu",
+            "backend_mtu",
+            (
+                i64::from(BACKEND_MTU_RANGE.0),
+                i64::from(BACKEND_MTU_RANGE.1),
+            ),
+            DEFAULT_BACKEND_MTU,
+        )
+        .unwrap_or(DEFAULT_BACKEND_MTU);
     let regions = v.regions(raw_regions, raw.geoip_database.is_some());
     let tables = v.tables(raw.tables.as_ref());
 
@@ -168,6 +184,7 @@ pub fn validate(raw: &RawPolicy) -> Result<Policy, Vec<Diagnostic>> {
         acl,
         limits,
         tables,
+        backend_mtu,
     })
 }
 
