@@ -1,11 +1,16 @@
 //! Pipeline mode: each worker receives a burst, runs it through the [`PipelineWorker`], and sends
 //! every packet where its verdict says, on the worker's own TX queue of that port.
 //!
-//! Per burst a worker: checks for a new table generation (one relaxed load when nothing changed),
-//! receives, drops multi-segment packets (counted), runs the pipeline over the whole burst, moves
-//! packets to per-port TX bursts in order, sends them with bounded retry, and does a bounded slice
-//! of connection-table housekeeping. Counters are published for the main lcore a few times per
-//! millisecond, never with a lock.
+//! Per poll a worker: checks for a new table generation (one relaxed load when nothing changed),
+//! receives a burst, drops multi-segment packets (counted), and overlaps two bursts: it
+//! classifies the new burst and requests its flow buckets (phase 1), then executes the burst
+//! received one poll earlier (phase 2), whose bucket and entry lines have had the new burst's
+//! parsing to arrive; it moves those packets to per-port TX bursts in order and sends them with
+//! bounded retry. Order is kept: a burst is always executed before the next one. An idle poll,
+//! a generation change, a multi-segment burst and stopping all execute the pending burst first,
+//! so nothing waits longer than one poll and no packet runs against a stale table. A bounded
+//! slice of connection-table housekeeping runs every ~100 µs. Counters are published for the
+//! main lcore a few times per millisecond, never with a lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::appliance::WorkerPlan;
 use crate::dpdk::{self, Burst, PortId, BURST_SIZE};
-use crate::pipeline::{Counter, PipelineWorker, PortIndex, Verdict};
+use crate::pipeline::{Counter, PipelineWorker, PortIndex, Staged, Verdict};
 use crate::stats::{Totals, WorkerCounters};
 use crate::swap::{GenerationCell, WorkerView};
 
@@ -80,7 +85,8 @@ impl RunWorker {
     /// Polls until `stop`; returns 0.
     pub fn run(mut self, stop: &AtomicBool) -> i32 {
         let index = self.plan.index;
-        let me: &WorkerCounters = self.totals.worker(index);
+        let totals = Arc::clone(&self.totals);
+        let me: &WorkerCounters = totals.worker(index);
         let rx_queues: Vec<(PortIndex, PortId, dpdk::QueueId)> = self
             .plan
             .rx
@@ -91,11 +97,20 @@ impl RunWorker {
             })
             .collect();
         let mut outs: Vec<Burst> = self.ports.iter().map(|_| Burst::new()).collect();
+        // Two bursts in flight: `burst` is the one just received and classified (phase 1);
+        // `pending` was received one poll earlier and is executed (phase 2) after `burst` is
+        // classified, so its flow-table lines have had a whole burst's work to arrive.
         let mut burst = Burst::new();
+        let mut pending = Burst::new();
+        let mut staged = Staged::default();
+        let mut pending_staged = Staged::default();
         let mut verdicts = [Verdict::Drop; BURST_SIZE];
         let mut view = WorkerView::default();
         let mut t = Totals::default();
-        let hz = u128::from(dpdk::tsc_hz().max(1));
+        // Milliseconds per TSC tick as a 0.64 fixed-point factor: a multiply per poll, not a
+        // 128-bit division.
+        #[allow(clippy::cast_possible_truncation)] // 1000 << 64 / hz < 2^64 for hz > 1000
+        let ms_per_tick = ((1000u128 << 64) / u128::from(dpdk::tsc_hz().max(1001))) as u64;
         let t0 = dpdk::rdtsc();
         let publish_every = dpdk::tsc_hz() / 2000; // ~0.5 ms
         let mut next_publish = t0;
@@ -103,32 +118,54 @@ impl RunWorker {
         // hundreds of thousands of times a second, and the sweep was a few percent of the profile.
         let housekeeping_every = (dpdk::tsc_hz() / 10_000).max(1);
         let mut next_housekeeping = t0;
+        let mut now_ms = 0;
 
         while !stop.load(Relaxed) {
             if self.cell.refresh(index, &mut view) {
+                // The pending burst was classified under the old generation: finish it first.
+                self.finish(
+                    &mut pending,
+                    &pending_staged,
+                    now_ms,
+                    &mut verdicts,
+                    &mut outs,
+                    &mut t,
+                );
                 if let Some(g) = &view.generation {
                     self.pipeline.set_generation(Arc::clone(g));
                 }
             }
             let tsc = dpdk::rdtsc();
             #[allow(clippy::cast_possible_truncation)] // milliseconds wrap by design (u32 clock)
-            let now_ms = (u128::from(tsc.wrapping_sub(t0)) * 1000 / hz) as u32;
+            {
+                now_ms =
+                    ((u128::from(tsc.wrapping_sub(t0)) * u128::from(ms_per_tick)) >> 64) as u32;
+            }
 
+            let mut received = false;
             for &(rx_index, rx_port, rx_queue) in &rx_queues {
                 let n = burst.rx(rx_port, rx_queue);
                 if n == 0 {
                     continue;
                 }
+                received = true;
                 t.rx += n as u64;
                 let pkts = burst.packets_mut();
                 let mut contiguous = true;
                 for p in pkts.iter() {
                     contiguous &= p.is_contiguous();
                 }
-                if contiguous {
-                    self.pipeline
-                        .process_burst(pkts, rx_index, now_ms, &mut verdicts[..n]);
-                } else {
+                if !contiguous {
+                    // Rare (jumbo frames over a small data room): one packet at a time, in
+                    // order after the pending burst.
+                    self.finish(
+                        &mut pending,
+                        &pending_staged,
+                        now_ms,
+                        &mut verdicts,
+                        &mut outs,
+                        &mut t,
+                    );
                     for (p, v) in pkts.iter_mut().zip(verdicts.iter_mut()) {
                         *v = if p.is_contiguous() {
                             self.pipeline.process(p, rx_index, now_ms)
@@ -137,22 +174,38 @@ impl RunWorker {
                             Verdict::Drop
                         };
                     }
+                    self.send(&mut burst, &verdicts, &mut outs, &mut t);
+                    continue;
                 }
-                let kernel = self.pipeline.kernel_port();
-                let dropped = burst.route(&mut outs, |i| match verdicts[i] {
-                    Verdict::Forward(port) => Some(usize::from(port)),
-                    Verdict::Kernel => kernel.map(usize::from),
-                    Verdict::Drop => None,
-                });
-                t.dropped += dropped as u64;
-                for (i, out) in outs.iter_mut().enumerate() {
-                    if !out.is_empty() {
-                        let (sent, lost) =
-                            out.tx(self.ports[i], self.plan.tx_queue, self.tx_retries);
-                        t.tx += sent as u64;
-                        t.dropped += lost as u64;
-                    }
+                if !pending.is_empty() {
+                    self.pipeline
+                        .prefetch_entries::<dpdk::PacketRef>(&pending_staged);
                 }
+                self.pipeline
+                    .stage(burst.packets_mut(), rx_index, &mut staged);
+                self.finish(
+                    &mut pending,
+                    &pending_staged,
+                    now_ms,
+                    &mut verdicts,
+                    &mut outs,
+                    &mut t,
+                );
+                core::mem::swap(&mut burst, &mut pending);
+                core::mem::swap(&mut staged, &mut pending_staged);
+            }
+            if !received && !pending.is_empty() {
+                // Idle poll: nothing to overlap with, so the pending burst goes now.
+                self.pipeline
+                    .prefetch_entries::<dpdk::PacketRef>(&pending_staged);
+                self.finish(
+                    &mut pending,
+                    &pending_staged,
+                    now_ms,
+                    &mut verdicts,
+                    &mut outs,
+                    &mut t,
+                );
             }
             if tsc >= next_housekeeping {
                 self.pipeline.housekeeping(now_ms);
@@ -165,9 +218,61 @@ impl RunWorker {
                 next_publish = tsc + publish_every;
             }
         }
+        self.finish(
+            &mut pending,
+            &pending_staged,
+            now_ms,
+            &mut verdicts,
+            &mut outs,
+            &mut t,
+        );
         me.publish(&t);
         self.counters
             .publish(index, self.pipeline.counters().iter().map(|(_, v)| v));
         0
+    }
+
+    /// Executes the staged burst `pending` (if any) and sends it; leaves it empty.
+    fn finish(
+        &mut self,
+        pending: &mut Burst,
+        staged: &Staged,
+        now_ms: u32,
+        verdicts: &mut [Verdict; BURST_SIZE],
+        outs: &mut [Burst],
+        t: &mut Totals,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let n = pending.len();
+        self.pipeline
+            .finish(pending.packets_mut(), staged, now_ms, &mut verdicts[..n]);
+        self.send(pending, verdicts, outs, t);
+    }
+
+    /// Moves every packet of `burst` to the TX burst of its verdict's port (in order), sends
+    /// them, and frees the dropped ones; leaves `burst` empty.
+    fn send(
+        &mut self,
+        burst: &mut Burst,
+        verdicts: &[Verdict; BURST_SIZE],
+        outs: &mut [Burst],
+        t: &mut Totals,
+    ) {
+        let kernel = self.pipeline.kernel_port();
+        let dropped = burst.route(outs, |i| match verdicts[i] {
+            Verdict::Forward(port) => Some(usize::from(port)),
+            Verdict::Kernel => kernel.map(usize::from),
+            Verdict::Drop => None,
+        });
+        t.dropped += dropped as u64;
+        for (i, out) in outs.iter_mut().enumerate() {
+            if !out.is_empty() {
+                let (sent, lost) = out.tx(self.ports[i], self.plan.tx_queue, self.tx_retries);
+                t.tx += sent as u64;
+                t.dropped += lost as u64;
+            }
+        }
     }
 }

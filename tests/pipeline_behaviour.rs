@@ -16,7 +16,9 @@ use fixtures::frames::*;
 use fixtures::*;
 use proptest::prelude::*;
 use switchyard::flow::{FlowKeyV4, InsertLimit};
-use switchyard::pipeline::{Counter, PacketBuf, PipelineWorker, VecPacket, Verdict, WorkerConfig};
+use switchyard::pipeline::{
+    Counter, PacketBuf, PipelineWorker, Staged, VecPacket, Verdict, WorkerConfig,
+};
 use switchyard_control::compile::{compile, BackendIds, BackendState, CompileInput};
 use switchyard_table::generation::Generation;
 
@@ -310,6 +312,35 @@ fn canary_takes_its_share_of_100k_flows() {
     let share = f64::from(canary) / f64::from(n);
     assert!((share - 0.10).abs() < 0.005, "canary share {share}");
     assert_eq!(w.counters().get(Counter::CanarySelected), u64::from(canary));
+}
+
+/// A burst staged under one generation and finished after a swap runs against the new one
+/// (the run loop finishes first, but `finish` does not trust its caller to).
+#[test]
+fn a_burst_staged_before_a_swap_is_classified_again() {
+    let mut control = Control::new();
+    let state = BackendState::new();
+    let base = control.compile(&with_us_pool(BASE_US_POOL), &state);
+    let moved_port = with_us_pool(BASE_US_POOL).replacen(
+        "vip: 203.0.113.10\n    ports: [443]",
+        "vip: 203.0.113.10\n    ports: [8443]",
+        1,
+    );
+    let next = control.compile(&moved_port, &state);
+    let mut w = worker_with(base, 1024, InsertLimit::UNLIMITED);
+    let mut pkts: Vec<VecPacket> = us_flows(8)
+        .iter()
+        .map(|&(c, p)| VecPacket::new(&tcp4_frame(c, p, VIP4, 443, SYN, &[])))
+        .collect();
+    let mut staged = Staged::default();
+    w.stage(&pkts, 0, &mut staged);
+    assert_eq!(staged.len(), 8);
+    w.set_generation(next);
+    let mut verdicts = [Verdict::Forward(0); 8];
+    w.finish(&mut pkts, &staged, NOW, &mut verdicts);
+    assert!(verdicts.iter().all(|v| *v == Verdict::Drop), "{verdicts:?}");
+    assert_eq!(w.counters().get(Counter::DropNoService), 8);
+    assert_eq!(w.counters().get(Counter::ForwardedIpipV4), 0);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use fixtures::frames::*;
 use fixtures::*;
 use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
 use switchyard::pipeline::{
-    Counter, Counters, PacketBuf, PipelineWorker, VecPacket, Verdict, WorkerConfig,
+    Counter, Counters, PacketBuf, PipelineWorker, Staged, VecPacket, Verdict, WorkerConfig,
 };
 
 fn worker(variant: Variant) -> PipelineWorker {
@@ -180,8 +180,9 @@ fn every_fixture_through_process_burst() {
     report(&failures, all.len());
 }
 
-/// All inputs of one variant back to back through one worker, one at a time, and through a
-/// twin in bursts of 32: identical verdicts, bytes and counters.
+/// All inputs of one variant back to back through one worker, one at a time, through a twin
+/// in bursts of 32, and through a third that overlaps bursts as the run loop does (stage the
+/// next burst, then finish the previous one): identical verdicts, bytes and counters.
 #[test]
 fn bursts_of_32_match_one_packet_at_a_time() {
     for variant in Variant::ALL {
@@ -205,6 +206,7 @@ fn bursts_of_32_match_one_packet_at_a_time() {
             expected.push((v, p.data().to_vec()));
         }
         // Bursts must share an RX port: split at port changes, then into 32s.
+        let mut bursts = Vec::new();
         let mut i = 0;
         while i < inputs.len() {
             let port = inputs[i].1;
@@ -212,20 +214,62 @@ fn bursts_of_32_match_one_packet_at_a_time() {
             while j < inputs.len() && inputs[j].1 == port && j - i < 32 {
                 j += 1;
             }
-            let mut pkts: Vec<VecPacket> = inputs[i..j]
-                .iter()
-                .map(|(b, _)| VecPacket::new(b))
-                .collect();
-            let mut verdicts = vec![Verdict::Drop; pkts.len()];
-            burst.process_burst(&mut pkts, port, NOW, &mut verdicts);
-            for (k, (p, v)) in pkts.iter().zip(&verdicts).enumerate() {
-                let (ev, eb) = &expected[i + k];
-                assert_eq!(v, ev, "{variant:?} packet {}", i + k);
-                assert_eq!(p.data(), eb.as_slice(), "{variant:?} packet {}", i + k);
-            }
+            bursts.push((i, j, port));
             i = j;
         }
+        let packets = |i: usize, j: usize| -> Vec<VecPacket> {
+            inputs[i..j]
+                .iter()
+                .map(|(b, _)| VecPacket::new(b))
+                .collect()
+        };
+        let check = |i: usize, pkts: &[VecPacket], verdicts: &[Verdict], how: &str| {
+            for (k, (p, v)) in pkts.iter().zip(verdicts).enumerate() {
+                let (ev, eb) = &expected[i + k];
+                assert_eq!(v, ev, "{variant:?} {how} packet {}", i + k);
+                assert_eq!(
+                    p.data(),
+                    eb.as_slice(),
+                    "{variant:?} {how} packet {}",
+                    i + k
+                );
+            }
+        };
+        for &(i, j, port) in &bursts {
+            let mut pkts = packets(i, j);
+            let mut verdicts = vec![Verdict::Drop; pkts.len()];
+            burst.process_burst(&mut pkts, port, NOW, &mut verdicts);
+            check(i, &pkts, &verdicts, "burst");
+        }
         assert_eq!(one.counters(), burst.counters(), "{variant:?}");
+
+        // As the run loop overlaps them: burst k is classified before burst k-1 is executed.
+        let mut overlapped = worker(variant);
+        let mut pending: Option<(usize, Vec<VecPacket>, Staged)> = None;
+        let finish = |w: &mut PipelineWorker,
+                      (i, mut pkts, staged): (usize, Vec<VecPacket>, Staged)| {
+            w.prefetch_entries::<VecPacket>(&staged);
+            let mut verdicts = vec![Verdict::Drop; pkts.len()];
+            w.finish(&mut pkts, &staged, NOW, &mut verdicts);
+            check(i, &pkts, &verdicts, "overlapped");
+        };
+        for &(i, j, port) in &bursts {
+            let pkts = packets(i, j);
+            let mut staged = Staged::default();
+            overlapped.stage(&pkts, port, &mut staged);
+            if let Some(prev) = pending.take() {
+                finish(&mut overlapped, prev);
+            }
+            pending = Some((i, pkts, staged));
+        }
+        if let Some(prev) = pending.take() {
+            finish(&mut overlapped, prev);
+        }
+        assert_eq!(
+            one.counters(),
+            overlapped.counters(),
+            "{variant:?} overlapped"
+        );
     }
 }
 

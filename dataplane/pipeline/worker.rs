@@ -71,8 +71,41 @@ pub struct PipelineWorker {
     sources: SourceLimiter,
     counters: Counters,
     ports: PortMap,
-    /// Phase-1 results of the burst in progress (capacity [`BURST`], never grown).
+    /// Phase-1 results of the burst in progress in [`PipelineWorker::process_burst`].
+    staged: Staged,
+}
+
+/// Phase-1 results of one burst ([`PipelineWorker::stage`]): what each packet will do, with
+/// its flow hash, classified under one table generation.
+#[derive(Debug, Clone)]
+pub struct Staged {
     steps: Vec<Step>,
+    rx_port: PortIndex,
+    generation: Option<u64>,
+}
+
+impl Default for Staged {
+    fn default() -> Self {
+        Self {
+            steps: Vec::with_capacity(BURST),
+            rx_port: 0,
+            generation: None,
+        }
+    }
+}
+
+impl Staged {
+    /// Packets staged.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// No packet staged.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
 }
 
 impl core::fmt::Debug for PipelineWorker {
@@ -110,7 +143,7 @@ impl PipelineWorker {
             sources: SourceLimiter::new(),
             counters: Counters::default(),
             ports: cfg.ports,
-            steps: Vec::with_capacity(BURST),
+            staged: Staged::default(),
         }
     }
 
@@ -190,6 +223,10 @@ impl PipelineWorker {
     /// then each is executed in order. Same results as [`PipelineWorker::process`] on each
     /// packet in turn. `verdicts[i]` receives packet `i`'s verdict; `verdicts` must be at least
     /// as long as `pkts` (packets without a verdict slot are left untouched).
+    ///
+    /// This is [`PipelineWorker::stage`], [`PipelineWorker::prefetch_entries`] and
+    /// [`PipelineWorker::finish`] back to back; a poll loop can instead overlap them across
+    /// bursts (classify the next burst while this one's entries arrive).
     pub fn process_burst<P: PacketBuf>(
         &mut self,
         pkts: &mut [P],
@@ -199,54 +236,100 @@ impl PipelineWorker {
     ) {
         debug_assert!(verdicts.len() >= pkts.len());
         let n = pkts.len().min(verdicts.len());
-        let mut steps = core::mem::take(&mut self.steps);
+        let mut staged = core::mem::take(&mut self.staged);
         for (pkts, verdicts) in pkts[..n]
             .chunks_mut(BURST)
             .zip(verdicts[..n].chunks_mut(BURST))
         {
-            steps.clear();
-            steps.extend(pkts.iter().map(|pkt| self.classify(pkt.data(), rx_port)));
-            // Two tight passes, so the cache misses of the whole burst are in flight together
-            // (a load per packet with little work between): the tag lines, then the entry line
-            // each tag points to.
-            // With a real prefetch (mbufs) the loads do not block; with plain loads (tests,
-            // fuzzing) the out-of-order core still overlaps them.
-            for step in &steps {
-                match step.lb_hash() {
-                    Some((false, hash)) if P::PREFETCH => {
-                        P::prefetch(self.tables.v4.bucket_addr(hash))
-                    }
-                    Some((true, hash)) if P::PREFETCH => {
-                        P::prefetch(self.tables.v6.bucket_addr(hash))
-                    }
-                    Some((false, hash)) => self.tables.v4.warm(hash),
-                    Some((true, hash)) => self.tables.v6.warm(hash),
-                    None => {}
-                }
-            }
-            for step in &steps {
-                match step.lb_hash() {
-                    Some((false, hash)) if P::PREFETCH => {
-                        if let Some(a) = self.tables.v4.entry_addr(hash) {
-                            P::prefetch(a);
-                        }
-                    }
-                    Some((true, hash)) if P::PREFETCH => {
-                        if let Some(a) = self.tables.v6.entry_addr(hash) {
-                            P::prefetch(a);
-                        }
-                    }
-                    Some((false, hash)) => self.tables.v4.warm_entry(hash),
-                    Some((true, hash)) => self.tables.v6.warm_entry(hash),
-                    None => {}
-                }
-            }
-            for ((pkt, step), verdict) in pkts.iter_mut().zip(&steps).zip(verdicts.iter_mut()) {
-                *verdict = self.execute(pkt, step, rx_port, now_ms);
+            self.stage(pkts, rx_port, &mut staged);
+            self.prefetch_entries::<P>(&staged);
+            self.finish(pkts, &staged, now_ms, verdicts);
+        }
+        self.staged = staged;
+    }
+
+    /// Phase 1 of a burst (at most [`BURST`] packets; the rest are ignored): classifies every
+    /// packet into `staged` (no side effects) and requests each flow's bucket tag line, so the
+    /// cache misses of the whole burst are in flight together.
+    pub fn stage<P: PacketBuf>(&self, pkts: &[P], rx_port: PortIndex, staged: &mut Staged) {
+        staged.steps.clear();
+        staged.steps.extend(
+            pkts.iter()
+                .take(BURST)
+                .map(|pkt| self.classify(pkt.data(), rx_port)),
+        );
+        staged.rx_port = rx_port;
+        staged.generation = self.generation.as_ref().map(|g| g.generation);
+        // With a real prefetch (mbufs) the loads do not block; with plain loads (tests,
+        // fuzzing) the out-of-order core still overlaps them.
+        for step in &staged.steps {
+            match step.lb_hash() {
+                Some((false, hash)) if P::PREFETCH => P::prefetch(self.tables.v4.bucket_addr(hash)),
+                Some((true, hash)) if P::PREFETCH => P::prefetch(self.tables.v6.bucket_addr(hash)),
+                Some((false, hash)) => self.tables.v4.warm(hash),
+                Some((true, hash)) => self.tables.v6.warm(hash),
+                None => {}
             }
         }
-        self.steps = steps;
+    }
+
+    /// Between [`PipelineWorker::stage`] and [`PipelineWorker::finish`]: reads each staged
+    /// flow's tag line (requested by `stage`) and requests the entry line its tag points to.
+    pub fn prefetch_entries<P: PacketBuf>(&self, staged: &Staged) {
+        for step in &staged.steps {
+            match step.lb_hash() {
+                Some((false, hash)) if P::PREFETCH => {
+                    if let Some(a) = self.tables.v4.entry_addr(hash) {
+                        P::prefetch(a);
+                    }
+                }
+                Some((true, hash)) if P::PREFETCH => {
+                    if let Some(a) = self.tables.v6.entry_addr(hash) {
+                        P::prefetch(a);
+                    }
+                }
+                Some((false, hash)) => self.tables.v4.warm_entry(hash),
+                Some((true, hash)) => self.tables.v6.warm_entry(hash),
+                None => {}
+            }
+        }
+    }
+
+    /// Phase 2 of a staged burst: executes each packet in order (`pkts` are the packets
+    /// `staged` was built from, unchanged). `verdicts[i]` receives packet `i`'s verdict.
+    ///
+    /// A step depends only on the packet and the generation it was classified under. If the
+    /// generation changed since [`PipelineWorker::stage`], the burst is classified again first,
+    /// so a caller that overlaps bursts cannot run a packet against a stale table.
+    pub fn finish<P: PacketBuf>(
+        &mut self,
+        pkts: &mut [P],
+        staged: &Staged,
+        now_ms: u32,
+        verdicts: &mut [Verdict],
+    ) {
+        let rx_port = staged.rx_port;
+        let current = self.generation.as_ref().map(|g| g.generation);
+        if staged.generation != current || staged.steps.len() != pkts.len().min(BURST) {
+            let mut fresh = Staged::default();
+            self.stage(pkts, rx_port, &mut fresh);
+            self.execute_steps(pkts, &fresh, now_ms, verdicts);
+        } else {
+            self.execute_steps(pkts, staged, now_ms, verdicts);
+        }
         self.sync_counters();
+    }
+
+    fn execute_steps<P: PacketBuf>(
+        &mut self,
+        pkts: &mut [P],
+        staged: &Staged,
+        now_ms: u32,
+        verdicts: &mut [Verdict],
+    ) {
+        for ((pkt, step), verdict) in pkts.iter_mut().zip(&staged.steps).zip(verdicts.iter_mut()) {
+            *verdict = self.execute(pkt, step, staged.rx_port, now_ms);
+        }
     }
 
     /// Periodic upkeep: a bounded sweep of both flow tables ([`SWEEP_BUCKETS`] buckets each),
