@@ -331,7 +331,9 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
         "dropped": int(r["dropped"]),
         "mpps": float(r["mpps"]),
         "drop_counters": {k: v for k, v in counters.items() if k.startswith("drop_")},
-        "flows_rescheduled": counters.get("flow_rescheduled", 0),
+        # Flows moved off their backend by a swap (a reweight moves none: flows are sticky).
+        "flows_moved": counters.get("flow_backend_gone", 0) + counters.get("flow_backend_unhealthy", 0),
+        "flow_inserts": counters.get("flow_inserts", 0),
     }
 
 
@@ -595,7 +597,7 @@ def print_tables(report: dict, a) -> None:
             f"\nswap: {s['swaps']} table swaps under load at {s['mpps']:.3f} Mpps: publish->live median "
             f"{s['median_ms']:.3f} ms, p90 {s['p90_ms']:.3f} ms, max {s['max_ms']:.3f} ms; apply (diff+compile+"
             f"publish+wait) median {s['apply_wall_ms_median']:.1f} ms; rx {s['rx_pkts']} tx {s['tx_pkts']} "
-            f"dropped {s['dropped']} {s['drop_counters'] or ''}"
+            f"dropped {s['dropped']} {s['drop_counters'] or ''}; flows moved by the swaps {s['flows_moved']}"
         )
     if sc.get("maglev"):
         print("\nMaglev build (criterion mean)")
