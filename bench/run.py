@@ -393,6 +393,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--flows", type=int)
     ap.add_argument("--syn-share", type=float, default=1.0)
+    ap.add_argument("--ipv6-share", type=float, default=0.0)
+    ap.add_argument("--sizes", default="64", help="64, imix, or a list such as 64x7,576x4,1518x1")
     ap.add_argument("--no-c", action="store_true")
     ap.add_argument("--only", default=",".join(ALL))
     ap.add_argument("--tsc-hz", type=float, required=True)
@@ -409,6 +411,11 @@ def main() -> None:
     runner = Runner(a)
     started = time.monotonic()
     base = dict(flows=a.flows, syn_share=a.syn_share, backends=1000)
+    # Only when not the defaults, so the default data sets keep their cache keys.
+    if a.ipv6_share:
+        base["ipv6_share"] = a.ipv6_share
+    if a.sizes != "64":
+        base["sizes"] = a.sizes
 
     def data(**over) -> Dataset:
         return Dataset(a.out, runner.ctl, **dict(base, **over))
@@ -436,7 +443,9 @@ def main() -> None:
     sc = report["scenarios"]
 
     # Headline: the default scenario, alternating C floor / forward / pipeline.
-    log(f"\n== headline: {a.flows} flows, 64-byte frames, 1 worker, {a.rounds} rounds x {a.seconds:g} s")
+    frames = "64-byte frames" if a.sizes == "64" else f"frames {a.sizes}"
+    v6 = f", {a.ipv6_share:.0%} IPv6" if a.ipv6_share else ""
+    log(f"\n== headline: {a.flows} flows, {frames}{v6}, 1 worker, {a.rounds} rounds x {a.seconds:g} s")
     head_ds = data()
     plan = ([("c_iofwd", "c_iofwd", head_ds, 1)] if not a.no_c else []) + [
         ("forward", "forward", head_ds, 1),
@@ -550,7 +559,7 @@ def print_tables(report: dict, a) -> None:
 
     print()
     h = sc["headline"]
-    print(f"headline ({a.flows} flows, 64 B, 1 worker; Mpps per round, median)")
+    print(f"headline ({a.flows} flows, sizes {a.sizes}, IPv6 share {a.ipv6_share:g}, 1 worker; Mpps per round, median)")
     for k in ("c_iofwd", "forward", "pipeline"):
         if k in h:
             s = h[k]
