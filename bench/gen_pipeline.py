@@ -49,10 +49,10 @@ OUT/flows.pcap     (Q = 1) or OUT/flows-0.pcap .. flows-{Q-1}.pcap: one frame pe
                    IPv6. Frame sizes on the wire (the capture has no FCS: 4 bytes less): 64 (IPv6
                    frames: at least 78, Ethernet + IPv6 + TCP), or imix = 64, 576, 1518 in a 7:4:1
                    pattern by flow index ((i // Q) % 12: each capture has the whole pattern, in
-                   order), or a SPEC like 64x7,576x4,1498x1. Note: the compiled table's
-                   backend MTU is 1500 (the policy has no knob for it), so a 1518-byte frame
-                   (1500-byte IP packet) + 20 bytes of IPIP is answered with ICMP frag-needed /
-                   packet-too-big instead of being forwarded; 1498 is the largest that is.
+                   order), or a SPEC like 64x7,576x4,1518x1. A 1518-byte frame (1500-byte IP
+                   packet) + 20 bytes of IPIP exceeds a 1500-byte backend network, so when the
+                   sizes need it the policy sets `backend_mtu: 9000` (jumbo frames behind the
+                   appliance, as DSR deployments have) and the settings raise the port MTU.
 OUT/meta.json      every parameter, the pcap list, frame, byte and per-capture counts, the pools
                    and settings sizes, and generation timings.
 MACs: uplink 02:00:00:00:00:01, router 02:00:00:00:00:fe, backend 02:00:00:00:01:01, backend

@@ -27,7 +27,7 @@
 static volatile int stop;
 static uint64_t rx_total, tx_total, drop_total;
 /* Packets received so far, for the per-second rate lines (written by the worker only). */
-static volatile uint64_t rx_live;
+static uint64_t rx_live;
 
 static int worker(void *arg)
 {
@@ -51,7 +51,7 @@ static int worker(void *arg)
 			if (sent < n)
 				rte_pktmbuf_free_bulk(pkts + sent, n - sent);
 			rx += n;
-			rx_live = rx;
+			__atomic_store_n(&rx_live, rx, __ATOMIC_RELAXED);
 			tx += sent;
 			dropped += n - sent;
 		}
@@ -127,7 +127,7 @@ int main(int argc, char **argv)
 		double el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
 		if (el - last_el >= 1.0) {
 			/* Same shape as switchyard-dataplane's rate lines. */
-			uint64_t rx = rx_live;
+			uint64_t rx = __atomic_load_n(&rx_live, __ATOMIC_RELAXED);
 			printf("c-iofwd: rx %.3f Mpps | total rx=%lu\n", (rx - last_rx) / (el - last_el) / 1e6,
 			       (unsigned long)rx);
 			fflush(stdout);

@@ -157,26 +157,3 @@ def write_blocks(path: str, base: int, base_len: int, block_len: int, count: int
         f.write(encode(metadata))
         size = f.tell()
     return {"node_count": node_count, "bytes": size, "seconds": round(time.monotonic() - t0, 3)}
-
-
-def lookup(path: str, addr: int):
-    """Looks an IPv4 address (host-order int) up in a record_size 32, ip_version 4 database
-    written here; returns the raw data bytes offset or None. For tests."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    meta = buf.rindex(METADATA_MARKER)
-    # node_count: find it the easy way, by scanning the metadata map for its key.
-    key = encode("node_count")
-    i = buf.index(key, meta) + len(key)
-    ctrl = buf[i]
-    n = ctrl & 0x1F
-    node_count = int.from_bytes(buf[i + 1:i + 1 + n], "big")
-    node = 0
-    for bit in range(32):
-        if node >= node_count:
-            break
-        side = addr >> (31 - bit) & 1
-        node = struct.unpack_from(">I", buf, node * 8 + side * 4)[0]
-    if node <= node_count:
-        return None
-    return node - node_count - 16

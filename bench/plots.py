@@ -9,6 +9,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _sizes(report: dict) -> str:
+    sizes = report.get("traffic", {}).get("sizes", "64")
+    share = report.get("traffic", {}).get("ipv6_share", 0)
+    text = "64-byte frames" if sizes == "64" else f"frames {sizes}"
+    return text + (f", {share:.0%} IPv6" if share else "")
+
+
 def _sweep(sc: dict, name: str):
     xs, fwd, pipe = [], [], []
     for k, d in sc.get(name, {}).items():
@@ -64,7 +71,7 @@ def _workers(report: dict, path: str) -> bool:
     ax.set_xticks(list(x), [f"{k} worker{'s' if k != '1' else ''}" for k in labels])
     ax.set_ylabel("Mpps (median)")
     flows = report["flows"]
-    ax.set_title(f"Rate against workers ({flows} flows, 64 B; {report['machine']['cpus']} CPUs)", fontsize=10)
+    ax.set_title(f"Rate against workers ({flows} flows, {_sizes(report)}; {report['machine']['cpus']} CPUs)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -77,7 +84,7 @@ def write(report: dict, out: str) -> list:
     written = []
     flows = report["flows"]
     for name, xlabel, title in [
-        ("flows", "live flows", "Rate against flows (64-byte frames, one worker)"),
+        ("flows", "live flows", f"Rate against flows ({_sizes(report)}, one worker)"),
         ("backends", "backends in the Maglev pool(s)", f"Rate against backends ({flows} flows)"),
         ("prefixes", "geo prefixes (GeoIP database)", f"Rate against geo prefixes ({flows} flows)"),
         ("services", "services (VIPs)", f"Rate against services ({flows} flows)"),

@@ -2,8 +2,8 @@
 """Runs the benchmark scenarios of ci/bench and writes the report: a table on stdout,
 OUT/report.json, PNG plots in OUT/, and the RESULT line last.
 
-    run.py --out DIR --bin DIR [--quick] [--rounds N] [--seconds S] [--flows N]
-           [--syn-share F] [--no-c] [--only NAME,...]
+    run.py --out DIR --bin DIR --tsc-hz HZ [--target DIR] [--quick] [--rounds N] [--seconds S]
+           [--flows N] [--syn-share F] [--ipv6-share F] [--sizes SPEC] [--no-c] [--only NAME,...]
 
 ci/bench builds the binaries (switchyard-dataplane, switchyard-control, the C floor iofwd and
 tsc_hz in OUT) and runs the Maglev criterion bench first; this script does the rest.
@@ -14,7 +14,8 @@ for a fixed time; the rate is the program's own RESULT line (packets it received
 over its run). Scenarios that are compared run alternating, round by round, in the same run,
 and the figures that matter are ratios of medians: the machine is shared and noisy.
 
-Scenarios (the default, `headline`, is 1M flows of 64-byte IPv4 TCP frames, one worker):
+Scenarios (the default, `headline`, is 1M flows of 64-byte IPv4 TCP frames, one worker; it
+always runs: the sweeps compare against it and the RESULT line is its figure):
   headline  C floor, forward baseline and full pipeline, alternating rounds
   workers   forward and pipeline with 1 and 2 workers (the capture split in two, as RSS would)
   flows     forward and pipeline at 1k, 100k, 1M, 4M flows
@@ -22,8 +23,9 @@ Scenarios (the default, `headline`, is 1M flows of 64-byte IPv4 TCP frames, one 
   prefixes  pipeline with 100, 10k, 1M geo prefixes (a generated GeoIP database)
   services  pipeline with 1, 100, 1000 services (VIPs), flows spread over them
   mix       forward and pipeline on IMIX sizes, 30% IPv6, 100 services, 10k prefixes
-  swap      table swaps under full load: the control plane applies policy changes while the
-            data plane forwards; publish->live latency per swap, packets lost
+  swap      table swaps under full load: the control plane applies policy changes (one backend
+            removed, then restored) while the data plane forwards; publish->live latency per
+            swap, packets lost, flows moved
   maglev    Maglev table build times (criterion estimates from control/benches/maglev.rs)
   memory    resident set, hugepages and flow-table bytes of every data-plane run
 """
@@ -56,18 +58,21 @@ def log(msg: str) -> None:
 class Dataset:
     def __init__(self, out: str, ctl: str, **params):
         self.params = params
-        key = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+        # The directory name ends up in --vdev=net_pcap0,rx_pcap=PATH: no commas in it.
+        key = "-".join(f"{k}{v}" for k, v in sorted(params.items())).replace(",", "_").replace("/", "_")
         self.dir = os.path.join(out, "data", key)
         meta_path = os.path.join(self.dir, "meta.json")
         gen = os.path.join(HERE, "gen_pipeline.py")
-        stale = not os.path.exists(meta_path) or os.path.getmtime(meta_path) < os.path.getmtime(gen)
+        sources = max(os.path.getmtime(os.path.join(HERE, f)) for f in ("gen_pipeline.py", "mmdb.py"))
+        stale = not os.path.exists(meta_path) or os.path.getmtime(meta_path) < sources
         if stale:
             shutil.rmtree(self.dir, ignore_errors=True)
             args = [sys.executable, gen, "--dir", self.dir]
             for k, v in params.items():
                 args += ["--" + k.replace("_", "-"), str(v)]
             t = time.monotonic()
-            subprocess.run(args, check=True)
+            if subprocess.run(args).returncode != 0:
+                raise SystemExit(f"bench/gen_pipeline.py failed for {key} (its message is above): {' '.join(args)}")
             log(f"  generated {key} in {time.monotonic() - t:.1f} s")
         self.meta = json.load(open(meta_path))
         self.pcaps = [os.path.join(self.dir, p) for p in self.meta["pcaps"]]
@@ -86,8 +91,12 @@ class Dataset:
         self.compile_output = r.stdout.strip()
         self.table_bytes = os.path.getsize(self.table)
         text = open(self.settings).read()
-        self.mbufs = int(re.search(r"mbufs: (\d+)", text).group(1))
-        self.data_room = int(re.search(r"data_room: (\d+)", text).group(1))
+        mbufs = re.search(r"mbufs: (\d+)", text)
+        data_room = re.search(r"data_room: (\d+)", text)
+        if not mbufs or not data_room:
+            raise SystemExit(f"{self.settings}: no mempool mbufs / data_room (written by bench/gen_pipeline.py)")
+        self.mbufs = int(mbufs.group(1))
+        self.data_room = int(data_room.group(1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +184,7 @@ class Runner:
             raise SystemExit(f"{name}/{kind} failed (exit {p.returncode}); {path}:\n{text[-3000:]}")
         r = dict(kv.split("=", 1) for kv in results[-1].split()[1:] if "=" in kv)
         per_second = [float(x) for x in re.findall(r"^[\w-]+: rx ([0-9.]+) Mpps", text, re.M)]
-        # The last line may cover a partial second; the rate is still exact for its interval.
+        # Both programs print one rate line per second of the run.
         steady = per_second[skip:]
         if not steady:
             raise SystemExit(f"{name}/{kind}: fewer than {skip + 1} rate lines in {path}")
@@ -260,36 +269,51 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
     api = f"127.0.0.1:{free_port()}"
     instance = f"bench{os.getpid()}"
     base = open(os.path.join(ds.dir, "policy.yaml")).read()
-    # Each swap reweights one backend (100 -> 90 and back): a new Maglev table for the pool, a
-    # delta publish, and every worker adopting it between two bursts.
-    first = re.search(r"weight: 100", base)
-    variants = [base, base[: first.start()] + "weight: 90" + base[first.end():]]
+    # The swaps alternately remove one backend and put it back: a new Maglev table for its
+    # pool, a delta publish, every worker adopting it between two bursts. Flows are sticky:
+    # the first removal moves the flows of that backend (about flows / pool size) and nothing
+    # else; putting it back moves none, and later removals find no flow left on it.
+    line = re.search(r"^ +- \{ address: ([0-9.]+), weight: 100 \}\n", base, re.M)
+    if not line:
+        raise SystemExit(f"{ds.dir}/policy.yaml: no backend line to remove for the swap scenario")
+    removed = line.group(1)
+    variants = [base, base[: line.start()] + base[line.end():]]
+    pool_size = ds.meta["pools"][0]["backends"] if ds.meta.get("pools") else ds.params["backends"]
     policy = os.path.join(work, "policy.yaml")
     open(policy, "w").write(base)
     if ds.meta.get("geoip_database"):
         shutil.copy(os.path.join(ds.dir, ds.meta["geoip_database"]), work)
-    ctl_log = open(os.path.join(work, "control.log"), "w")
+    ctl_log_path = os.path.join(work, "control.log")
     ctl = subprocess.Popen(
         [runner.ctl, "run", "--policy", policy, "--instance", instance, "--listen", api],
-        stdout=ctl_log,
+        stdout=open(ctl_log_path, "w"),
         stderr=subprocess.STDOUT,
     )
     dp = None
+
+    def fail(what: str) -> None:
+        logs = "".join(f"\n--- {p}:\n{open(p).read()[-2000:]}" for p in (ctl_log_path, dp_log_path) if os.path.exists(p))
+        raise SystemExit(f"swap: {what}{logs}")
+
+    dp_log_path = os.path.join(work, "dataplane.log")
     try:
         seg = f"/dev/shm/switchyard-{instance}.ctl"
         for _ in range(100):
-            if os.path.exists(seg):
+            if os.path.exists(seg) or ctl.poll() is not None:
                 break
             time.sleep(0.1)
+        if not os.path.exists(seg):
+            fail("the control plane did not create its shared memory")
         duration = 6 + swaps * 0.5
         cmd = [runner.dp, "run", "--instance", instance, "--duration", str(duration), "--config", ds.settings, "--"]
         cmd += eal_args(ds, 1)
-        dp_log_path = os.path.join(work, "dataplane.log")
         dp = subprocess.Popen(cmd, stdout=open(dp_log_path, "w"), stderr=subprocess.STDOUT)
         for _ in range(100):
-            if "table: generation" in open(dp_log_path).read():
+            if "table: generation" in open(dp_log_path).read() or dp.poll() is not None:
                 break
             time.sleep(0.1)
+        if "table: generation" not in open(dp_log_path).read():
+            fail("the data plane did not take the control plane's table")
         time.sleep(2)  # flows established, full rate
         latencies, walls = [], []
         for i in range(swaps):
@@ -300,14 +324,17 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
             walls.append(time.monotonic() - t)
             m = re.search(r"live on every worker \(publish→live ([0-9.]+) ms\)", r.stdout)
             if r.returncode != 0 or not m:
-                raise SystemExit(f"swap {i}: apply failed:\n{r.stdout}{r.stderr}")
+                fail(f"apply {i} failed:\n{r.stdout}{r.stderr}")
             latencies.append(float(m.group(1)))
             time.sleep(0.2)
-        dp.wait(timeout=duration + 30)
+        try:
+            dp.wait(timeout=duration + 30)
+        except subprocess.TimeoutExpired:
+            fail(f"the data plane did not stop within {duration + 30:.0f} s")
         text = open(dp_log_path).read()
         res = [l for l in text.splitlines() if l.startswith("RESULT ")]
         if dp.returncode != 0 or not res:
-            raise SystemExit(f"swap: the data plane failed:\n{text[-3000:]}")
+            fail(f"the data plane exited {dp.returncode} without a RESULT line")
         r = dict(kv.split("=", 1) for kv in res[-1].split()[1:] if "=" in kv)
         counters = {m.group(1): int(m.group(2)) for m in re.finditer(r"^counter (\S+) (\d+)$", text, re.M)}
     finally:
@@ -331,8 +358,11 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
         "dropped": int(r["dropped"]),
         "mpps": float(r["mpps"]),
         "drop_counters": {k: v for k, v in counters.items() if k.startswith("drop_")},
-        # Flows moved off their backend by a swap (a reweight moves none: flows are sticky).
+        "removed_backend": removed,
+        "pool_backends": pool_size,
+        # Flows rescheduled because their backend left; expected: those on the removed backend.
         "flows_moved": counters.get("flow_backend_gone", 0) + counters.get("flow_backend_unhealthy", 0),
+        "flows_on_removed_backend_expected": ds.meta["frames"] // max(1, pool_size),
         "flow_inserts": counters.get("flow_inserts", 0),
     }
 
@@ -435,6 +465,8 @@ def main() -> None:
             "hugepages_total": meminfo()["HugePages_Total"],
         },
         "method": __doc__,
+        "traffic": {"flows": a.flows, "syn_share": a.syn_share, "ipv6_share": a.ipv6_share, "sizes": a.sizes,
+                    "backends": 1000},
         "rounds": a.rounds,
         "sweep_rounds": sweep_rounds,
         "seconds_per_round": a.seconds,
@@ -569,7 +601,7 @@ def print_tables(report: dict, a) -> None:
         print(f"  forward/c_iofwd {h['forward']['median_mpps'] / h['c_iofwd']['median_mpps']:.3f}")
     print(f"  pipeline/forward {report['ratio']:.3f}")
 
-    def row(label, d):
+    def row(label, d, workers=1):
         f = d.get("forward", {}).get("median_mpps")
         p = d.get("pipeline", {}).get("median_mpps")
         mem = d.get("pipeline", {}).get("memory", {})
@@ -578,24 +610,25 @@ def print_tables(report: dict, a) -> None:
         if "compile_seconds" in d:
             extra = f"  compile {d['compile_seconds']:6.2f} s  table {mib(d['table_bytes']):>7} MiB"
         print(
-            f"  {label:<10} {f if f else float('nan'):9.3f} {p:9.3f} {ratio:7.3f} {cyc(p):8.1f}"
+            f"  {label:<10} {f'{f:9.3f}' if f else f'{chr(45):>9}'} {p:9.3f} {ratio:7.3f} {cyc(p) * workers:8.1f}"
             f"  {mib(mem.get('peak_rss_bytes')):>8} {mem.get('hugepages_2m', 0):>5} {mib(mem.get('flow_table_bytes')):>8}{extra}"
         )
 
     head = f"  {'':<10} {'fwd Mpps':>9} {'pipe Mpps':>9} {'ratio':>7} {'cyc/pkt':>8}  {'RSS MiB':>8} {'huge':>5} {'flow MiB':>8}"
+    earlier = "pipeline only; ratio against the headline's forward baseline (same capture, earlier in this run)"
     for name, title in [
-        ("workers", "workers (forward and pipeline, same capture split in two)"),
-        ("flows", "flows"),
-        ("backends", "backends (ratio against the headline forward)"),
-        ("prefixes", "geo prefixes"),
-        ("services", "services"),
+        ("workers", "workers (the capture split in two; cycles per packet per worker; 1 worker = the headline rounds)"),
+        ("flows", "flows (forward and pipeline alternating at each point)"),
+        ("backends", f"backends ({earlier})"),
+        ("prefixes", f"geo prefixes ({earlier})"),
+        ("services", f"services ({earlier})"),
     ]:
         if name in sc:
             print(f"\n{title}")
             print(head)
             for k, d in sc[name].items():
                 if isinstance(d, dict) and "pipeline" in d:
-                    row(k, d)
+                    row(k, d, int(k) if name == "workers" else 1)
     if "mix" in sc:
         print("\nmix (IMIX, 30% IPv6, 100 services, 10k prefixes)")
         print(head)
@@ -606,7 +639,9 @@ def print_tables(report: dict, a) -> None:
             f"\nswap: {s['swaps']} table swaps under load at {s['mpps']:.3f} Mpps: publish->live median "
             f"{s['median_ms']:.3f} ms, p90 {s['p90_ms']:.3f} ms, max {s['max_ms']:.3f} ms; apply (diff+compile+"
             f"publish+wait) median {s['apply_wall_ms_median']:.1f} ms; rx {s['rx_pkts']} tx {s['tx_pkts']} "
-            f"dropped {s['dropped']} {s['drop_counters'] or ''}; flows moved by the swaps {s['flows_moved']}"
+            f"dropped {s['dropped']} {s['drop_counters'] or ''}; each swap removed or restored backend "
+            f"{s['removed_backend']}: flows moved {s['flows_moved']} (flows / pool size = "
+            f"{s['flows_on_removed_backend_expected']})"
         )
     if sc.get("maglev"):
         print("\nMaglev build (criterion mean)")

@@ -81,6 +81,20 @@ pub struct RunWorker {
     pub counters: Arc<PipelineCounters>,
 }
 
+/// A worker's bursts between polls, and what it needs to send them.
+struct Flight {
+    /// Received this poll and classified (phase 1).
+    next: Burst,
+    next_staged: Staged,
+    /// Received one poll earlier, classified, waiting for phase 2.
+    pending: Burst,
+    pending_staged: Staged,
+    verdicts: [Verdict; BURST_SIZE],
+    /// One TX burst per port.
+    outs: Vec<Burst>,
+    totals: Totals,
+}
+
 impl RunWorker {
     /// Polls until `stop`; returns 0.
     pub fn run(mut self, stop: &AtomicBool) -> i32 {
@@ -96,17 +110,16 @@ impl RunWorker {
                 (PortIndex::try_from(idx).unwrap_or(0), port, q)
             })
             .collect();
-        let mut outs: Vec<Burst> = self.ports.iter().map(|_| Burst::new()).collect();
-        // Two bursts in flight: `burst` is the one just received and classified (phase 1);
-        // `pending` was received one poll earlier and is executed (phase 2) after `burst` is
-        // classified, so its flow-table lines have had a whole burst's work to arrive.
-        let mut burst = Burst::new();
-        let mut pending = Burst::new();
-        let mut staged = Staged::default();
-        let mut pending_staged = Staged::default();
-        let mut verdicts = [Verdict::Drop; BURST_SIZE];
+        let mut f = Flight {
+            next: Burst::new(),
+            next_staged: Staged::default(),
+            pending: Burst::new(),
+            pending_staged: Staged::default(),
+            verdicts: [Verdict::Drop; BURST_SIZE],
+            outs: self.ports.iter().map(|_| Burst::new()).collect(),
+            totals: Totals::default(),
+        };
         let mut view = WorkerView::default();
-        let mut t = Totals::default();
         // Milliseconds per TSC tick as a 0.64 fixed-point factor: a multiply per poll, not a
         // 128-bit division.
         #[allow(clippy::cast_possible_truncation)] // 1000 << 64 / hz < 2^64 for hz > 1000
@@ -121,18 +134,14 @@ impl RunWorker {
         let mut now_ms = 0;
 
         while !stop.load(Relaxed) {
-            if self.cell.refresh(index, &mut view) {
-                // The pending burst was classified under the old generation: finish it first.
-                self.finish(
-                    &mut pending,
-                    &pending_staged,
-                    now_ms,
-                    &mut verdicts,
-                    &mut outs,
-                    &mut t,
-                );
-                if let Some(g) = &view.generation {
-                    self.pipeline.set_generation(Arc::clone(g));
+            if self.cell.changed(&view) {
+                // The pending burst was classified under the old generation: it runs on it,
+                // and only then does this worker take (and report) the new one.
+                self.flush_pending(&mut f, now_ms);
+                if self.cell.refresh(index, &mut view) {
+                    if let Some(g) = &view.generation {
+                        self.pipeline.set_generation(Arc::clone(g));
+                    }
                 }
             }
             let tsc = dpdk::rdtsc();
@@ -144,29 +153,22 @@ impl RunWorker {
 
             let mut received = false;
             for &(rx_index, rx_port, rx_queue) in &rx_queues {
-                let n = burst.rx(rx_port, rx_queue);
+                let n = f.next.rx(rx_port, rx_queue);
                 if n == 0 {
                     continue;
                 }
                 received = true;
-                t.rx += n as u64;
-                let pkts = burst.packets_mut();
-                let mut contiguous = true;
-                for p in pkts.iter() {
-                    contiguous &= p.is_contiguous();
-                }
-                if !contiguous {
+                f.totals.rx += n as u64;
+                if !f
+                    .next
+                    .packets_mut()
+                    .iter()
+                    .all(dpdk::PacketRef::is_contiguous)
+                {
                     // Rare (jumbo frames over a small data room): one packet at a time, in
                     // order after the pending burst.
-                    self.finish(
-                        &mut pending,
-                        &pending_staged,
-                        now_ms,
-                        &mut verdicts,
-                        &mut outs,
-                        &mut t,
-                    );
-                    for (p, v) in pkts.iter_mut().zip(verdicts.iter_mut()) {
+                    self.flush_pending(&mut f, now_ms);
+                    for (p, v) in f.next.packets_mut().iter_mut().zip(f.verdicts.iter_mut()) {
                         *v = if p.is_contiguous() {
                             self.pipeline.process(p, rx_index, now_ms)
                         } else {
@@ -174,81 +176,56 @@ impl RunWorker {
                             Verdict::Drop
                         };
                     }
-                    self.send(&mut burst, &verdicts, &mut outs, &mut t);
+                    self.send(&mut f.next, &f.verdicts, &mut f.outs, &mut f.totals);
                     continue;
                 }
-                if !pending.is_empty() {
+                if !f.pending.is_empty() {
                     self.pipeline
-                        .prefetch_entries::<dpdk::PacketRef>(&pending_staged);
+                        .prefetch_entries::<dpdk::PacketRef>(&f.pending_staged);
                 }
                 self.pipeline
-                    .stage(burst.packets_mut(), rx_index, &mut staged);
-                self.finish(
-                    &mut pending,
-                    &pending_staged,
-                    now_ms,
-                    &mut verdicts,
-                    &mut outs,
-                    &mut t,
-                );
-                core::mem::swap(&mut burst, &mut pending);
-                core::mem::swap(&mut staged, &mut pending_staged);
+                    .stage(f.next.packets_mut(), rx_index, &mut f.next_staged);
+                self.flush_pending(&mut f, now_ms);
+                core::mem::swap(&mut f.next, &mut f.pending);
+                core::mem::swap(&mut f.next_staged, &mut f.pending_staged);
             }
-            if !received && !pending.is_empty() {
+            if !received && !f.pending.is_empty() {
                 // Idle poll: nothing to overlap with, so the pending burst goes now.
                 self.pipeline
-                    .prefetch_entries::<dpdk::PacketRef>(&pending_staged);
-                self.finish(
-                    &mut pending,
-                    &pending_staged,
-                    now_ms,
-                    &mut verdicts,
-                    &mut outs,
-                    &mut t,
-                );
+                    .prefetch_entries::<dpdk::PacketRef>(&f.pending_staged);
+                self.flush_pending(&mut f, now_ms);
             }
             if tsc >= next_housekeeping {
                 self.pipeline.housekeeping(now_ms);
                 next_housekeeping = tsc + housekeeping_every;
             }
             if tsc >= next_publish {
-                me.publish(&t);
+                me.publish(&f.totals);
                 self.counters
                     .publish(index, self.pipeline.counters().iter().map(|(_, v)| v));
                 next_publish = tsc + publish_every;
             }
         }
-        self.finish(
-            &mut pending,
-            &pending_staged,
-            now_ms,
-            &mut verdicts,
-            &mut outs,
-            &mut t,
-        );
-        me.publish(&t);
+        self.flush_pending(&mut f, now_ms);
+        me.publish(&f.totals);
         self.counters
             .publish(index, self.pipeline.counters().iter().map(|(_, v)| v));
         0
     }
 
-    /// Executes the staged burst `pending` (if any) and sends it; leaves it empty.
-    fn finish(
-        &mut self,
-        pending: &mut Burst,
-        staged: &Staged,
-        now_ms: u32,
-        verdicts: &mut [Verdict; BURST_SIZE],
-        outs: &mut [Burst],
-        t: &mut Totals,
-    ) {
-        if pending.is_empty() {
+    /// Executes the pending burst (if any) and sends it; leaves it empty.
+    fn flush_pending(&mut self, f: &mut Flight, now_ms: u32) {
+        if f.pending.is_empty() {
             return;
         }
-        let n = pending.len();
-        self.pipeline
-            .finish(pending.packets_mut(), staged, now_ms, &mut verdicts[..n]);
-        self.send(pending, verdicts, outs, t);
+        let n = f.pending.len();
+        self.pipeline.finish(
+            f.pending.packets_mut(),
+            &f.pending_staged,
+            now_ms,
+            &mut f.verdicts[..n],
+        );
+        self.send(&mut f.pending, &f.verdicts, &mut f.outs, &mut f.totals);
     }
 
     /// Moves every packet of `burst` to the TX burst of its verdict's port (in order), sends

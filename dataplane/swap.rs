@@ -59,6 +59,13 @@ impl GenerationCell {
             .clone()
     }
 
+    /// Worker side: whether a generation newer than `view`'s was published (one relaxed-cost
+    /// load; nothing is switched or reported).
+    #[inline]
+    pub fn changed(&self, view: &WorkerView) -> bool {
+        self.version.load(Ordering::Acquire) != view.seen_version
+    }
+
     /// Worker side, once per burst: switches `view` to the current generation when it changed.
     /// Returns true when it switched.
     #[inline]
@@ -119,7 +126,11 @@ mod tests {
         assert!(cell.refresh(1, &mut b));
         assert!(cell.live_everywhere(1));
         cell.publish(gen(2));
+        // Seeing the change reports nothing: the worker may finish old-generation work first.
+        assert!(cell.changed(&a));
+        assert_eq!(cell.live_on(0), 1);
         assert!(cell.refresh(0, &mut a));
+        assert!(!cell.changed(&a));
         assert_eq!(cell.live_on(0), 2);
         assert_eq!(cell.live_on(1), 1);
         assert!(

@@ -1,13 +1,13 @@
 //! Set-associative storage: a bucket is a tag line followed by its entries, contiguous.
 //!
 //! ```text
-//! buckets[b].line     one 64-byte line: tags[8] u16 | last_seen[8] u32 | state[8] u8 | spill u32 | spare
-//! buckets[b].entries  8 × { key, backend, slot }, each entry 32 B (IPv4) or 64 B (IPv6), line-aligned
+//! buckets[b].line     64 B: tags[8] u16 | last_seen[8] u32 | state[8] u8 | spill u32 | spare
+//! buckets[b].entries  8 × { key, backend, slot }: 32 B each (IPv4), 64 B (IPv6), line-aligned
 //! ```
 //!
-//! Keeping a bucket's lines together (rather than tag lines and entries in two arrays) puts the
-//! two lines a hit reads in one DRAM page and next to each other: with a million flows in DRAM
-//! the pipeline ran 4.5 % faster (ci/bench, 4 of 4 alternating rounds; docs/BENCHMARKS.md).
+//! Keeping a bucket's lines together (rather than tag lines and entries in two arrays) puts
+//! the two lines a hit reads next to each other (usually in one DRAM page): with a million
+//! flows in DRAM the pipeline ran 4.5 % faster (4 of 4 alternating rounds; docs/BENCHMARKS.md).
 //!
 //! A lookup reads the tag line, compares the 8 tags (upper 16 bits of the hash; 0 marks an empty
 //! way), and compares the full key only on a tag match, so a hit touches two cache lines and a
@@ -108,6 +108,9 @@ const _: () = {
     assert!(core::mem::align_of::<TagLine>() == 64);
     assert!(size_of::<FlowEntry<FlowKeyV4>>() == 32);
     assert!(size_of::<FlowEntry<FlowKeyV6>>() == 64);
+    // No padding: a bucket is exactly its tag line and its entries.
+    assert!(size_of::<Bucket<FlowKeyV4>>() == 64 + WAYS * 32);
+    assert!(size_of::<Bucket<FlowKeyV6>>() == 64 + WAYS * 64);
 };
 
 /// Token bucket in milli-tokens (1000 per insert), refilled from the caller's ms clock.
@@ -271,7 +274,7 @@ impl<K: FlowKey> FlowTable<K> {
     /// Bytes of one entry.
     pub const ENTRY_BYTES: usize = size_of::<FlowEntry<K>>();
     /// Bytes of one bucket: its tag line plus its 8 entries.
-    pub const BUCKET_BYTES: usize = size_of::<TagLine>() + WAYS * Self::ENTRY_BYTES;
+    pub const BUCKET_BYTES: usize = size_of::<Bucket<K>>();
     /// Bytes per flow at full capacity.
     pub const BYTES_PER_FLOW: usize = Self::BUCKET_BYTES / WAYS;
 

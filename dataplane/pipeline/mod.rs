@@ -19,7 +19,10 @@
 //! counters, tokens, the flow table, scheduling and rewriting the buffer.
 //! [`PipelineWorker::process_burst`] runs phase 1 over up to [`BURST`] packets, warming each
 //! packet's flow bucket, then phase 2 over them in order — the same result as
-//! [`PipelineWorker::process`] per packet, with the bucket misses overlapped.
+//! [`PipelineWorker::process`] per packet, with the bucket misses overlapped. The same three
+//! steps are public ([`PipelineWorker::stage`], [`PipelineWorker::prefetch_entries`],
+//! [`PipelineWorker::finish`]) so a poll loop can overlap bursts: classify the next burst while
+//! the previous one's flow-table lines arrive, then execute the previous one.
 //!
 //! # Stages
 //!
@@ -143,8 +146,11 @@
 //!   and touches all flow memory). Call [`PipelineWorker::set_worker_count`] once with the
 //!   number of workers: `Config.icmp_rate` / `icmp_burst` are the appliance's budget and each
 //!   worker takes its share.
-//! - At a burst boundary, [`PipelineWorker::set_generation`] when the cell has a new one.
-//! - [`PipelineWorker::process_burst`] with `verdicts.len() >= pkts.len()`; the whole burst must
+//! - At a burst boundary, [`PipelineWorker::set_generation`] when the cell has a new one; a
+//!   loop that overlaps bursts finishes its staged burst first (`finish` would classify it
+//!   again otherwise), so the old generation's packets are done when the new one is reported.
+//! - [`PipelineWorker::process_burst`] with `verdicts.len() >= pkts.len()` (or `stage` /
+//!   `prefetch_entries` / `finish` per burst of at most [`BURST`]); the whole burst must
 //!   come from one RX port. Packets must be contiguous (single segment): count others with
 //!   [`PipelineWorker::count`]`(Counter::DropMultiSegment)`.
 //! - Verdicts: `Forward(port)` — transmit the (rewritten) frame on that port; `Kernel` — to

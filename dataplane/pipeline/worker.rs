@@ -57,6 +57,40 @@ pub(crate) struct FlowTables {
     v6: FlowTable<FlowKeyV6>,
 }
 
+impl FlowTables {
+    /// Requests the tag line of a flow's bucket (`(ipv6, hash)` from [`Step::lb_hash`]): a real
+    /// prefetch where `P` has one (mbufs), else a plain load the out-of-order core overlaps.
+    #[inline(always)]
+    fn warm_bucket<P: PacketBuf>(&self, (v6, hash): (bool, u32)) {
+        match (v6, P::PREFETCH) {
+            (false, true) => P::prefetch(self.v4.bucket_addr(hash)),
+            (true, true) => P::prefetch(self.v6.bucket_addr(hash)),
+            (false, false) => self.v4.warm(hash),
+            (true, false) => self.v6.warm(hash),
+        }
+    }
+
+    /// Reads a flow's tag line (requested by [`FlowTables::warm_bucket`]) and requests the
+    /// entry line its tag points to, if any.
+    #[inline(always)]
+    fn warm_entry<P: PacketBuf>(&self, (v6, hash): (bool, u32)) {
+        match (v6, P::PREFETCH) {
+            (false, true) => {
+                if let Some(a) = self.v4.entry_addr(hash) {
+                    P::prefetch(a);
+                }
+            }
+            (true, true) => {
+                if let Some(a) = self.v6.entry_addr(hash) {
+                    P::prefetch(a);
+                }
+            }
+            (false, false) => self.v4.warm_entry(hash),
+            (true, false) => self.v6.warm_entry(hash),
+        }
+    }
+}
+
 /// The packet pipeline of one worker core. See the module doc of [`super`].
 pub struct PipelineWorker {
     generation: Option<Arc<Generation>>,
@@ -76,22 +110,15 @@ pub struct PipelineWorker {
 }
 
 /// Phase-1 results of one burst ([`PipelineWorker::stage`]): what each packet will do, with
-/// its flow hash, classified under one table generation.
-#[derive(Debug, Clone)]
+/// its flow hash, classified under one table generation. The steps grow to [`BURST`] on first
+/// use and keep their capacity: reuse a `Staged`.
+#[derive(Debug, Clone, Default)]
 pub struct Staged {
     steps: Vec<Step>,
     rx_port: PortIndex,
-    generation: Option<u64>,
-}
-
-impl Default for Staged {
-    fn default() -> Self {
-        Self {
-            steps: Vec::with_capacity(BURST),
-            rx_port: 0,
-            generation: None,
-        }
-    }
+    /// The generation the steps were computed under (held, so it cannot be freed and its
+    /// address reused before the burst is finished).
+    generation: Option<Arc<Generation>>,
 }
 
 impl Staged {
@@ -259,16 +286,10 @@ impl PipelineWorker {
                 .map(|pkt| self.classify(pkt.data(), rx_port)),
         );
         staged.rx_port = rx_port;
-        staged.generation = self.generation.as_ref().map(|g| g.generation);
-        // With a real prefetch (mbufs) the loads do not block; with plain loads (tests,
-        // fuzzing) the out-of-order core still overlaps them.
+        staged.generation.clone_from(&self.generation);
         for step in &staged.steps {
-            match step.lb_hash() {
-                Some((false, hash)) if P::PREFETCH => P::prefetch(self.tables.v4.bucket_addr(hash)),
-                Some((true, hash)) if P::PREFETCH => P::prefetch(self.tables.v6.bucket_addr(hash)),
-                Some((false, hash)) => self.tables.v4.warm(hash),
-                Some((true, hash)) => self.tables.v6.warm(hash),
-                None => {}
+            if let Some(flow) = step.lb_hash() {
+                self.tables.warm_bucket::<P>(flow);
             }
         }
     }
@@ -277,20 +298,8 @@ impl PipelineWorker {
     /// flow's tag line (requested by `stage`) and requests the entry line its tag points to.
     pub fn prefetch_entries<P: PacketBuf>(&self, staged: &Staged) {
         for step in &staged.steps {
-            match step.lb_hash() {
-                Some((false, hash)) if P::PREFETCH => {
-                    if let Some(a) = self.tables.v4.entry_addr(hash) {
-                        P::prefetch(a);
-                    }
-                }
-                Some((true, hash)) if P::PREFETCH => {
-                    if let Some(a) = self.tables.v6.entry_addr(hash) {
-                        P::prefetch(a);
-                    }
-                }
-                Some((false, hash)) => self.tables.v4.warm_entry(hash),
-                Some((true, hash)) => self.tables.v6.warm_entry(hash),
-                None => {}
+            if let Some(flow) = step.lb_hash() {
+                self.tables.warm_entry::<P>(flow);
             }
         }
     }
@@ -299,8 +308,11 @@ impl PipelineWorker {
     /// `staged` was built from, unchanged). `verdicts[i]` receives packet `i`'s verdict.
     ///
     /// A step depends only on the packet and the generation it was classified under. If the
-    /// generation changed since [`PipelineWorker::stage`], the burst is classified again first,
-    /// so a caller that overlaps bursts cannot run a packet against a stale table.
+    /// generation changed since [`PipelineWorker::stage`] (or `pkts` is not the staged burst),
+    /// the packets are classified again first, so a caller that overlaps bursts cannot run a
+    /// packet against a stale table. A poll loop still finishes its pending burst before
+    /// [`PipelineWorker::set_generation`], so a worker reports a generation live only once
+    /// no packet of the old one is left.
     pub fn finish<P: PacketBuf>(
         &mut self,
         pkts: &mut [P],
@@ -309,14 +321,17 @@ impl PipelineWorker {
         verdicts: &mut [Verdict],
     ) {
         let rx_port = staged.rx_port;
-        let current = self.generation.as_ref().map(|g| g.generation);
-        if staged.generation != current || staged.steps.len() != pkts.len().min(BURST) {
-            let mut fresh = Staged::default();
-            self.stage(pkts, rx_port, &mut fresh);
-            self.execute_steps(pkts, &fresh, now_ms, verdicts);
-        } else {
-            self.execute_steps(pkts, staged, now_ms, verdicts);
+        let same_generation = match (&staged.generation, &self.generation) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_generation || staged.steps.len() != pkts.len() {
+            // Classified under another table, or not these packets: classify them again.
+            self.process_burst(pkts, rx_port, now_ms, verdicts);
+            return;
         }
+        self.execute_steps(pkts, staged, now_ms, verdicts);
         self.sync_counters();
     }
 

@@ -12,9 +12,9 @@
 //! **Config.** `encap` and the GUE port from the policy; `icmp_rate` is the policy's
 //! `limits.icmp_per_second` (for the whole appliance; the data plane splits it over its workers)
 //! with a burst of one second's worth; `new_flow_rate` / `new_flow_burst` from
-//! `limits.new_flows_per_source` (0 / 0 = unlimited). The policy has no backend MTU, outer
-//! source prefixes or flow timeouts, so those keep [`switchyard_table::generation::Config`]'s
-//! defaults (MTU 1500).
+//! `limits.new_flows_per_source` (0 / 0 = unlimited); `backend_mtu` from the policy (default
+//! 1500). The policy has no outer source prefixes or flow timeouts, so those keep
+//! [`switchyard_table::generation::Config`]'s defaults.
 //!
 //! **Interfaces.** Name, MAC, gateway MAC (all zero: resolve the gateway by ARP / ND), gateway
 //! addresses (all zero: none) and up to [`MAX_IF_ADDRS`] own addresses per family, in policy
