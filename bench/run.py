@@ -123,6 +123,15 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+def parse_output(text: str):
+    """A data-plane program's output: the fields of its last RESULT line (None without one) and
+    its `counter NAME VALUE` lines."""
+    results = [l for l in text.splitlines() if l.startswith("RESULT ")]
+    fields = dict(kv.split("=", 1) for kv in results[-1].split()[1:] if "=" in kv) if results else None
+    counters = {m.group(1): int(m.group(2)) for m in re.finditer(r"^counter (\S+) (\d+)$", text, re.M)}
+    return fields, counters
+
+
 def eal_args(ds: Dataset, workers: int) -> list:
     # One worker: lcore 0 (main) on CPU 0, lcore 1 (worker) on CPU 1. Two workers on this 2-CPU
     # machine: the main lcore (which sleeps between 250 us ticks) shares CPU 1 with worker 2.
@@ -179,16 +188,14 @@ class Runner:
                 peak["huge_pages"] = max(peak["huge_pages"], huge_before - meminfo()["HugePages_Free"])
                 time.sleep(0.2)
         text = open(path).read()
-        results = [l for l in text.splitlines() if l.startswith("RESULT ")]
-        if p.returncode != 0 or not results:
+        r, counters = parse_output(text)
+        if p.returncode != 0 or r is None:
             raise SystemExit(f"{name}/{kind} failed (exit {p.returncode}); {path}:\n{text[-3000:]}")
-        r = dict(kv.split("=", 1) for kv in results[-1].split()[1:] if "=" in kv)
         per_second = [float(x) for x in re.findall(r"^[\w-]+: rx ([0-9.]+) Mpps", text, re.M)]
         # Both programs print one rate line per second of the run.
         steady = per_second[skip:]
         if not steady:
             raise SystemExit(f"{name}/{kind}: fewer than {skip + 1} rate lines in {path}")
-        counters = {m.group(1): int(m.group(2)) for m in re.finditer(r"^counter (\S+) (\d+)$", text, re.M)}
         flow_bytes = sum(int(m.group(1)) for m in re.finditer(r"flow tables: .* (\d+) bytes$", text, re.M))
         per_flow = re.search(r"flow tables: ipv4 \d+ flows x (\d+) B, ipv6 \d+ flows x (\d+) B", text)
         out = {
@@ -331,12 +338,9 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
             dp.wait(timeout=duration + 30)
         except subprocess.TimeoutExpired:
             fail(f"the data plane did not stop within {duration + 30:.0f} s")
-        text = open(dp_log_path).read()
-        res = [l for l in text.splitlines() if l.startswith("RESULT ")]
-        if dp.returncode != 0 or not res:
+        r, counters = parse_output(open(dp_log_path).read())
+        if dp.returncode != 0 or r is None:
             fail(f"the data plane exited {dp.returncode} without a RESULT line")
-        r = dict(kv.split("=", 1) for kv in res[-1].split()[1:] if "=" in kv)
-        counters = {m.group(1): int(m.group(2)) for m in re.finditer(r"^counter (\S+) (\d+)$", text, re.M)}
     finally:
         for p in (dp, ctl):
             if p and p.poll() is None:

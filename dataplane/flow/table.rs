@@ -95,7 +95,7 @@ impl<K: FlowKey> FlowEntry<K> {
     };
 }
 
-/// A bucket: its tag line, then its entries, contiguous (one DRAM page, adjacent lines).
+/// A bucket: its tag line, then its entries, contiguous (see the module doc).
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Bucket<K: FlowKey> {
@@ -557,12 +557,9 @@ impl<K: FlowKey> FlowTable<K> {
     pub fn peek(&self, key: &K, hash: u32, now: u32) -> Option<(FlowValue, FlowState)> {
         let (b, tag) = split(hash, self.mask);
         let (bucket, way) = self.find(b, tag, key)?;
-        let raw = self.buckets[bucket].line.state[way];
-        if is_expired(
-            now,
-            self.buckets[bucket].line.last_seen[way],
-            self.timeout(raw),
-        ) {
+        let line = &self.buckets[bucket].line;
+        let raw = line.state[way];
+        if is_expired(now, line.last_seen[way], self.timeout(raw)) {
             return None;
         }
         let state = FlowState::from_raw(raw & !SECONDARY)?;
@@ -639,15 +636,12 @@ impl<K: FlowKey> FlowTable<K> {
                 (bucket, way) = (s, s_way);
             }
         }
-        let outcome = if self.buckets[bucket].line.state[way] == 0 {
+        let line = &self.buckets[bucket].line;
+        let raw = line.state[way];
+        let outcome = if raw == 0 {
             InsertOutcome::Inserted
         } else {
-            let raw = self.buckets[bucket].line.state[way];
-            let live = !is_expired(
-                now,
-                self.buckets[bucket].line.last_seen[way],
-                self.timeout(raw),
-            );
+            let live = !is_expired(now, line.last_seen[way], self.timeout(raw));
             on_removed(self.buckets[bucket].entries[way].value);
             self.free_way(bucket, way);
             if live {
@@ -706,10 +700,9 @@ impl<K: FlowKey> FlowTable<K> {
             let b = self.sweep_cursor;
             self.sweep_cursor = (b + 1) & self.mask;
             for way in 0..WAYS {
-                let raw = self.buckets[b].line.state[way];
-                if raw != 0
-                    && is_expired(now, self.buckets[b].line.last_seen[way], self.timeout(raw))
-                {
+                let line = &self.buckets[b].line;
+                let raw = line.state[way];
+                if raw != 0 && is_expired(now, line.last_seen[way], self.timeout(raw)) {
                     on_removed(self.buckets[b].entries[way].value);
                     self.free_way(b, way);
                     freed += 1;
