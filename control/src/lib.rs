@@ -4,6 +4,8 @@
 
 pub mod compile;
 pub mod daemon;
+pub mod fleet;
 pub mod maglev;
 pub mod policy;
 pub mod publish;
+pub mod rollout;

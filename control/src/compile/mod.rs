@@ -50,7 +50,12 @@
 //! see what became of it:
 //! - `id` comes from [`BackendIds`] (stable per pool name and address, from 1);
 //! - `flags` has [`BACKEND_HEALTHY`] when the [`BackendState`] says healthy, and always for pools
-//!   without a health check (the policy says every backend of such a pool counts as up);
+//!   without a health check (the policy says every backend of such a pool counts as up); a
+//!   healthy backend the state marks full (bounded load: its live load is past the pool's
+//!   threshold) also has [`BACKEND_FULL`]. Being full changes nothing else: the backend stays in
+//!   `healthy_backends` and keeps its Maglev slots, so filling up and draining back rebuild no
+//!   table and move no slot; the data plane sends the new flows that prefer a full backend to
+//!   the next backend of their own preference order (`maglev` and `ip_hash` pools);
 //! - `weight` is the *effective weight*: 0 when the policy weight is 0 (drained by the operator;
 //!   live load never undrains), else the state's override when there is one (clamped to the
 //!   pool's `load.min_weight..=max_weight` when the pool has `load`), else the policy weight.
@@ -80,6 +85,7 @@
 //! [`MAX_ROUTE_POOLS`]: switchyard_table::generation::MAX_ROUTE_POOLS
 //! [`NONE`]: switchyard_table::generation::NONE
 //! [`BACKEND_HEALTHY`]: switchyard_table::generation::BACKEND_HEALTHY
+//! [`BACKEND_FULL`]: switchyard_table::generation::BACKEND_FULL
 //! [`VipGroup`]: switchyard_table::generation::VipGroup
 //! [`AclGroup`]: switchyard_table::generation::AclGroup
 
@@ -247,6 +253,12 @@ pub(crate) fn address_of(address: &[u8; 16], family: u8) -> Option<IpAddr> {
         abi::FAMILY_V6 => Some(IpAddr::from(*address)),
         _ => None,
     }
+}
+
+/// The address of a backend record, or `None` for an unknown family.
+#[must_use]
+pub fn address_of_record(b: &abi::Backend) -> Option<IpAddr> {
+    address_of(&b.address, b.family)
 }
 
 /// A `u32` count or index for a record field.

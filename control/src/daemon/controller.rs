@@ -18,26 +18,31 @@
 //!   for byte with the generation number aside), so a reload or a control-plane restart with the
 //!   same policy resets no connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::net::IpAddr;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchyard_table::generation::Generation;
+use switchyard_table::generation::{Generation, BACKEND_HEALTHY};
 use switchyard_table::shm::{self, MAX_BLOB_SIZE, MAX_WORKERS, NO_GENERATION};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::compile::{self, BackendIds, BackendState, CompileError, CompileInput, GenerationDiff};
+use crate::fleet::health::{BackendHealth, Health};
+use crate::fleet::load::BackendLoad;
+use crate::fleet::{self, Monitor, Observation};
 use crate::policy::{self, Policy, PolicyErrors};
 use crate::publish::{LiveReport, PublishError, Publisher, Rejection};
 
 use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
 use super::view::{
     ApiError, ApplyResponse, ControlCounters, DataplaneView, GenerationView, PublishStatus,
-    RejectedView, StateView, WorkerView,
+    CheckView, LoadView, RejectedView, StateView, WorkerView,
 };
 use super::watch::PolicyWatch;
 use super::{describe, RunOptions};
@@ -63,6 +68,8 @@ pub enum Request {
     ),
     /// Reload the policy file (SIGHUP).
     Reload,
+    /// A health probe or load scrape finished.
+    Fleet(Observation),
     /// Stop (SIGINT, SIGTERM).
     Stop {
         signal: &'static str,
@@ -219,7 +226,21 @@ pub struct Controller {
     next_watch: Instant,
     waiters: Vec<Waiter>,
     dataplane_attached: bool,
+    /// Runs the health checks and load scrapes; `None` until [`Controller::attach_monitor`].
+    monitor: Option<Monitor>,
+    /// Health-check state per (pool, backend address), for pools with `health`.
+    health: BTreeMap<(String, IpAddr), BackendHealth>,
+    /// Load state per (pool, backend address), for pools with `load`.
+    loads: BTreeMap<(String, IpAddr), BackendLoad>,
+    /// Pools with a load-driven change waiting for their `min_rebuild_interval`.
+    load_pending: BTreeSet<String>,
+    /// When each pool last had a load-driven change published.
+    load_published_at: BTreeMap<String, Instant>,
+    next_stale_check: Instant,
 }
+
+/// How often backends are checked for metrics that went stale without a scrape result.
+const STALE_CHECK: Duration = Duration::from_millis(100);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -364,7 +385,16 @@ impl Controller {
             next_watch: Instant::now(),
             waiters: Vec::new(),
             dataplane_attached: false,
+            monitor: None,
+            health: BTreeMap::new(),
+            loads: BTreeMap::new(),
+            load_pending: BTreeSet::new(),
+            load_published_at: BTreeMap::new(),
+            next_stale_check: Instant::now(),
         };
+        // Backends the tables already have down stay down until their checks pass `rise`
+        // times: a restarted control plane does not send new flows to a dead server.
+        controller.recover_health(&policy);
         controller.dataplane_attached = controller.publisher.dataplane_attached();
         // The content just loaded is the content acted on.
         controller.watch.poll();
@@ -447,6 +477,7 @@ impl Controller {
         let number = self.publisher.publish(&generation)?;
         generation.generation = number;
         self.current = Applied::new(policy, generation);
+        self.sync_fleet();
         self.ids = candidate.ids;
         self.settled = false;
         self.counters.publishes += 1;
@@ -518,6 +549,7 @@ impl Controller {
                 let _ = reply.send(self.metrics());
             }
             Request::Apply(apply, reply) => self.apply(apply, reply),
+            Request::Fleet(observation) => self.observe_fleet(observation),
             Request::Reload => {
                 // Whatever the file holds now is acted on here; a write racing the load shows
                 // up as one more change for the watcher.
@@ -531,6 +563,7 @@ impl Controller {
     /// Drains the data plane's messages, follows the current generation, answers waiting
     /// `apply`s and polls the policy file.
     pub fn tick(&mut self) {
+        self.publish_load();
         let summary = self.publisher.poll();
         self.observe_dataplane(summary.dataplane_restarted);
         self.check_current();
@@ -656,6 +689,7 @@ impl Controller {
             if let Some(known) = &self.known_live {
                 if known.number() != r.generation {
                     self.current = known.clone();
+                    self.sync_fleet();
                 }
             }
         }
@@ -721,6 +755,7 @@ impl Controller {
                 self.current.number()
             );
             self.current.policy = policy;
+            self.sync_fleet();
             self.ids = candidate.ids;
             return;
         }
@@ -822,6 +857,7 @@ impl Controller {
                 self.current.number()
             );
             self.current.policy = policy;
+            self.sync_fleet();
             self.ids = candidate.ids;
             self.watch.acknowledge(request.policy.as_bytes());
             let _ = reply.send(Ok(response));
@@ -921,7 +957,11 @@ impl Controller {
             },
             dataplane: self.dataplane_view(),
             services: describe::services(&self.current.policy),
-            pools: describe::pools(&self.current.policy, &self.current.generation),
+            pools: {
+                let mut pools = describe::pools(&self.current.policy, &self.current.generation);
+                self.fill_live(&mut pools);
+                pools
+            },
             counters: self.counters.clone(),
         }
     }
@@ -965,6 +1005,300 @@ impl Controller {
             workers,
         };
         metrics::render(&control, &dataplane)
+    }
+}
+
+/// Fleet watching: health transitions and load-driven weights folded into the tables.
+impl Controller {
+    /// Starts the health checks and scrapes of the current policy; observations come back
+    /// through `requests` as [`Request::Fleet`].
+    ///
+    /// # Errors
+    /// The monitor thread could not start.
+    pub fn attach_monitor(&mut self, requests: Sender<Request>) -> io::Result<()> {
+        let requests = Mutex::new(requests);
+        let sink: fleet::Sink = Arc::new(move |o| {
+            requests
+                .lock()
+                .is_ok_and(|tx| tx.send(Request::Fleet(o)).is_ok())
+        });
+        let monitor = Monitor::spawn(sink, fleet::DEFAULT_CONCURRENCY)?;
+        monitor.watch(&self.current.policy);
+        self.monitor = Some(monitor);
+        Ok(())
+    }
+
+    /// Seeds health state from the tables found at start: a backend recorded unhealthy there
+    /// starts down (and stays out of the tables until it passes `rise` probes).
+    fn recover_health(&mut self, policy: &Policy) {
+        let now = Instant::now();
+        let generation = &self.current.generation;
+        for b in &generation.backends {
+            if b.flags & BACKEND_HEALTHY != 0 {
+                continue;
+            }
+            let (Some(pool), Some(address)) = (
+                generation.pools.get(b.pool as usize),
+                compile::address_of_record(b),
+            ) else {
+                continue;
+            };
+            let name = switchyard_table::generation::name_str(&pool.name);
+            let Some(p) = policy.pools.iter().find(|p| p.name == name) else {
+                continue;
+            };
+            if p.health.is_some() && p.backends.iter().any(|x| x.address == address) {
+                let mut h = BackendHealth::starting(Health::Down, now);
+                h.reason = "down in the live generation when the control plane started".into();
+                self.health.insert((p.name.clone(), address), h);
+                self.backend_state.set_health(&p.name, address, false);
+            }
+        }
+    }
+
+    /// Follows the current policy: checks for new backends start, removed ones stop and
+    /// their state is forgotten.
+    fn sync_fleet(&mut self) {
+        let wanted = fleet::watches(&self.current.policy);
+        let has = |key: &(String, IpAddr), kind| wanted.contains_key(&(key.0.clone(), key.1, kind));
+        let gone_health: Vec<_> = self
+            .health
+            .keys()
+            .filter(|k| !has(k, fleet::Kind::Health))
+            .cloned()
+            .collect();
+        for key in gone_health {
+            self.health.remove(&key);
+            self.backend_state.set_health(&key.0, key.1, true);
+        }
+        let gone_load: Vec<_> = self
+            .loads
+            .keys()
+            .filter(|k| !has(k, fleet::Kind::Load))
+            .cloned()
+            .collect();
+        for key in gone_load {
+            self.loads.remove(&key);
+            self.backend_state.set_weight(&key.0, key.1, None);
+            self.backend_state.set_full(&key.0, key.1, false);
+        }
+        if let Some(m) = &self.monitor {
+            m.watch(&self.current.policy);
+        }
+    }
+
+    fn observe_fleet(&mut self, observation: Observation) {
+        match observation {
+            Observation::Probe {
+                pool,
+                address,
+                at,
+                result,
+            } => {
+                let Some(check) = self
+                    .current
+                    .policy
+                    .pool_by_name(&pool)
+                    .and_then(|id| self.current.policy.pool(id).health.clone())
+                else {
+                    return;
+                };
+                let state = self
+                    .health
+                    .entry((pool.clone(), address))
+                    .or_insert_with(|| BackendHealth::new(at));
+                let result = result.map_err(|e| e.to_string());
+                let Some(t) = state.observe(result, check.rise, check.fall, at) else {
+                    return;
+                };
+                self.counters.health_transitions += 1;
+                let message = format!(
+                    "backend {address} of pool {pool}: {} -> {}: {}",
+                    t.from.as_str(),
+                    t.to.as_str(),
+                    t.reason
+                );
+                if t.to == Health::Down {
+                    warn!("{message}");
+                } else {
+                    info!("{message}");
+                }
+                self.backend_state
+                    .set_health(&pool, address, t.to == Health::Up);
+                self.republish(&format!("health: {address} of pool {pool} is {}", t.to.as_str()));
+            }
+            Observation::Scrape {
+                pool,
+                address,
+                at,
+                result,
+            } => {
+                let Some(cfg) = self
+                    .current
+                    .policy
+                    .pool_by_name(&pool)
+                    .and_then(|id| self.current.policy.pool(id).load.clone())
+                else {
+                    return;
+                };
+                let state = self.loads.entry((pool.clone(), address)).or_default();
+                let was_error = state.last_error.is_some();
+                state.observe(result.map_err(|e| e.to_string()), &cfg, at);
+                if let (false, Some(e)) = (was_error, &state.last_error) {
+                    warn!("load: scraping {address} of pool {pool}: {e}");
+                }
+                self.evaluate_load(&pool, at);
+            }
+        }
+    }
+
+    /// Marks `pool` pending when one of its backends wants a new weight or full bit.
+    fn evaluate_load(&mut self, pool: &str, now: Instant) {
+        let policy = &self.current.policy;
+        let Some(p) = policy.pool_by_name(pool).map(|id| policy.pool(id)) else {
+            return;
+        };
+        let Some(cfg) = &p.load else {
+            return;
+        };
+        let wants = p.backends.iter().any(|b| {
+            self.loads
+                .get(&(p.name.clone(), b.address))
+                .is_some_and(|l| l.wants(cfg, b.weight, now).is_some())
+        });
+        if wants {
+            self.load_pending.insert(pool.to_owned());
+        }
+    }
+
+    /// Publishes the load changes of pending pools whose `min_rebuild_interval` has passed, in
+    /// one generation. Also notices metrics that went stale without a scrape result.
+    fn publish_load(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_stale_check {
+            self.next_stale_check = now + STALE_CHECK;
+            let pools: Vec<String> = self
+                .current
+                .policy
+                .pools
+                .iter()
+                .filter(|p| p.load.is_some())
+                .map(|p| p.name.clone())
+                .collect();
+            for pool in pools {
+                self.evaluate_load(&pool, now);
+            }
+        }
+        if self.load_pending.is_empty() {
+            return;
+        }
+        let policy = self.current.policy.clone();
+        let mut changed = Vec::new();
+        for pool in std::mem::take(&mut self.load_pending) {
+            let Some(p) = policy.pool_by_name(&pool).map(|id| policy.pool(id)) else {
+                continue;
+            };
+            let Some(cfg) = &p.load else {
+                continue;
+            };
+            let due = self
+                .load_published_at
+                .get(&pool)
+                .is_none_or(|at| now.saturating_duration_since(*at) >= cfg.min_rebuild_interval);
+            if !due {
+                self.load_pending.insert(pool);
+                continue;
+            }
+            let mut any = false;
+            for b in &p.backends {
+                let Some(l) = self.loads.get_mut(&(pool.clone(), b.address)) else {
+                    continue;
+                };
+                // Every backend of the pool moves to its target at once, so one rebuild
+                // carries all of the pool's drift.
+                let target = l.target(cfg, b.weight, now);
+                if target != l.published {
+                    l.published = target;
+                    self.backend_state.set_weight(&pool, b.address, target.weight);
+                    self.backend_state.set_full(&pool, b.address, target.full);
+                    any = true;
+                }
+            }
+            if any {
+                self.load_published_at.insert(pool.clone(), now);
+                changed.push(pool);
+            }
+        }
+        if !changed.is_empty() {
+            self.counters.load_updates += 1;
+            self.republish(&format!("load: pool{} {}", if changed.len() == 1 { "" } else { "s" }, changed.join(", ")));
+        }
+    }
+
+    /// Compiles the current policy against the new backend state and publishes it when the
+    /// tables differ.
+    fn republish(&mut self, why: &str) {
+        let policy = self.current.policy.clone();
+        let candidate = match self.prepare(&policy) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("{why}: the policy cannot be compiled: {e}; generation {} stays", self.current.number());
+                return;
+            }
+        };
+        if !candidate.changed {
+            return;
+        }
+        log_lines(tracing::Level::INFO, &candidate.diff.to_string());
+        if let Err(e) = self.publish(policy, candidate, QUICK_WAIT) {
+            error!("{why}: publishing failed: {e}; generation {} stays", self.current.number());
+        }
+    }
+
+    /// Fills the live health and load views of `pools`.
+    fn fill_live(&self, pools: &mut [super::view::PoolView]) {
+        let now = Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        for pool in pools {
+            let cfg = self
+                .current
+                .policy
+                .pool_by_name(&pool.name)
+                .and_then(|id| self.current.policy.pool(id).load.as_ref());
+            for b in &mut pool.backends {
+                let Ok(address) = b.address.parse::<IpAddr>() else {
+                    continue;
+                };
+                let key = (pool.name.clone(), address);
+                if let Some(h) = self.health.get(&key) {
+                    b.check = Some(CheckView {
+                        state: h.state.as_str().to_owned(),
+                        since_ms: ms(now.saturating_duration_since(h.since)),
+                        reason: h.reason.clone(),
+                        last_probe: h.last.as_ref().map(|p| p.result.clone()),
+                        last_probe_ms_ago: h
+                            .last
+                            .as_ref()
+                            .map(|p| ms(now.saturating_duration_since(p.at))),
+                    });
+                }
+                if let (Some(l), Some(cfg)) = (self.loads.get(&key), cfg) {
+                    b.load = Some(LoadView {
+                        load: l.load,
+                        signals: cfg
+                            .signals
+                            .iter()
+                            .zip(&l.values)
+                            .filter_map(|(n, v)| v.map(|v| (n.clone(), v)))
+                            .collect(),
+                        metrics_age_ms: l.age(now).map(ms),
+                        stale: l.stale(cfg, now),
+                        error: l.last_error.clone(),
+                        full: l.published.full,
+                    });
+                }
+            }
+        }
     }
 }
 

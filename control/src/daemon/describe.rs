@@ -39,7 +39,7 @@ pub fn services(policy: &Policy) -> Vec<ServiceView> {
                     .to_owned(),
                 })
                 .collect(),
-            canary: s.canary.map(|c| CanaryView {
+            canary: s.canary.as_ref().map(|c| CanaryView {
                 pool: pool_name(c.pool),
                 percent: c.percent.to_string(),
             }),
@@ -130,6 +130,8 @@ pub fn pools(policy: &Policy, generation: &Generation) -> Vec<PoolView> {
                         effective_weight: c.map_or(u32::from(b.weight), |c| c.weight),
                         healthy,
                         state: state.to_owned(),
+                        check: None,
+                        load: None,
                     }
                 })
                 .collect();

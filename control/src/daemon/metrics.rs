@@ -253,6 +253,18 @@ fn control_families(e: &mut Exposition, c: &ControlSample) {
         "Data-plane restarts seen by the control plane (each followed by a republish).",
         Int(c.counters.dataplane_restarts),
     );
+    e.single(
+        "switchyard_control_health_transitions_total",
+        Counter,
+        "Backends taken down or brought back up by their health checks.",
+        Int(c.counters.health_transitions),
+    );
+    e.single(
+        "switchyard_control_load_updates_total",
+        Counter,
+        "Load-driven table changes published (new effective weights or full bits).",
+        Int(c.counters.load_updates),
+    );
     if let Some(seconds) = c.last_publish_to_live_seconds {
         e.single(
             "switchyard_control_last_publish_to_live_seconds",

@@ -139,6 +139,10 @@ pub fn run(options: &RunOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = controller.attach_monitor(tx.clone()) {
+        error!("cannot start health checks and load scraping: {e}");
+        return ExitCode::FAILURE;
+    }
     let server = match ApiServer::spawn(listener, tx) {
         Ok(s) => s,
         Err(e) => {

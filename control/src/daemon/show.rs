@@ -191,6 +191,9 @@ pub fn render(state: &StateView) -> String {
         "WEIGHT",
         "EFFECTIVE",
         "STATE",
+        "SINCE",
+        "LAST PROBE",
+        "LOAD",
     ]);
     for p in &state.pools {
         let scheduler = if p.maglev_size > 0 {
@@ -218,11 +221,57 @@ pub fn render(state: &StateView) -> String {
                 b.weight.to_string(),
                 b.effective_weight.to_string(),
                 b.state.clone(),
+                b.check
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |c| ago(c.since_ms)),
+                b.check
+                    .as_ref()
+                    .and_then(|c| c.last_probe.clone())
+                    .unwrap_or_else(|| "-".to_owned()),
+                b.load.as_ref().map_or_else(|| "-".to_owned(), load_cell),
             ]);
         }
     }
     t.render(&mut out);
     out
+}
+
+/// `12s`, `3m05s`, `2h10m`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `0.40 (waiting 2, kv 0.1) full`, `stale 12s`, or the scrape error.
+fn load_cell(l: &super::view::LoadView) -> String {
+    if let Some(e) = &l.error {
+        if l.stale {
+            return format!("stale: {e}");
+        }
+    }
+    let Some(load) = l.load else {
+        return "no data".to_owned();
+    };
+    let signals: Vec<String> = l
+        .signals
+        .iter()
+        .map(|(name, v)| {
+            let short = name.rsplit(':').next().unwrap_or(name);
+            format!("{short} {v}")
+        })
+        .collect();
+    let mut cell = format!("{load:.2} ({})", signals.join(", "));
+    if l.stale {
+        cell = format!("stale, was {cell}");
+    }
+    if l.full {
+        cell.push_str(" FULL");
+    }
+    cell
 }
 
 #[cfg(test)]
@@ -289,6 +338,8 @@ mod tests {
                         effective_weight: 100,
                         healthy: true,
                         state: "up".into(),
+                        check: None,
+                        load: None,
                     },
                     BackendView {
                         id: 2,
@@ -298,6 +349,8 @@ mod tests {
                         effective_weight: 0,
                         healthy: true,
                         state: "drained".into(),
+                        check: None,
+                        load: None,
                     },
                 ],
             }],
@@ -323,6 +376,6 @@ mod tests {
         assert_eq!(pool_lines.len(), 2);
         assert!(pool_lines[0].starts_with("llama-eu  maglev (65537)"));
         assert!(pool_lines[1].trim_start().starts_with("192.0.2.12"));
-        assert!(pool_lines[1].ends_with("drained"));
+        assert!(pool_lines[1].contains(" drained "), "{text}");
     }
 }

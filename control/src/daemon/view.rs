@@ -3,6 +3,8 @@
 //!
 //! Field names are part of the API (`docs/CONTROL.md`); add fields, do not rename them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/state`: what the appliance is doing right now.
@@ -135,7 +137,7 @@ pub struct CanaryView {
 }
 
 /// A pool of the current policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolView {
     pub name: String,
     pub region: Option<String>,
@@ -149,7 +151,7 @@ pub struct PoolView {
 }
 
 /// A backend as the current generation has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendView {
     /// Stable id in the data plane's connection tables (from 1).
     pub id: u32,
@@ -162,6 +164,42 @@ pub struct BackendView {
     pub healthy: bool,
     /// `up`, `down` (health check failing) or `drained` (weight 0).
     pub state: String,
+    /// The health check's view, for pools with `health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckView>,
+    /// Live load, for pools with `load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadView>,
+}
+
+/// What the health check says of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckView {
+    /// `up` or `down`.
+    pub state: String,
+    /// Time since the state last changed (or since checking started).
+    pub since_ms: u64,
+    /// Why it last changed (`timeout (3 failures in a row, fall 3)`); empty before any change.
+    pub reason: String,
+    /// The last probe's result: `ok` or why it failed.
+    pub last_probe: Option<String>,
+    pub last_probe_ms_ago: Option<u64>,
+}
+
+/// Live load of a backend and the weight it gives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadView {
+    /// Smoothed load (1.0 = saturated); `None` before the first good scrape.
+    pub load: Option<f64>,
+    /// The signals of the last good scrape.
+    pub signals: BTreeMap<String, f64>,
+    pub metrics_age_ms: Option<u64>,
+    /// Metrics older than `stale_after`: the configured weight applies.
+    pub stale: bool,
+    /// The last scrape's error, if it failed.
+    pub error: Option<String>,
+    /// Marked full for bounded-load affinity in the tables.
+    pub full: bool,
 }
 
 /// Control-plane counters since the daemon started.
@@ -177,6 +215,12 @@ pub struct ControlCounters {
     pub reload_failures: u64,
     /// Data-plane restarts seen (each followed by a republish).
     pub dataplane_restarts: u64,
+    /// Backends that went up or down by their health checks.
+    #[serde(default)]
+    pub health_transitions: u64,
+    /// Load-driven table changes published (each one generation for every pool then due).
+    #[serde(default)]
+    pub load_updates: u64,
 }
 
 /// `POST /v1/apply` on success (HTTP 200).

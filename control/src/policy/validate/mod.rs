@@ -37,7 +37,9 @@ pub const HEALTH_INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(3_600));
 /// Load-scrape interval bounds.
 pub const LOAD_INTERVAL_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(3_600));
+    (Duration::from_millis(50), Duration::from_secs(3_600));
+/// Bounds of the load settings `smoothing`, `stale_after` and `min_rebuild_interval`.
+pub const LOAD_TIMING_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3_600));
 /// Largest `rise` / `fall`.
 pub const MAX_RISE_FALL: i64 = 100;
 /// Largest `icmp_per_second`.
@@ -50,7 +52,12 @@ const DEFAULT_FALL: u32 = 3;
 const DEFAULT_HTTP_PATH: &str = "/health";
 const DEFAULT_EXPECT_STATUS: u16 = 200;
 const DEFAULT_METRICS_PATH: &str = "/metrics";
-const DEFAULT_LOAD_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_LOAD_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_LOAD_SMOOTHING: Duration = Duration::from_secs(2);
+/// In basis points: 10 %.
+const DEFAULT_LOAD_DEAD_BAND: u16 = 1_000;
+const DEFAULT_MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+const DEFAULT_FULL_AT: f64 = 1.0;
 
 /// Checks a raw policy and resolves it into a [`Policy`].
 ///
@@ -120,6 +127,7 @@ pub fn validate(raw: &RawPolicy) -> Result<Policy, Vec<Diagnostic>> {
         regions: &region_names,
         pools: &pool_names,
         pool_regions: &pool_regions,
+        raw_pools: &raw.pools.value,
         interfaces: &interfaces,
     };
     let mut used_pools = HashSet::new();

@@ -2,25 +2,28 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
 use super::super::error::Position;
 use super::super::model::{
-    Backend, HealthCheck, LoadFeedback, Pool, Probe, RegionId, Scheduler, SchedulerKind, Tables,
-    DEFAULT_BACKEND_WEIGHT, DEFAULT_FLOWS_PER_WORKER, DEFAULT_MAGLEV_SIZE, MAX_MAGLEV_SIZE,
+    Backend, HealthCheck, LoadFeedback, Percent, Pool, Probe, RegionId, Scheduler, SchedulerKind,
+    Tables, DEFAULT_BACKEND_WEIGHT, DEFAULT_FLOWS_PER_WORKER, DEFAULT_MAGLEV_SIZE,
+    KNOWN_SATURATION, MAX_MAGLEV_SIZE,
 };
 use super::super::raw::{RawBackend, RawHealth, RawLoad, RawPool, RawTables};
 use super::super::values::{
     check_http_path, is_metric_name, is_prime, neighbouring_primes, parse_duration, parse_ip,
-    special_address,
+    parse_percent, special_address,
 };
 use super::interfaces::Links;
 use super::{
     show_duration, NameIndex, Validator, DEFAULT_EXPECT_STATUS, DEFAULT_FALL,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HTTP_PATH, DEFAULT_LOAD_INTERVAL,
-    DEFAULT_METRICS_PATH, DEFAULT_RISE, FLOWS_PER_WORKER_RANGE, HEALTH_INTERVAL_RANGE,
-    LOAD_INTERVAL_RANGE, MAX_RISE_FALL,
+    DEFAULT_FULL_AT, DEFAULT_LOAD_DEAD_BAND, DEFAULT_LOAD_SMOOTHING, DEFAULT_METRICS_PATH,
+    DEFAULT_MIN_REBUILD_INTERVAL, DEFAULT_RISE, FLOWS_PER_WORKER_RANGE, HEALTH_INTERVAL_RANGE,
+    LOAD_INTERVAL_RANGE, LOAD_TIMING_RANGE, MAX_RISE_FALL,
 };
 
 impl Validator {
@@ -138,7 +141,7 @@ impl Validator {
         };
         let load = match &raw.load {
             None => Some(None),
-            Some(load) => self.load(&format!("{path}.load"), load).map(Some),
+            Some(load) => self.load(&format!("{path}.load"), load, kind).map(Some),
         };
 
         Some(Pool {
@@ -379,7 +382,12 @@ impl Validator {
         })
     }
 
-    pub(super) fn load(&mut self, path: &str, node: &Spanned<RawLoad>) -> Option<LoadFeedback> {
+    pub(super) fn load(
+        &mut self,
+        path: &str,
+        node: &Spanned<RawLoad>,
+        scheduler: SchedulerKind,
+    ) -> Option<LoadFeedback> {
         let raw = &node.value;
         let metrics = &raw.metrics.value;
         let metrics_port = self.port(&metrics.port, &format!("{path}.metrics.port"));
@@ -455,6 +463,80 @@ impl Validator {
                 ok = false;
             }
         }
+        let saturation = self.saturation(path, raw, &signals);
+        let timing = |v: &mut Self, node: Option<&Spanned<String>>, what: &str, default| {
+            v.duration_in(
+                node,
+                &format!("{path}.{what}"),
+                what,
+                LOAD_TIMING_RANGE,
+                default,
+            )
+        };
+        let smoothing = timing(
+            self,
+            raw.smoothing.as_ref(),
+            "smoothing",
+            DEFAULT_LOAD_SMOOTHING,
+        );
+        let stale_after = timing(
+            self,
+            raw.stale_after.as_ref(),
+            "stale_after",
+            interval.map_or(Duration::ZERO, |i| i * 3),
+        );
+        let min_rebuild_interval = timing(
+            self,
+            raw.min_rebuild_interval.as_ref(),
+            "min_rebuild_interval",
+            DEFAULT_MIN_REBUILD_INTERVAL,
+        );
+        if let (Some(stale), Some(every), Some(node)) = (stale_after, interval, &raw.stale_after) {
+            if stale < every {
+                self.error_at(
+                    node,
+                    format!("{path}.stale_after"),
+                    format!(
+                        "stale_after {} is shorter than interval {}: every scrape would be stale",
+                        node.value.trim(),
+                        show_duration(every)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let dead_band = match &raw.dead_band {
+            None => Percent::from_basis_points(DEFAULT_LOAD_DEAD_BAND),
+            Some(node) => self.check(node, format!("{path}.dead_band"), parse_percent(&node.value)),
+        };
+        let bounded = matches!(scheduler, SchedulerKind::Maglev | SchedulerKind::IpHash);
+        let full_at = match &raw.full_at {
+            None => Some(bounded.then_some(DEFAULT_FULL_AT)),
+            Some(node) if !bounded => {
+                self.error_at(
+                    node,
+                    format!("{path}.full_at"),
+                    format!(
+                        "full_at (bounded-load affinity) only applies to `maglev` and `ip_hash` \
+                         pools; this pool uses {}",
+                        scheduler.as_str()
+                    ),
+                );
+                None
+            }
+            Some(node) if !(node.value.is_finite() && node.value > 0.0) => {
+                self.error_at(
+                    node,
+                    format!("{path}.full_at"),
+                    format!(
+                        "full_at {} must be a number above 0 (1 = saturated)",
+                        node.value
+                    ),
+                );
+                None
+            }
+            Some(node) => Some(Some(node.value)),
+        };
         if !ok {
             return None;
         }
@@ -462,9 +544,67 @@ impl Validator {
             metrics_port: metrics_port?,
             metrics_path: metrics_path?,
             signals,
+            saturation: saturation?,
             interval: interval?,
             min_weight: min_weight?,
             max_weight: max_weight?,
+            smoothing: smoothing?,
+            dead_band: dead_band?,
+            stale_after: stale_after?,
+            min_rebuild_interval: min_rebuild_interval?,
+            full_at: full_at?,
         })
+    }
+
+    /// The saturation point of each signal: from `saturation`, else the known value of a
+    /// well-known inference metric; a signal with neither is an error.
+    fn saturation(&mut self, path: &str, raw: &RawLoad, signals: &[String]) -> Option<Vec<f64>> {
+        let given = raw.saturation.as_ref();
+        let mut ok = true;
+        if let Some(map) = given {
+            for (metric, value) in &map.value {
+                let at = format!("{path}.saturation.{metric}");
+                if !signals.contains(metric) {
+                    self.error_at(
+                        value,
+                        at,
+                        format!("`{metric}` is not one of this pool's signals"),
+                    );
+                    ok = false;
+                } else if !(value.value.is_finite() && value.value > 0.0) {
+                    self.error_at(
+                        value,
+                        at,
+                        format!("saturation {} must be a number above 0", value.value),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(signals.len());
+        for metric in signals {
+            let explicit = given.and_then(|m| m.value.get(metric)).map(|v| v.value);
+            let known = KNOWN_SATURATION
+                .iter()
+                .find(|(name, _)| name == metric)
+                .map(|&(_, v)| v);
+            match explicit.or(known) {
+                Some(v) => out.push(v),
+                None => {
+                    let at = given.map_or_else(|| Position::of(&raw.signals), Position::of);
+                    self.error(
+                        at,
+                        format!("{path}.saturation"),
+                        format!(
+                            "signal `{metric}` has no known saturation point; set \
+                             `saturation: {{ {metric}: VALUE }}` (the value at which a backend \
+                             is saturated)"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 }
