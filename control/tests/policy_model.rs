@@ -7,7 +7,7 @@ use std::time::Duration;
 use switchyard_control::compile::{compile, BackendIds, BackendState, CompileInput};
 use switchyard_control::policy::{
     self, AclAction, Encap, Percent, Policy, PortRange, Probe, Protocol, RateLimit, Residency,
-    Scheduler, DEFAULT_MAGLEV_SIZE,
+    RollbackGates, Rollout, Scheduler, SignalGate, DEFAULT_MAGLEV_SIZE,
 };
 
 fn configs() -> &'static Path {
@@ -77,7 +77,7 @@ fn demo_resolves_names_into_ids() {
     assert_eq!((rest.from, rest.pool), (None, llama_us));
     assert!(rest.takes_canary);
 
-    let canary = llama.canary.expect("canary");
+    let canary = llama.canary.as_ref().expect("canary");
     assert_eq!(canary.pool, canary_pool);
     assert_eq!(canary.percent.basis_points(), 500);
     assert_eq!(canary.percent.to_string(), "5%");
@@ -235,7 +235,7 @@ fn percent_notations() {
             &format!("      - {{ pool: p }}\n    canary: {{ pool: c, percent: {written} }}\n"),
         ) + "  c:\n    backends: [{ address: 192.0.2.11 }]\n";
         let policy = parse(&src);
-        let canary = policy.services[0].canary.expect("canary");
+        let canary = policy.services[0].canary.as_ref().expect("canary");
         assert_eq!(
             canary.percent,
             Percent::from_basis_points(basis_points).unwrap(),
@@ -428,4 +428,111 @@ fn nested_region_prefixes_are_allowed() {
         "    backends: [{ address: 192.0.2.10 }]",
     ));
     assert_eq!(policy.regions.len(), 2);
+}
+
+/// `with_pool` plus a canary pool `c` (scraped, so it can carry a signal gate) and `canary`.
+fn with_canary(canary: &str) -> String {
+    with_pool("", "    backends: [{ address: 192.0.2.10 }]").replace(
+        "      - { pool: p }\n",
+        &format!("      - {{ pool: p }}\n    canary: {canary}\n"),
+    ) + "  c:
+    load: { metrics: { port: 8000 }, signals: [vllm:num_requests_waiting] }
+    backends: [{ address: 192.0.2.11 }]
+"
+}
+
+#[test]
+fn phased_canary_resolves_steps_interval_and_gates() {
+    let policy = parse(&with_canary(
+        "
+      pool: c
+      steps: [1, 5, 25, 100]
+      step_interval: 5m
+      rollback:
+        backends_down: 2
+        signal: { metric: switchyard_test_request_errors_total, max_rate: 0.5 }",
+    ));
+    let canary = policy.services[0].canary.as_ref().expect("canary");
+    assert_eq!(canary.pool, policy.pool_by_name("c").unwrap());
+    // A fresh compile starts at the first step.
+    assert_eq!(canary.percent, Percent::from_basis_points(100).unwrap());
+    assert_eq!(
+        canary.rollout,
+        Some(Rollout {
+            steps: [100, 500, 2_500, 10_000]
+                .map(|bp| Percent::from_basis_points(bp).unwrap())
+                .to_vec(),
+            step_interval: Duration::from_secs(300),
+            rollback: RollbackGates {
+                backends_down: 2,
+                signal: Some(SignalGate {
+                    metric: "switchyard_test_request_errors_total".into(),
+                    max_rate: 0.5,
+                }),
+            },
+        })
+    );
+}
+
+#[test]
+fn phased_canary_defaults_and_notations() {
+    let policy = parse(&with_canary(
+        "{ pool: c, steps: [0.5, \"2.5%\", 50], step_interval: 1h }",
+    ));
+    let rollout = policy.services[0]
+        .canary
+        .as_ref()
+        .unwrap()
+        .rollout
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        rollout
+            .steps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["0.5%", "2.5%", "50%"]
+    );
+    assert_eq!(rollout.step_interval, Duration::from_secs(3_600));
+    assert_eq!(
+        rollout.rollback,
+        RollbackGates {
+            backends_down: 1,
+            signal: None
+        }
+    );
+
+    // A whole-number rate is a rate too; 0 trips on the first error.
+    let policy = parse(&with_canary(
+        "{ pool: c, steps: [100], step_interval: 1s, rollback: { signal: { metric: errors, max_rate: 0 } } }",
+    ));
+    let rollout = policy.services[0]
+        .canary
+        .as_ref()
+        .unwrap()
+        .rollout
+        .as_ref()
+        .unwrap();
+    assert_eq!(rollout.steps, [Percent::FULL]);
+    assert_eq!(rollout.rollback.signal.as_ref().unwrap().max_rate, 0.0);
+
+    // A fixed canary has no rollout.
+    let policy = parse(&with_canary("{ pool: c, percent: 5 }"));
+    assert_eq!(policy.services[0].canary.as_ref().unwrap().rollout, None);
+}
+
+#[test]
+fn phased_canary_compiles_at_its_first_step() {
+    let policy = parse(&with_canary(
+        "{ pool: c, steps: [2, 50], step_interval: 5m }",
+    ));
+    let state = BackendState::new();
+    let input = CompileInput {
+        policy: &policy,
+        generation: 1,
+        state: &state,
+    };
+    let g = compile(&input, &mut BackendIds::new()).expect("compiles");
+    assert_eq!(g.routes[0].canary_per_million, 20_000);
 }

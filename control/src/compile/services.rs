@@ -29,7 +29,7 @@ pub(super) fn build(policy: &Policy, g: &mut Generation) -> Result<(), CompileEr
             for (slot, &p) in pools.iter_mut().zip(&chain) {
                 *slot = index_u32("pools", p)?;
             }
-            let (canary_pool, canary_per_million) = match s.canary {
+            let (canary_pool, canary_per_million) = match &s.canary {
                 Some(c) if r.takes_canary => (
                     index_u32("pools", c.pool.index())?,
                     u32::from(c.percent.basis_points()) * (abi::PER_MILLION / 10_000),

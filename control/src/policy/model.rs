@@ -340,10 +340,45 @@ pub enum Residency {
 }
 
 /// A share of a service's new flows sent to a canary pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Canary {
     pub pool: PoolId,
+    /// The share the compiler publishes. For a phased canary this is the first step, what a
+    /// fresh start uses; the control plane's rollout state (`crate::rollout`) overwrites it
+    /// with the share of the step the rollout has reached.
     pub percent: Percent,
+    /// `None`: a fixed canary that stays at `percent`.
+    pub rollout: Option<Rollout>,
+}
+
+/// A phased canary: the share goes through `steps`, each held for `step_interval`, while the
+/// rollback gates pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// Shares in increasing order, each above 0; the last may be 100 %.
+    pub steps: Vec<Percent>,
+    /// Time at each step (the last one included) before the rollout moves on.
+    pub step_interval: Duration,
+    pub rollback: RollbackGates,
+}
+
+/// Conditions that halt a phased canary and set its share to 0; any one trips.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackGates {
+    /// Trip when this many backends of the canary pool are down (at least 1).
+    pub backends_down: u32,
+    /// Trip when a counter summed over the canary pool's backends grows too fast.
+    pub signal: Option<SignalGate>,
+}
+
+/// A rate gate on a Prometheus counter scraped from the canary pool's metrics endpoint
+/// (`load.metrics` of the pool).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalGate {
+    /// Prometheus metric name, e.g. `switchyard_test_request_errors_total`.
+    pub metric: String,
+    /// Trip above this many per second (finite, 0 or more).
+    pub max_rate: f64,
 }
 
 /// A percentage with two decimals, stored exactly as basis points (1/100 of a percent).
@@ -433,7 +468,7 @@ impl SchedulerKind {
 }
 
 /// A set of interchangeable backends serving one model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
     pub name: String,
     /// Region the backends sit in; required for pools used by strict routes.
@@ -474,18 +509,46 @@ pub enum Probe {
     Tcp { port: u16 },
 }
 
-/// Live load scraped from the backends, used to adjust weights.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Live load scraped from the backends, used to adjust weights (see `docs/POLICY.md`, "load",
+/// for the formula).
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadFeedback {
     pub metrics_port: u16,
     pub metrics_path: String,
     /// Prometheus metric names read from each backend.
     pub signals: Vec<String>,
+    /// The value at which each signal counts as saturated, in the order of `signals`
+    /// (always > 0): a backend's load is the largest `value / saturation` over its signals.
+    pub saturation: Vec<f64>,
     pub interval: Duration,
     /// Bounds of the effective weight after load adjustment (`min_weight <= max_weight`).
     pub min_weight: u16,
     pub max_weight: u16,
+    /// Time constant of the exponential moving average over scraped load; zero: none.
+    pub smoothing: Duration,
+    /// A new effective weight is published only when it differs from the published one by
+    /// more than this share of it (or when the backend fills up or drains back).
+    pub dead_band: Percent,
+    /// Metrics older than this are stale: the backend goes back to its configured weight.
+    pub stale_after: Duration,
+    /// Load-driven changes to this pool's tables are published at most this often.
+    pub min_rebuild_interval: Duration,
+    /// Load at which a backend is marked full for bounded-load affinity (`maglev` and
+    /// `ip_hash` pools); `None`: never.
+    pub full_at: Option<f64>,
 }
+
+/// Saturation points of well-known inference-server metrics: the value at which the Gateway API
+/// Inference Extension treats a server as saturated (a queue of 5, KV-cache use of 0.8).
+pub const KNOWN_SATURATION: &[(&str, f64)] = &[
+    ("vllm:num_requests_waiting", 5.0),
+    ("vllm:kv_cache_usage_perc", 0.8),
+    ("vllm:gpu_cache_usage_perc", 0.8),
+    ("tgi_queue_size", 5.0),
+    ("nv_inference_pending_request_count", 5.0),
+    ("sglang:num_queue_reqs", 5.0),
+    ("sglang:token_usage", 0.8),
+];
 
 /// One model server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! stays text or a wide integer here, wrapped in [`Spanned`] so that `validate` can report
 //! every problem at once with the line and column of the node it is about.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -169,7 +170,33 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawCanary {
     pub pool: Spanned<String>,
-    pub percent: Spanned<Scalar>,
+    /// A fixed share; exclusive with `steps`.
+    #[serde(default)]
+    pub percent: Option<Spanned<Scalar>>,
+    /// A phased rollout: shares in increasing order.
+    #[serde(default)]
+    pub steps: Option<Spanned<Vec<Spanned<Scalar>>>>,
+    #[serde(default)]
+    pub step_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rollback: Option<Spanned<RawRollback>>,
+}
+
+/// `canary.rollback`: the gates of a phased canary.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollback {
+    #[serde(default)]
+    pub backends_down: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub signal: Option<Spanned<RawSignalGate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignalGate {
+    pub metric: Spanned<String>,
+    pub max_rate: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +261,19 @@ pub struct RawLoad {
     pub min_weight: Option<Spanned<i64>>,
     #[serde(default)]
     pub max_weight: Option<Spanned<i64>>,
+    /// Signal value at which a backend counts as saturated, per metric name.
+    #[serde(default)]
+    pub saturation: Option<Spanned<BTreeMap<String, Spanned<f64>>>>,
+    #[serde(default)]
+    pub smoothing: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dead_band: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    pub stale_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_rebuild_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub full_at: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,23 +1,35 @@
 //! `services:`: VIPs, ports, routes, residency and canaries, and overlaps between services.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::super::error::Position;
 use super::super::model::{
-    Canary, Interface, PoolId, PortRange, Protocol, RegionId, Residency, Route, Service,
+    Canary, Interface, Percent, PoolId, PortRange, Protocol, RegionId, Residency, RollbackGates,
+    Rollout, Route, Service, SignalGate,
 };
-use super::super::raw::{RawRoute, RawService};
-use super::super::values::{parse_percent, parse_prefix, special_address};
+use super::super::raw::{
+    NamedMap, RawCanary, RawPool, RawRollback, RawRoute, RawService, RawSignalGate, Scalar,
+};
+use super::super::values::{is_metric_name, parse_percent, parse_prefix, special_address};
 use super::{show_net, NameIndex, Validator};
+
+/// Bounds of a phased canary's `step_interval`: a second to a week.
+const STEP_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3_600));
+/// `rollback.backends_down` when the policy does not set it: one canary backend down trips.
+const DEFAULT_ROLLBACK_BACKENDS_DOWN: u32 = 1;
 
 /// What the service checks need to know about the rest of the policy.
 pub(super) struct ServiceContext<'a> {
     pub(super) regions: &'a NameIndex,
     pub(super) pools: &'a NameIndex,
     pub(super) pool_regions: &'a [Option<RegionId>],
+    /// The pools as written, by raw position (a signal gate needs its pool's `load:`).
+    pub(super) raw_pools: &'a NamedMap<Spanned<RawPool>>,
     pub(super) interfaces: &'a [Interface],
 }
 
@@ -55,39 +67,9 @@ impl Validator {
 
         let canary = match &raw.canary {
             None => Some(None),
-            Some(canary) => {
-                let percent_path = format!("{path}.canary.percent");
-                let percent = self.check(
-                    &canary.value.percent,
-                    &percent_path,
-                    parse_percent(&canary.value.percent.value),
-                );
-                let route_pool = canary_pool.and_then(|pool| {
-                    raw.routes
-                        .value
-                        .iter()
-                        .position(|r| context.pools.lookup(&r.value.pool.value) == Some(pool))
-                });
-                if let Some(route) = route_pool {
-                    self.error_at(
-                        &canary.value.pool,
-                        format!("{path}.canary.pool"),
-                        format!(
-                            "canary pool `{}` is also the pool of routes[{route}]; a canary needs a pool of its own",
-                            canary.value.pool.value
-                        ),
-                    );
-                    None
-                } else {
-                    match (canary_pool, percent) {
-                        (Some(pool), Some(percent)) => Some(Some(Canary {
-                            pool: PoolId::from_index(pool),
-                            percent,
-                        })),
-                        _ => None,
-                    }
-                }
-            }
+            Some(canary) => self
+                .canary(&format!("{path}.canary"), canary, canary_pool, raw, context)
+                .map(Some),
         };
 
         Some(Service {
@@ -97,6 +79,255 @@ impl Validator {
             protocol,
             routes: routes?,
             canary: canary?,
+        })
+    }
+
+    /// A canary: a fixed `percent`, or `steps` with `step_interval` and rollback gates.
+    fn canary(
+        &mut self,
+        path: &str,
+        node: &Spanned<RawCanary>,
+        pool: Option<usize>,
+        service: &RawService,
+        context: &ServiceContext<'_>,
+    ) -> Option<Canary> {
+        let raw = &node.value;
+        let share = match (&raw.percent, &raw.steps) {
+            (Some(percent), None) => {
+                let mut ok = true;
+                // Written keys only: the position of each (when known) or nothing.
+                let phased_only = [
+                    (
+                        "step_interval",
+                        raw.step_interval.as_ref().map(Position::of),
+                    ),
+                    ("rollback", raw.rollback.as_ref().map(Position::of)),
+                ];
+                for (key, written) in phased_only {
+                    if let Some(at) = written {
+                        self.error(
+                            at,
+                            format!("{path}.{key}"),
+                            format!(
+                                "{key} only applies to a phased canary (`steps:`); \
+                                 a canary with `percent:` stays at that share"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                let percent = self.check(
+                    percent,
+                    format!("{path}.percent"),
+                    parse_percent(&percent.value),
+                );
+                percent.filter(|_| ok).map(|p| (p, None))
+            }
+            (None, Some(steps)) => self
+                .rollout(path, node, steps, pool, context)
+                .map(|r| (r.steps[0], Some(r))),
+            (Some(_), Some(steps)) => {
+                self.error_at(
+                    steps,
+                    format!("{path}.steps"),
+                    "a canary has `percent:` (a fixed share) or `steps:` (a phased rollout), not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error_at(
+                    node,
+                    path,
+                    "a canary needs `percent: N` (a fixed share) or `steps: [..]` with \
+                     `step_interval` (a phased rollout)",
+                );
+                None
+            }
+        };
+
+        let route_pool = pool.and_then(|pool| {
+            service
+                .routes
+                .value
+                .iter()
+                .position(|r| context.pools.lookup(&r.value.pool.value) == Some(pool))
+        });
+        if let Some(route) = route_pool {
+            self.error_at(
+                &raw.pool,
+                format!("{path}.pool"),
+                format!(
+                    "canary pool `{}` is also the pool of routes[{route}]; a canary needs a pool of its own",
+                    raw.pool.value
+                ),
+            );
+            return None;
+        }
+        let (percent, rollout) = share?;
+        Some(Canary {
+            pool: PoolId::from_index(pool?),
+            percent,
+            rollout,
+        })
+    }
+
+    /// The phased part of a canary: increasing steps above 0, a step interval, gates.
+    fn rollout(
+        &mut self,
+        path: &str,
+        node: &Spanned<RawCanary>,
+        steps_node: &Spanned<Vec<Spanned<Scalar>>>,
+        pool: Option<usize>,
+        context: &ServiceContext<'_>,
+    ) -> Option<Rollout> {
+        let raw = &node.value;
+        let mut ok = true;
+        if steps_node.value.is_empty() {
+            self.error_at(
+                steps_node,
+                format!("{path}.steps"),
+                "steps is empty; list the shares to go through, e.g. [1, 5, 25, 100]",
+            );
+            ok = false;
+        }
+        let mut steps: Vec<Percent> = Vec::new();
+        let mut last: Option<(Percent, usize)> = None;
+        for (i, item) in steps_node.value.iter().enumerate() {
+            let item_path = format!("{path}.steps[{i}]");
+            let Some(step) = self.check(item, &item_path, parse_percent(&item.value)) else {
+                ok = false;
+                continue;
+            };
+            if step.basis_points() == 0 {
+                self.error_at(
+                    item,
+                    &item_path,
+                    "step 0% sends no flows; every step must be above 0 \
+                     (a fixed `percent: 0` parks a canary)",
+                );
+                ok = false;
+            } else if let Some((previous, j)) = last.filter(|(previous, _)| step <= *previous) {
+                self.error_at(
+                    item,
+                    &item_path,
+                    format!(
+                        "step {step} is not above steps[{j}] ({previous}); steps must increase"
+                    ),
+                );
+                ok = false;
+            }
+            last = Some((step, i));
+            steps.push(step);
+        }
+
+        let interval_path = format!("{path}.step_interval");
+        let step_interval = match &raw.step_interval {
+            None => {
+                self.error_at(
+                    node,
+                    interval_path,
+                    "a phased canary needs `step_interval`: how long each step lasts, e.g. 5m",
+                );
+                None
+            }
+            Some(interval) => self.duration_in(
+                Some(interval),
+                &interval_path,
+                "step_interval",
+                STEP_INTERVAL_RANGE,
+                STEP_INTERVAL_RANGE.0,
+            ),
+        };
+        let rollback = self.rollback_gates(path, raw.rollback.as_ref(), pool, context);
+        if !ok {
+            return None;
+        }
+        Some(Rollout {
+            steps,
+            step_interval: step_interval?,
+            rollback: rollback?,
+        })
+    }
+
+    fn rollback_gates(
+        &mut self,
+        path: &str,
+        node: Option<&Spanned<RawRollback>>,
+        pool: Option<usize>,
+        context: &ServiceContext<'_>,
+    ) -> Option<RollbackGates> {
+        let Some(node) = node else {
+            return Some(RollbackGates {
+                backends_down: DEFAULT_ROLLBACK_BACKENDS_DOWN,
+                signal: None,
+            });
+        };
+        let raw = &node.value;
+        let backends_down = self.int_in(
+            raw.backends_down.as_ref(),
+            &format!("{path}.rollback.backends_down"),
+            "backends_down",
+            (1, i64::from(u32::MAX)),
+            DEFAULT_ROLLBACK_BACKENDS_DOWN,
+        );
+        let signal = match &raw.signal {
+            None => Some(None),
+            Some(signal) => self
+                .signal_gate(&format!("{path}.rollback.signal"), signal, pool, context)
+                .map(Some),
+        };
+        Some(RollbackGates {
+            backends_down: backends_down?,
+            signal: signal?,
+        })
+    }
+
+    /// A counter-rate gate. The counter is read from the canary pool's metrics endpoint, so
+    /// the pool must have `load:`.
+    fn signal_gate(
+        &mut self,
+        path: &str,
+        node: &Spanned<RawSignalGate>,
+        pool: Option<usize>,
+        context: &ServiceContext<'_>,
+    ) -> Option<SignalGate> {
+        let raw = &node.value;
+        let mut ok = true;
+        if !is_metric_name(&raw.metric.value) {
+            self.error_at(
+                &raw.metric,
+                format!("{path}.metric"),
+                format!("`{}` is not a Prometheus metric name", raw.metric.value),
+            );
+            ok = false;
+        }
+        let max_rate = raw.max_rate.value;
+        if !(max_rate.is_finite() && max_rate >= 0.0) {
+            self.error_at(
+                &raw.max_rate,
+                format!("{path}.max_rate"),
+                format!("max_rate {max_rate} must be a number of 0 or more (per second)"),
+            );
+            ok = false;
+        }
+        let unscraped = pool
+            .and_then(|p| context.raw_pools.entries.get(p))
+            .filter(|(_, p)| p.value.load.is_none());
+        if let Some((name, _)) = unscraped {
+            self.error_at(
+                node,
+                path,
+                format!(
+                    "the signal gate reads `{}` from the canary pool's metrics endpoint, but pool \
+                     `{}` has no `load:` saying where that is; give it `load: {{ metrics: {{ port: PORT }}, .. }}`",
+                    raw.metric.value, name.value
+                ),
+            );
+            ok = false;
+        }
+        ok.then(|| SignalGate {
+            metric: raw.metric.value.clone(),
+            max_rate,
         })
     }
 
