@@ -6,9 +6,9 @@
 //! `--nocapture` to see them.
 
 mod common;
+mod fleet;
 #[path = "fixtures/frames.rs"]
 mod frames;
-mod fleet;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -118,7 +118,10 @@ fn health_killed_hung_and_wrong_model_backends_leave_every_worker_and_return_aft
         let took = wait_health(&mut control, servers.addr(i), false, start);
         let s = control.state().unwrap();
         let b = backend(&s, "llama", servers.addr(i));
-        let check = b.check.as_ref().expect("a checked backend has a check view");
+        let check = b
+            .check
+            .as_ref()
+            .expect("a checked backend has a check view");
         println!(
             "# {what} backend {}: off every worker in {} ms ({})",
             b.address,
@@ -153,7 +156,10 @@ fn health_killed_hung_and_wrong_model_backends_leave_every_worker_and_return_aft
         let check = backend(&s, "llama", servers.addr(i)).check.clone().unwrap();
         assert_eq!(check.state, "up");
         assert!(check.reason.contains("rise 2"), "{}", check.reason);
-        assert!(took >= Duration::from_millis(INTERVAL_MS * 9 / 10), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(INTERVAL_MS * 9 / 10),
+            "{took:?}"
+        );
     }
 }
 
@@ -371,9 +377,14 @@ fn health_a_pool_without_healthy_backends_fails_over_along_its_chain() {
         .collect();
     dp.replay(&control.dir, "us", &syns);
     let got = per_backend(&dp.forwarded(), |a| a.octets()[..2] == [10, 2]);
-    let eu: usize = (0..2).map(|i| got.get(&servers.addr(i)).copied().unwrap_or(0)).sum();
+    let eu: usize = (0..2)
+        .map(|i| got.get(&servers.addr(i)).copied().unwrap_or(0))
+        .sum();
     println!("# us-east clients with llama-us down: {got:?}");
-    assert_eq!(eu, 500, "every us-east flow fails over to llama-eu: {got:?}");
+    assert_eq!(
+        eu, 500,
+        "every us-east flow fails over to llama-eu: {got:?}"
+    );
     assert!(got.get(&servers.addr(0)).copied().unwrap_or(0) > 100);
     assert!(got.get(&servers.addr(1)).copied().unwrap_or(0) > 100);
 }
@@ -411,9 +422,8 @@ fn bounded_load_new_flows_spill_past_a_full_backend_and_established_flows_stay()
     require_root();
     let servers = Servers::start(3, 65);
     // Weights pinned at 100 (min = max): only the full bit moves.
-    let settings = format!(
-        "{FAST_LOAD}      full_at: 1.0\n      min_weight: 100\n      max_weight: 100\n"
-    );
+    let settings =
+        format!("{FAST_LOAD}      full_at: 1.0\n      min_weight: 100\n      max_weight: 100\n");
     let mut control = Control::start("bounded", &one_pool(&servers, &settings));
     let dp = Dataplane::start(&control);
     control.wait("scraped, none full", Duration::from_secs(20), |s| {
@@ -461,11 +471,168 @@ fn bounded_load_new_flows_spill_past_a_full_backend_and_established_flows_stay()
         "# full backend {full}: {on_full} established flows stayed ({moved} moved); new flows {new:?}"
     );
     assert_eq!(moved, 0, "established flows moved");
-    assert_eq!(new.get(&full).copied().unwrap_or(0), 0, "a new flow went to the full backend");
+    assert_eq!(
+        new.get(&full).copied().unwrap_or(0),
+        0,
+        "a new flow went to the full backend"
+    );
     assert_eq!(new.values().sum::<usize>(), 3000);
     // The spilled third splits over the other two.
     for i in 1..3 {
         let n = new.get(&servers.addr(i)).copied().unwrap_or(0);
         assert!((1200..=1800).contains(&n), "backend {i} got {n} of 3000");
     }
+}
+
+fn rollout(control: &Control) -> switchyard_control::rollout::RolloutStatus {
+    control
+        .api
+        .rollouts()
+        .expect("rollouts")
+        .into_iter()
+        .find(|r| r.service == "llama")
+        .expect("the llama rollout")
+}
+
+#[test]
+fn canary_rollout_advances_on_schedule_survives_a_restart_and_rolls_back_by_itself() {
+    require_root();
+    let mut servers = Servers::start(3, 68);
+    let health = health_block();
+    let policy = format!(
+        "{}services:
+  - name: llama
+    vip: {VIP}
+    ports: [443]
+    protocol: tcp
+    routes:
+      - {{ pool: stable }}
+    canary:
+      pool: canary
+      steps: [10, 50, 100]
+      step_interval: 3s
+      rollback: {{ backends_down: 1 }}
+pools:
+  stable:
+{health}    backends:
+{}  canary:
+{health}    backends:
+{}",
+        interfaces(servers.subnet),
+        backends(&servers, 0..2),
+        backends(&servers, 2..3),
+    );
+    let mut control = Control::start("canary", &policy);
+    let dp = Dataplane::start(&control);
+    control.wait("canary at 10 %", Duration::from_secs(20), |s| {
+        live_everywhere(s) && s.rollouts.first().is_some_and(|r| r.percent == "10%")
+    });
+    let canary = servers.addr(2);
+    let share = |got: &std::collections::HashMap<Ipv4Addr, usize>| {
+        let all: usize = got.values().sum();
+        got.get(&canary).copied().unwrap_or(0) as f64 / all.max(1) as f64
+    };
+
+    // Step 1: 10 % of new flows.
+    let first: Vec<(Ipv4Addr, u16)> = (0..2000).map(|i| (client([10, 1], i), 45_000)).collect();
+    let syns: Vec<Vec<u8>> = first
+        .iter()
+        .map(|&(a, p)| client_frame(a, p, SYN))
+        .collect();
+    dp.replay(&control.dir, "step1", &syns);
+    let established: std::collections::HashMap<(Ipv4Addr, u16), Ipv4Addr> =
+        dp.forwarded().into_iter().collect();
+    let s1 = share(&per_backend(&dp.forwarded(), |a| {
+        a.octets()[..2] == [10, 1]
+    }));
+    println!(
+        "# step 1 (10 %): canary share of new flows {:.1} %",
+        s1 * 100.0
+    );
+    assert!((s1 - 0.10).abs() < 0.03, "step 1 share {s1}");
+
+    // The next step comes on schedule; progress survives a control-plane restart.
+    let started = Instant::now();
+    control.wait("canary at 50 %", Duration::from_secs(10), |s| {
+        live_everywhere(s) && s.rollouts.first().is_some_and(|r| r.percent == "50%")
+    });
+    let waited = started.elapsed();
+    assert!(
+        waited <= Duration::from_millis(3500),
+        "step 2 after {waited:?}"
+    );
+    control.restart();
+    let r = rollout(&control);
+    assert_eq!((r.step, r.percent.as_str()), (1, "50%"), "{r:?}");
+    assert!(r.next_step_in_secs.is_some_and(|s| s <= 3), "{r:?}");
+    let text = control.cli(&["rollout", "status"]);
+    assert!(text.contains("llama") && text.contains("50%"), "{text}");
+
+    let before = dp.forwarded().len();
+    let syns: Vec<Vec<u8>> = (0..2000)
+        .map(|i| client_frame(client([10, 2], i), 45_000, SYN))
+        .collect();
+    dp.replay(&control.dir, "step2", &syns);
+    let s2 = share(&per_backend(&dp.forwarded()[before..], |a| {
+        a.octets()[..2] == [10, 2]
+    }));
+    println!(
+        "# step 2 (50 %): canary share of new flows {:.1} %",
+        s2 * 100.0
+    );
+    assert!((s2 - 0.50).abs() < 0.05, "step 2 share {s2}");
+
+    // The canary pool degrades: the rollout rolls back to 0 by itself.
+    servers.kill(2);
+    let s = control.wait("rolled back", Duration::from_secs(10), |s| {
+        live_everywhere(s)
+            && s.rollouts
+                .first()
+                .is_some_and(|r| r.state.as_str() == "rolled_back" && r.percent == "0%")
+    });
+    println!(
+        "# rolled back: {}",
+        s.rollouts[0].reason.clone().unwrap_or_default()
+    );
+
+    // Established flows on the stable pool keep their backend; new flows avoid the canary.
+    let before = dp.forwarded().len();
+    let acks: Vec<Vec<u8>> = first
+        .iter()
+        .map(|&(a, p)| client_frame(a, p, ACK))
+        .collect();
+    dp.replay(&control.dir, "acks", &acks);
+    let fresh: Vec<Vec<u8>> = (0..1000)
+        .map(|i| client_frame(client([10, 3], i), 45_000, SYN))
+        .collect();
+    dp.replay(&control.dir, "after", &fresh);
+    let after = &dp.forwarded()[before..];
+    let stable_broken = after
+        .iter()
+        .filter(|(flow, b)| {
+            established
+                .get(flow)
+                .is_some_and(|was| *was != canary && was != b)
+        })
+        .count();
+    let stable_kept = after
+        .iter()
+        .filter(|(flow, b)| {
+            established
+                .get(flow)
+                .is_some_and(|was| *was != canary && was == b)
+        })
+        .count();
+    println!(
+        "# after rollback: {stable_kept} stable flows kept their backend, {stable_broken} moved"
+    );
+    assert_eq!(stable_broken, 0);
+    assert!(stable_kept > 1600);
+    let new = per_backend(after, |a| a.octets()[..2] == [10, 3]);
+    assert_eq!(
+        new.get(&canary),
+        None,
+        "new flows after the rollback: {new:?}"
+    );
+    assert_eq!(new.values().sum::<usize>(), 1000);
 }

@@ -210,100 +210,459 @@ pub fn changed_slots<'a>(old: &'a [u32], new: &'a [u32]) -> impl Iterator<Item =
         .filter(move |&(slot, id)| old.get(slot as usize) != Some(&id))
 }
 
-/// Where one backend is in its preference list.
-#[derive(Clone, Copy)]
-struct Cursor {
-    /// Next preferred slot to try (`< M`).
-    next: u32,
-    /// Distance between consecutive preferences (`1..M`).
-    skip: u32,
+/// Fills every slot of `table` (all [`EMPTY`], `size` long) from `backends` (sorted by id, all
+/// with nonzero weight, no more than `size` of them).
+///
+/// [`TurnOrder`] says who takes the next turn; [`Fill`] finds the slot. How it finds it changes
+/// as the table fills up, but never which slot it finds: the first empty one of the backend's
+/// preference list after the last one it took.
+fn populate(backends: &[MaglevBackend], table: &mut [u32], size: u32) {
+    debug_assert!(!backends.is_empty() && backends.len() <= table.len());
+    PH_T.with(|p| p.borrow_mut().clear());
+    PH_T.with(|p| p.borrow_mut().push(std::time::Instant::now()));
+    let mut fill = Fill::new(backends, size);
+    let mut turns = TurnOrder::new(backends);
+    while !fill.take_turns(turns.next_batch(), table) {}
+    PH_T.with(|p| p.borrow_mut().push(std::time::Instant::now()));
+}
+thread_local! { pub static PH_T: std::cell::RefCell<Vec<std::time::Instant>> = const { std::cell::RefCell::new(Vec::new()) }; }
+
+/// The order in which backends take turns: round 0 (every backend once, in index = id order),
+/// then always the backend with the smallest pass `(2k + 1) / w`, ties to the lower index.
+///
+/// Backends of equal weight share their pass after round 0, so the heap holds one entry per
+/// weight class: when a class's pass comes up, all its members take a turn, in index order,
+/// and its pass moves on. Classes whose passes tie are popped together and their members
+/// interleaved in index order. With equal weights this is round robin.
+struct TurnOrder {
+    classes: WeightClasses,
+    passes: BinaryHeap<Pass>,
+    /// Backends whose turn comes next, in index order; round 0 to begin with.
+    batch: Vec<u32>,
+    /// Whether `batch` is still round 0.
+    first: bool,
+    /// Scratch for the classes popped together.
+    tied: Vec<Pass>,
 }
 
-/// A backend's next turn in the population loop; the heap hands out the earliest one.
-#[derive(Clone, Copy)]
-struct Turn {
-    /// Numerator of the pass: 0 for the first turn, then `2k + 1` after `k` slots.
-    num: u64,
-    /// Denominator of the pass: the backend's weight (nonzero).
-    weight: u64,
-    /// Index into the sorted backend list; breaks ties so the order is total.
-    idx: u32,
-}
+impl TurnOrder {
+    fn new(backends: &[MaglevBackend]) -> Self {
+        let classes = WeightClasses::new(backends);
+        let passes = (0u32..)
+            .zip(&classes.weights)
+            .map(|(class, &weight)| Pass {
+                num: 3,
+                weight,
+                class,
+            })
+            .collect();
+        Self {
+            batch: (0u32..).take(backends.len()).collect(),
+            first: true,
+            classes,
+            passes,
+            tied: Vec::new(),
+        }
+    }
 
-impl Ord for Turn {
-    /// `BinaryHeap` pops the greatest element, so the greatest `Turn` is the earliest one:
-    /// the smallest pass `num / weight`, then the smallest index.
-    fn cmp(&self, other: &Self) -> Ordering {
-        // num <= 2·MAX_SIZE + 1 < 2^25 and weight < 2^32, so the products fit in u64.
-        let this = self.num * other.weight;
-        let that = other.num * self.weight;
-        that.cmp(&this).then_with(|| other.idx.cmp(&self.idx))
+    /// The backends taking the next turns, in order.
+    fn next_batch(&mut self) -> &[u32] {
+        if std::mem::take(&mut self.first) {
+            return &self.batch;
+        }
+        let first = self
+            .passes
+            .pop()
+            .expect("one pass per class, always pushed back");
+        self.tied.clear();
+        self.tied.push(first);
+        while let Some(&next) = self.passes.peek().filter(|p| **p == first) {
+            self.tied.push(next);
+            self.passes.pop();
+        }
+        self.passes.extend(self.tied.iter().map(|p| Pass {
+            num: p.num + 2,
+            ..*p
+        }));
+        if let [only] = self.tied[..] {
+            return self.classes.members(only.class);
+        }
+        self.batch.clear();
+        for pass in &self.tied {
+            self.batch
+                .extend_from_slice(self.classes.members(pass.class));
+        }
+        self.batch.sort_unstable();
+        &self.batch
     }
 }
 
-impl PartialOrd for Turn {
+/// The backends grouped by weight.
+struct WeightClasses {
+    /// Weight of each class, ascending.
+    weights: Vec<u64>,
+    /// Backend indices ordered by (weight, index): each class is a contiguous run.
+    order: Vec<u32>,
+    /// Start of each class's run in `order`, plus the end of the last one.
+    starts: Vec<usize>,
+}
+
+impl WeightClasses {
+    fn new(backends: &[MaglevBackend]) -> Self {
+        let mut order: Vec<u32> = (0u32..).take(backends.len()).collect();
+        // Stable, so each run stays in index order.
+        order.sort_by_key(|&idx| backends[idx as usize].weight);
+        let mut weights = Vec::new();
+        let mut starts = Vec::new();
+        for (at, &idx) in order.iter().enumerate() {
+            let weight = u64::from(backends[idx as usize].weight);
+            if weights.last() != Some(&weight) {
+                weights.push(weight);
+                starts.push(at);
+            }
+        }
+        starts.push(order.len());
+        Self {
+            weights,
+            order,
+            starts,
+        }
+    }
+
+    /// The members of `class`, in index order.
+    fn members(&self, class: u32) -> &[u32] {
+        let class = class as usize;
+        &self.order[self.starts[class]..self.starts[class + 1]]
+    }
+}
+
+/// A weight class's next pass; the heap hands out the smallest.
+#[derive(Clone, Copy)]
+struct Pass {
+    /// Numerator: `2k + 1` when every member of the class holds `k` slots.
+    num: u64,
+    /// Denominator: the class's weight (nonzero).
+    weight: u64,
+    /// Index into [`WeightClasses::weights`].
+    class: u32,
+}
+
+impl Ord for Pass {
+    /// `BinaryHeap` pops the greatest element, so the greatest `Pass` is the smallest fraction.
+    /// Classes with equal passes compare equal; [`TurnOrder`] pops them together.
+    fn cmp(&self, other: &Self) -> Ordering {
+        // num <= 2·MAX_SIZE + 3 < 2^25 and weight < 2^32, so the products fit in u64.
+        let this = self.num * other.weight;
+        let that = other.num * self.weight;
+        that.cmp(&this)
+    }
+}
+
+impl PartialOrd for Pass {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Turn {
+impl PartialEq for Pass {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Turn {}
+impl Eq for Pass {}
 
-/// Fills every slot of `table` (all [`EMPTY`], `size` long) from `backends` (sorted by id, all
-/// with nonzero weight, no more than `size` of them).
-fn populate(backends: &[MaglevBackend], table: &mut [u32], size: u32) {
-    debug_assert!(!backends.is_empty() && backends.len() <= table.len());
-    let mut cursors: Vec<Cursor> = backends
-        .iter()
-        .map(|b| {
-            let (offset, skip) = permutation(b.key, size);
-            Cursor { next: offset, skip }
-        })
-        .collect();
-    let mut turns: BinaryHeap<Turn> = (0u32..)
-        .zip(backends)
-        .map(|(idx, b)| Turn {
-            num: 0,
-            weight: u64::from(b.weight),
-            idx,
-        })
-        .collect();
+/// Lanes of a [`Fill::probe`] at most.
+const LANES: usize = 4;
 
-    for _ in 0..size {
-        // The heap holds one turn per backend and is never emptied.
-        let Some(mut turn) = turns.peek_mut() else {
-            return;
+/// Where one backend is in its preference list.
+#[derive(Clone, Copy)]
+struct Cursor {
+    /// Next preferred slot to try.
+    next: u32,
+    /// The value its slots get.
+    id: u32,
+    /// `(k + 1)·skip mod M` for `k < LANES`: the offsets of a probe's lanes.
+    skips: [u32; LANES],
+}
+
+/// The table as probing fills it.
+struct Fill {
+    /// One bit per slot, set once the slot is taken: a 32nd of the table, so probing stays in
+    /// the L1 cache.
+    taken: Vec<u64>,
+    cursors: Vec<Cursor>,
+    size: u32,
+    /// Slots still empty.
+    left: u32,
+    /// Lanes per probe in the current phase; 0 once the endgame has started.
+    lanes: usize,
+    /// Slots left at which the current phase ends.
+    until: u32,
+    endgame: Option<Endgame>,
+}
+
+impl Fill {
+    fn new(backends: &[MaglevBackend], size: u32) -> Self {
+        let cursors = backends
+            .iter()
+            .map(|b| {
+                let (offset, skip) = permutation(b.key, size);
+                let mut skips = [skip; LANES];
+                for k in 1..LANES {
+                    skips[k] = advance(skips[k - 1], skip, size);
+                }
+                Cursor {
+                    next: offset,
+                    id: b.id,
+                    skips,
+                }
+            })
+            .collect();
+        let mut fill = Self {
+            taken: vec![0; (size as usize).div_ceil(64)],
+            cursors,
+            size,
+            left: size,
+            lanes: 0,
+            until: size,
+            endgame: None,
         };
-        let idx = turn.idx as usize;
-        let cursor = &mut cursors[idx];
-        // Some slot is still empty and the preference list visits every slot, so this ends.
-        let mut slot = cursor.next;
-        while table[slot as usize] != EMPTY {
-            slot = advance(slot, cursor.skip, size);
+        fill.next_phase();
+        fill
+    }
+
+    /// Moves on to the next phase once the current one is over (`left == until`).
+    fn next_phase(&mut self) {
+        let f: Vec<f64> = std::env::var("PH")
+            .ok()
+            .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
+            .unwrap_or(vec![0.5, 0.125, 0.03]);
+        let l: Vec<usize> = std::env::var("LN")
+            .ok()
+            .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
+            .unwrap_or(vec![2, 4, 4, 4]);
+        let endgame = Endgame::threshold(self.size);
+        let at = |x: f64| ((f64::from(self.size) * x) as u32).max(endgame);
+        let phases = [
+            (l[0], at(f[0])),
+            (l[1], at(f[1])),
+            (l[2], at(f[2])),
+            (l[3], endgame),
+        ];
+        PH_T.with(|p| p.borrow_mut().push(std::time::Instant::now()));
+        if let Some(&(lanes, until)) = phases.iter().find(|&&(_, until)| until < self.left) {
+            self.lanes = lanes;
+            self.until = until;
+        } else if self.endgame.is_none() {
+            self.lanes = 0;
+            self.until = 0;
+            self.endgame = Some(Endgame::new(self));
         }
-        table[slot as usize] = backends[idx].id;
-        cursor.next = advance(slot, cursor.skip, size);
-        // After k slots the pass is (2k + 1) / w; num is 2(k − 1) + 1 here, or 0 before the first.
-        turn.num = if turn.num == 0 { 3 } else { turn.num + 2 };
-        // Dropping the PeekMut sifts the updated turn down into place.
+    }
+
+    /// Gives each backend of `batch` its turn, in order, until the table is full. Returns
+    /// whether it is.
+    fn take_turns(&mut self, mut batch: &[u32], table: &mut [u32]) -> bool {
+        while !batch.is_empty() {
+            let now = batch.len().min((self.left - self.until) as usize);
+            let (these, rest) = batch.split_at(now);
+            match self.lanes {
+                0 => self.arithmetic(these, table),
+                1 => self.probe::<1>(these, table),
+                2 => self.probe::<2>(these, table),
+                _ => self.probe::<4>(these, table),
+            }
+            self.left -= u32::try_from(now).expect("no more turns than slots");
+            if self.left == 0 {
+                return true;
+            }
+            if self.left == self.until {
+                self.next_phase();
+            }
+            batch = rest;
+        }
+        false
+    }
+
+    /// Turns of `batch` by probing `L` preferences at a time.
+    ///
+    /// The `L` probes are tested without branching, then one branch asks whether any was
+    /// empty: a loop that branches on every probe mispredicts its exit about once per turn,
+    /// which costs more than a few extra probes.
+    #[inline(never)]
+    fn probe<const L: usize>(&mut self, batch: &[u32], table: &mut [u32]) {
+        let size = self.size;
+        let taken = &mut self.taken[..];
+        for &idx in batch {
+            let cursor = &mut self.cursors[idx as usize];
+            let slot = first_empty::<L>(taken, cursor.next, &cursor.skips, size);
+            taken[slot as usize / 64] |= 1 << (slot % 64);
+            cursor.next = advance(slot, cursor.skips[0], size);
+            table[slot as usize] = cursor.id;
+        }
+    }
+
+    /// Turns of `batch` by [`Endgame`].
+    #[inline(never)]
+    fn arithmetic(&mut self, batch: &[u32], table: &mut [u32]) {
+        let endgame = self.endgame.as_mut().expect("the endgame has started");
+        for &idx in batch {
+            let cursor = &mut self.cursors[idx as usize];
+            let slot = endgame.take(idx as usize, cursor.next, cursor.skips[0]);
+            cursor.next = advance(slot, cursor.skips[0], self.size);
+            table[slot as usize] = cursor.id;
+        }
     }
 }
 
-/// `(slot + skip) mod size` for `slot < size`, `skip < size`, `size <= MAX_SIZE < 2^31`: the sum
-/// cannot overflow a `u32`, and one subtraction replaces the division.
+/// The first slot from `next` on of the preference list with these skips that `taken` does
+/// not have; there must be one.
+#[inline(always)]
+fn first_empty<const L: usize>(taken: &[u64], next: u32, skips: &[u32; LANES], size: u32) -> u32 {
+    let is_empty = |slot: u32| taken[slot as usize / 64] & 1 << (slot % 64) == 0;
+    if L == 1 {
+        let (skip, back) = (skips[0], size - skips[0]);
+        let mut slot = next;
+        while !is_empty(slot) {
+            slot = step(slot, skip, back);
+        }
+        return slot;
+    }
+    let mut lanes = [next; L];
+    for k in 1..L {
+        lanes[k] = advance(next, skips[k - 1], size);
+    }
+    let (stride, back) = (skips[L - 1], size - skips[L - 1]);
+    loop {
+        let mut empty = 0u32;
+        for (k, &slot) in lanes.iter().enumerate() {
+            empty |= u32::from(is_empty(slot)) << k;
+        }
+        if empty != 0 {
+            return lanes[empty.trailing_zeros() as usize];
+        }
+        for slot in &mut lanes {
+            *slot = step(*slot, stride, back);
+        }
+    }
+}
+
+/// The last few empty slots, found by arithmetic instead of probing.
+///
+/// With `E` slots left a probe finds one with probability `E/M`, so a turn probes about `M/E`
+/// times, and the last `√M` turns would do about half of the probing of a build. Instead, for
+/// each empty slot `s` the number of steps `j` with `next + j·skip ≡ s (mod M)` is
+/// `j = (s − next)·skip⁻¹ mod M` (`M` is prime, so `skip` has an inverse), and the backend takes
+/// the empty slot with the smallest `j`: the very slot probing would have reached first.
+struct Endgame {
+    /// The empty slots, in no particular order.
+    empty: Vec<u32>,
+    /// `skip⁻¹ mod M` per backend, 0 until first needed.
+    inverse: Vec<u32>,
+    size: u32,
+    /// `⌊(2^64 − 1)/M⌋`, for reducing products modulo `M` without a division.
+    reciprocal: u64,
+}
+
+impl Endgame {
+    /// Empty slots at which the endgame starts: about where a scan of the empty list (a
+    /// multiplication and a reduction per slot) gets cheaper than probing (`M/E` probes).
+    fn threshold(size: u32) -> u32 {
+        let f: f64 = std::env::var("EG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1.0);
+        ((f64::from(size.isqrt()) * f) as u32).min(size)
+    }
+
+    fn new(fill: &Fill) -> Self {
+        let mut empty = Vec::new();
+        for (word, &bits) in (0u32..).zip(&fill.taken) {
+            let mut free = !bits;
+            while free != 0 {
+                let slot = word * 64 + free.trailing_zeros();
+                if slot >= fill.size {
+                    break;
+                }
+                empty.push(slot);
+                free &= free - 1;
+            }
+        }
+        Self {
+            empty,
+            inverse: vec![0; fill.cursors.len()],
+            size: fill.size,
+            reciprocal: u64::MAX / u64::from(fill.size),
+        }
+    }
+
+    /// Removes and returns the first empty slot of the preference list with this skip from
+    /// `next` on, for backend `idx`.
+    fn take(&mut self, idx: usize, next: u32, skip: u32) -> u32 {
+        let size = self.size;
+        if self.inverse[idx] == 0 {
+            self.inverse[idx] = inverse_mod(skip, size);
+        }
+        let inverse = u64::from(self.inverse[idx]);
+        let mut best = (u64::MAX, 0);
+        for (at, &slot) in self.empty.iter().enumerate() {
+            let distance = if slot >= next {
+                slot - next
+            } else {
+                slot + size - next
+            };
+            let steps = self.reduce(u64::from(distance) * inverse);
+            if steps < best.0 {
+                best = (steps, at);
+            }
+        }
+        self.empty.swap_remove(best.1)
+    }
+
+    /// `x mod M` for `x < M²` (Barrett reduction: the quotient estimate is at most one short).
+    #[inline]
+    fn reduce(&self, x: u64) -> u64 {
+        let size = u64::from(self.size);
+        #[allow(clippy::cast_possible_truncation)] // the high half of a u128 product fits a u64
+        let quotient = ((u128::from(x) * u128::from(self.reciprocal)) >> 64) as u64;
+        let rest = x - quotient * size;
+        if rest >= size {
+            rest - size
+        } else {
+            rest
+        }
+    }
+}
+
+/// `a⁻¹ mod m` for prime `m` and `0 < a < m` (extended Euclid).
+fn inverse_mod(a: u32, m: u32) -> u32 {
+    let (mut r0, mut r1) = (i64::from(m), i64::from(a));
+    let (mut t0, mut t1) = (0i64, 1i64);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    debug_assert_eq!(r0, 1, "{a} has no inverse modulo {m}");
+    u32::try_from(t0.rem_euclid(i64::from(m))).expect("a residue modulo a u32 fits in a u32")
+}
+
+#[inline(always)]
+fn step(slot: u32, skip: u32, back: u32) -> u32 {
+    match slot.checked_sub(back) {
+        Some(wrapped) => wrapped,
+        None => slot + skip,
+    }
+}
+
+/// `(slot + skip) mod size` for `slot < size`, `skip < size`, `size <= MAX_SIZE < 2^31`: no
+/// division and no overflow.
 #[inline]
 fn advance(slot: u32, skip: u32, size: u32) -> u32 {
-    let next = slot + skip;
-    if next >= size {
-        next - size
-    } else {
-        next
+    match slot.checked_sub(size - skip) {
+        Some(wrapped) => wrapped,
+        None => slot + skip,
     }
 }
 

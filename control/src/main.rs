@@ -33,6 +33,23 @@ enum Command {
     Apply(ApplyArgs),
     /// Show services, pools, backends and the live generation on each worker.
     Show(ShowArgs),
+    /// Phased canary rollouts: status, or pause, resume or abort one service's rollout.
+    Rollout(RolloutArgs),
+}
+
+#[derive(Debug, Args)]
+struct RolloutArgs {
+    /// `status`, `pause`, `resume` or `abort`.
+    #[arg(value_parser = ["status", "pause", "resume", "abort"])]
+    action: String,
+    /// The service whose canary to act on (every rollout for `status` without it).
+    service: Option<String>,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    /// Print the rollouts as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +141,12 @@ fn main() -> ExitCode {
         }),
         Command::Show(args) => daemon::cli::show(&daemon::cli::ShowOptions {
             api: args.api,
+            json: args.json,
+        }),
+        Command::Rollout(args) => daemon::cli::rollout(&daemon::cli::RolloutOptions {
+            api: args.api,
+            action: args.action,
+            service: args.service,
             json: args.json,
         }),
     }

@@ -283,7 +283,7 @@ impl std::error::Error for RolloutError {
 }
 
 /// The rollout of every service with a phased canary, by service name.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Rollouts {
     services: BTreeMap<String, ServiceRollout>,
 }

@@ -106,7 +106,15 @@ impl Servers {
     pub fn admin(&self, i: usize, what: &str, json: &str) {
         let url = format!("http://{}:8000/admin/{what}", self.addr(i));
         let out = Command::new("curl")
-            .args(["-sS", "-m", "3", "-X", "POST", "-H", "Content-Type: application/json"])
+            .args([
+                "-sS",
+                "-m",
+                "3",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+            ])
             .args(["-d", json, &url])
             .output()
             .unwrap();
@@ -122,7 +130,11 @@ impl Servers {
     }
 
     pub fn waiting(&self, i: usize, n: f64) {
-        self.admin(i, "metrics", &format!("{{\"vllm:num_requests_waiting\": {n}}}"));
+        self.admin(
+            i,
+            "metrics",
+            &format!("{{\"vllm:num_requests_waiting\": {n}}}"),
+        );
     }
 }
 
@@ -139,6 +151,7 @@ pub fn free_port() -> u16 {
 pub struct Control {
     pub proc: Background,
     pub api: ApiClient,
+    pub listen: String,
     pub shm: PathBuf,
     pub instance: String,
     pub policy: PathBuf,
@@ -155,18 +168,12 @@ impl Control {
         let file = dir.join("policy.yaml");
         std::fs::write(&file, policy).unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
-        let proc = Background::spawn(
-            Command::new(control_bin())
-                .env("SWITCHYARD_SHM_DIR", &shm)
-                .env("RUST_LOG", "info")
-                .args(["run", "--policy"])
-                .arg(&file)
-                .args(["--instance", &instance, "--listen", &listen, "--start-wait", "0s"]),
-        );
+        let proc = Self::spawn(&shm, &file, &instance, &listen);
         let api = ApiClient::new(&listen, Duration::from_secs(5));
         let mut control = Self {
             proc,
             api,
+            listen,
             shm: shm.clone(),
             instance,
             policy: file,
@@ -175,6 +182,47 @@ impl Control {
         };
         control.wait("the API answers", Duration::from_secs(20), |_| true);
         control
+    }
+
+    fn spawn(shm: &Path, policy: &Path, instance: &str, listen: &str) -> Background {
+        Background::spawn(
+            Command::new(control_bin())
+                .env("SWITCHYARD_SHM_DIR", shm)
+                .env("RUST_LOG", "info")
+                .args(["run", "--policy"])
+                .arg(policy)
+                .args([
+                    "--instance",
+                    instance,
+                    "--listen",
+                    listen,
+                    "--start-wait",
+                    "0s",
+                ]),
+        )
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again on the same segment, policy and port.
+    pub fn restart(&mut self) {
+        let (status, _) = self.proc.stop(15, Duration::from_secs(10));
+        assert!(status.success(), "the control plane exited with {status}");
+        self.proc = Self::spawn(&self.shm, &self.policy, &self.instance, &self.listen);
+        self.wait("the API answers again", Duration::from_secs(20), |_| true);
+    }
+
+    /// `switchyard-control ARGS --api ADDR`: stdout, asserting success.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(control_bin())
+            .args(args)
+            .args(["--api", &self.listen])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "switchyard-control {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn state(&self) -> Option<StateView> {
@@ -263,7 +311,13 @@ impl Dataplane {
         let mut proc = Background::spawn(
             Command::new(DATAPLANE)
                 .env("SWITCHYARD_SHM_DIR", &control.shm)
-                .args(["run", "--stats-interval", "1", "--instance", &control.instance])
+                .args([
+                    "run",
+                    "--stats-interval",
+                    "1",
+                    "--instance",
+                    &control.instance,
+                ])
                 .arg("--config")
                 .arg(&settings)
                 .args(["--", "-l", "0-1", "--in-memory", "--no-pci"])
@@ -274,7 +328,9 @@ impl Dataplane {
         sh(&format!(
             "sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1 && ip link set {tap} up"
         ));
-        proc.wait_for_line(Duration::from_secs(30), |l| l.starts_with("table: generation"));
+        proc.wait_for_line(Duration::from_secs(30), |l| {
+            l.starts_with("table: generation")
+        });
         Self {
             proc,
             tap,
@@ -316,7 +372,13 @@ impl Dataplane {
 
 /// A client frame to the VIP on port 443.
 pub fn client_frame(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
-    let seg = tcp(Pseudo::V4(src, VIP), sport, 443, flags, b"inference request");
+    let seg = tcp(
+        Pseudo::V4(src, VIP),
+        sport,
+        443,
+        flags,
+        b"inference request",
+    );
     frame(&L2::inbound(), 0x0800, &ipv4(&V4::new(src, VIP, 6), &seg))
 }
 

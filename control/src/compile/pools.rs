@@ -59,7 +59,7 @@ pub(super) fn build(
             g.backends.push(abi::Backend {
                 address,
                 family,
-                flags: if healthy { abi::BACKEND_HEALTHY } else { 0 },
+                flags: flags(healthy, live.full),
                 _pad: [0; 2],
                 weight,
                 id,
@@ -114,6 +114,17 @@ pub(super) fn build(
     Ok(())
 }
 
+/// A backend's flags. Full only means something for a healthy backend: an unhealthy one takes
+/// no new flow anyway. Being full changes nothing else — the backend stays in the healthy list
+/// and keeps its Maglev slots, so a backend filling up or draining back moves no slot.
+fn flags(healthy: bool, full: bool) -> u8 {
+    match (healthy, full) {
+        (false, _) => 0,
+        (true, false) => abi::BACKEND_HEALTHY,
+        (true, true) => abi::BACKEND_HEALTHY | abi::BACKEND_FULL,
+    }
+}
+
 fn scheduler(s: Scheduler) -> abi::Scheduler {
     match s {
         Scheduler::Maglev { .. } => abi::Scheduler::Maglev,
@@ -121,5 +132,70 @@ fn scheduler(s: Scheduler) -> abi::Scheduler {
         Scheduler::RoundRobin => abi::Scheduler::RoundRobin,
         Scheduler::LeastConn => abi::Scheduler::LeastConn,
         Scheduler::Weighted => abi::Scheduler::Weighted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_table::generation::{BACKEND_FULL, BACKEND_HEALTHY};
+
+    use super::super::{compile, BackendIds, BackendState, CompileInput};
+
+    const POLICY: &str = "interfaces:
+  - name: uplink
+    mac: 02:00:00:00:00:01
+    addresses: [192.0.2.1/24]
+    gateway: { ipv4: 192.0.2.254, mac: 02:00:00:00:00:fe }
+encap: ipip
+services:
+  - { name: llm, vip: 203.0.113.10, ports: [443], routes: [{ pool: gpus }] }
+pools:
+  gpus:
+    maglev_size: 1009
+    health: { tcp: { port: 8000 } }
+    backends:
+      - { address: 192.0.2.11 }
+      - { address: 192.0.2.12 }
+      - { address: 192.0.2.13, weight: 50 }
+";
+
+    #[test]
+    fn a_full_backend_is_flagged_and_moves_no_slot() {
+        let policy =
+            crate::policy::parse_str(POLICY, "full.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let build = |state: &BackendState| {
+            let input = CompileInput {
+                policy: &policy,
+                generation: 1,
+                state,
+            };
+            compile(&input, &mut BackendIds::new()).expect("compiles")
+        };
+        let plain = build(&BackendState::new());
+        let mut state = BackendState::new();
+        state.set_full("gpus", "192.0.2.12".parse().unwrap(), true);
+        state.set_full("gpus", "192.0.2.13".parse().unwrap(), true);
+        state.set_health("gpus", "192.0.2.13".parse().unwrap(), false);
+        let full = build(&state);
+        let flags: Vec<u8> = full.backends.iter().map(|b| b.flags).collect();
+        assert_eq!(
+            flags,
+            [BACKEND_HEALTHY, BACKEND_HEALTHY | BACKEND_FULL, 0],
+            "full only marks a healthy backend"
+        );
+
+        // Full and healthy: the same table and healthy list as not full.
+        state.set_health("gpus", "192.0.2.13".parse().unwrap(), true);
+        state.set_full("gpus", "192.0.2.13".parse().unwrap(), false);
+        let full = build(&state);
+        assert_eq!(full.maglev, plain.maglev);
+        assert_eq!(full.healthy_backends, plain.healthy_backends);
+        assert_eq!(full.pools, plain.pools);
+        assert_eq!(full.backends[1].flags, BACKEND_HEALTHY | BACKEND_FULL);
+        full.validate().unwrap();
+
+        // Not full again: the very same generation.
+        state.set_full("gpus", "192.0.2.12".parse().unwrap(), false);
+        assert_eq!(build(&state), plain);
     }
 }

@@ -1,5 +1,5 @@
-//! Live backend state the compiler folds into a generation: health from the checkers and
-//! weights from live load.
+//! Live backend state the compiler folds into a generation: health from the checkers, weights
+//! and the bounded-load "full" mark from live load.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,14 +13,20 @@ pub struct BackendLive {
     /// Weight from live load, replacing the policy weight of a backend whose policy weight is
     /// not 0; clamped to the pool's `load` bounds when it has them.
     pub weight: Option<u32>,
+    /// Bounded load: the live load is past the pool's threshold. The backend stays in its pool's
+    /// healthy list and Maglev table; the generation marks it
+    /// [`BACKEND_FULL`](switchyard_table::generation::BACKEND_FULL) (when healthy), and the data
+    /// plane sends new flows that prefer it to the next backend of their preference order.
+    pub full: bool,
 }
 
 impl Default for BackendLive {
-    /// Healthy, policy weight: what a backend is until a checker says otherwise.
+    /// Healthy, policy weight, not full: what a backend is until a checker says otherwise.
     fn default() -> Self {
         Self {
             healthy: true,
             weight: None,
+            full: false,
         }
     }
 }
@@ -33,7 +39,7 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    /// Every backend healthy, at its policy weight.
+    /// Every backend healthy, at its policy weight, not full.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -47,6 +53,11 @@ impl BackendState {
     /// Sets (or, with `None`, clears) the live-load weight of a backend.
     pub fn set_weight(&mut self, pool: &str, address: IpAddr, weight: Option<u32>) {
         self.entry(pool, address).weight = weight;
+    }
+
+    /// Marks a backend full (its load is past the pool's threshold) or not full.
+    pub fn set_full(&mut self, pool: &str, address: IpAddr, full: bool) {
+        self.entry(pool, address).full = full;
     }
 
     /// The state of a backend; the default for one never set.

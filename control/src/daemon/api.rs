@@ -1,4 +1,5 @@
-//! The local HTTP API (`docs/CONTROL.md`): `GET /v1/state`, `POST /v1/apply`, `GET /metrics`.
+//! The local HTTP API (`docs/CONTROL.md`): `GET /v1/state`, `POST /v1/apply`, `GET /metrics`,
+//! `GET /v1/rollouts` and `POST /v1/rollouts/{service}/{pause|resume|abort}`.
 //!
 //! axum on a current-thread tokio runtime of its own thread: the API is a handful of requests a
 //! minute from an operator and a scraper, so one thread serves it, and the controller thread
@@ -12,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +24,7 @@ use tracing::{error, warn};
 
 use crate::policy::MAX_POLICY_BYTES;
 
-use super::controller::{ApiFailure, ApplyRequest, Request};
+use super::controller::{ApiFailure, ApplyRequest, Request, RolloutAction};
 use super::metrics::CONTENT_TYPE;
 use super::view::ApiError;
 
@@ -137,10 +138,44 @@ async fn apply(
     }
 }
 
+async fn rollouts(State(controller): State<Sender<Request>>) -> Response {
+    match ask(&controller, Request::Rollouts).await {
+        Some(list) => Json(list).into_response(),
+        None => stopping(),
+    }
+}
+
+async fn rollout_action(
+    State(controller): State<Sender<Request>>,
+    Path((service, action)): Path<(String, String)>,
+) -> Response {
+    let Some(action) = RolloutAction::parse(&action) else {
+        return failure(
+            404,
+            format!("no rollout action `{action}`; use pause, resume or abort"),
+        );
+    };
+    match ask(&controller, |reply| Request::RolloutAction {
+        service,
+        action,
+        reply,
+    })
+    .await
+    {
+        Some(Ok(list)) => Json(list).into_response(),
+        Some(Err(ApiFailure { status, body })) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(body)).into_response()
+        }
+        None => stopping(),
+    }
+}
+
 async fn not_found() -> Response {
     failure(
         404,
-        "no such endpoint; the API has GET /v1/state, POST /v1/apply and GET /metrics",
+        "no such endpoint; the API has GET /v1/state, POST /v1/apply, GET /v1/rollouts, \
+         POST /v1/rollouts/SERVICE/{pause,resume,abort} and GET /metrics",
     )
 }
 
@@ -148,6 +183,8 @@ fn router(controller: Sender<Request>) -> Router {
     Router::new()
         .route("/v1/state", get(state))
         .route("/v1/apply", post(apply))
+        .route("/v1/rollouts", get(rollouts))
+        .route("/v1/rollouts/{service}/{action}", post(rollout_action))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         // Room for the largest policy, so the handler can refuse a bigger one with its reason.

@@ -201,6 +201,58 @@ pub fn show(options: &ShowOptions) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `switchyard-control rollout ACTION [SERVICE]`.
+#[derive(Debug, Clone)]
+pub struct RolloutOptions {
+    pub api: String,
+    /// `status`, `pause`, `resume` or `abort`.
+    pub action: String,
+    /// Required for every action but `status`.
+    pub service: Option<String>,
+    pub json: bool,
+}
+
+/// `switchyard-control rollout status | pause | resume | abort SERVICE`.
+#[must_use]
+pub fn rollout(options: &RolloutOptions) -> ExitCode {
+    let client = ApiClient::new(&options.api, Duration::from_secs(10));
+    let result = match (options.action.as_str(), &options.service) {
+        ("status", _) => client.rollouts(),
+        ("pause" | "resume" | "abort", Some(service)) => client.rollout(service, &options.action),
+        ("pause" | "resume" | "abort", None) => {
+            let _ = writeln!(
+                io::stderr(),
+                "rollout {}: name the service (switchyard-control rollout {} SERVICE)",
+                options.action,
+                options.action
+            );
+            return ExitCode::FAILURE;
+        }
+        (other, _) => {
+            let _ = writeln!(
+                io::stderr(),
+                "unknown rollout action `{other}`; use status, pause, resume or abort"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let list = match result {
+        Ok(list) => list,
+        Err(e) => return client_failure(&e),
+    };
+    let mut list = list;
+    if let Some(service) = &options.service {
+        list.retain(|r| &r.service == service);
+    }
+    let text = if options.json {
+        serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
+    } else {
+        show::render_rollouts(&list)
+    };
+    let _ = io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

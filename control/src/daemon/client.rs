@@ -105,6 +105,33 @@ impl ApiClient {
         self.json(response)
     }
 
+    /// `GET /v1/rollouts`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn rollouts(&self) -> Result<Vec<crate::rollout::RolloutStatus>, ClientError> {
+        let response = self.agent.get(format!("{}/v1/rollouts", self.base)).call();
+        self.json(response)
+    }
+
+    /// `POST /v1/rollouts/{service}/{action}` (`pause`, `resume`, `abort`); answers every
+    /// rollout's status after the action.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; an unknown service is status 404, an action that does not apply
+    /// now 409.
+    pub fn rollout(
+        &self,
+        service: &str,
+        action: &str,
+    ) -> Result<Vec<crate::rollout::RolloutStatus>, ClientError> {
+        let response = self
+            .agent
+            .post(format!("{}/v1/rollouts/{service}/{action}", self.base))
+            .send_empty();
+        self.json(response)
+    }
+
     /// `GET /metrics`, as text.
     ///
     /// # Errors

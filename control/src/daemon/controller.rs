@@ -20,12 +20,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::IpAddr;
 use std::io::{self, Write as _};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use switchyard_table::generation::{Generation, BACKEND_HEALTHY};
 use switchyard_table::shm::{self, MAX_BLOB_SIZE, MAX_WORKERS, NO_GENERATION};
@@ -38,11 +38,14 @@ use crate::fleet::load::BackendLoad;
 use crate::fleet::{self, Monitor, Observation};
 use crate::policy::{self, Policy, PolicyErrors};
 use crate::publish::{LiveReport, PublishError, Publisher, Rejection};
+use crate::rollout::{
+    PoolHealth, RolloutError, RolloutEvent, RolloutStatus, Rollouts, SignalReading,
+};
 
 use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
 use super::view::{
-    ApiError, ApplyResponse, ControlCounters, DataplaneView, GenerationView, PublishStatus,
-    CheckView, LoadView, RejectedView, StateView, WorkerView,
+    ApiError, ApplyResponse, CheckView, ControlCounters, DataplaneView, GenerationView, LoadView,
+    PublishStatus, RejectedView, StateView, WorkerView,
 };
 use super::watch::PolicyWatch;
 use super::{describe, RunOptions};
@@ -70,10 +73,39 @@ pub enum Request {
     Reload,
     /// A health probe or load scrape finished.
     Fleet(Observation),
+    /// `GET /v1/rollouts`.
+    Rollouts(oneshot::Sender<Vec<RolloutStatus>>),
+    /// `POST /v1/rollouts/{service}/{pause|resume|abort}`.
+    RolloutAction {
+        service: String,
+        action: RolloutAction,
+        reply: oneshot::Sender<Result<Vec<RolloutStatus>, ApiFailure>>,
+    },
     /// Stop (SIGINT, SIGTERM).
     Stop {
         signal: &'static str,
     },
+}
+
+/// What an operator asks of a phased canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Abort,
+}
+
+impl RolloutAction {
+    /// From the API path segment.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pause" => Some(Self::Pause),
+            "resume" => Some(Self::Resume),
+            "abort" => Some(Self::Abort),
+            _ => None,
+        }
+    }
 }
 
 /// `POST /v1/apply`.
@@ -237,7 +269,16 @@ pub struct Controller {
     /// When each pool last had a load-driven change published.
     load_published_at: BTreeMap<String, Instant>,
     next_stale_check: Instant,
+    /// Rollback-gate counters per (canary pool, backend), with when they were read.
+    gate_readings: BTreeMap<(String, IpAddr), (f64, SystemTime)>,
+    rollouts: Rollouts,
+    /// Where rollout progress is kept across restarts.
+    rollouts_path: PathBuf,
+    next_rollout_tick: Instant,
 }
+
+/// How often phased canaries are checked for a step due or a gate tripped.
+const ROLLOUT_TICK: Duration = Duration::from_millis(200);
 
 /// How often backends are checked for metrics that went stale without a scrape result.
 const STALE_CHECK: Duration = Duration::from_millis(100);
@@ -391,7 +432,14 @@ impl Controller {
             load_pending: BTreeSet::new(),
             load_published_at: BTreeMap::new(),
             next_stale_check: Instant::now(),
+            gate_readings: BTreeMap::new(),
+            rollouts: Rollouts::new(),
+            rollouts_path: options
+                .shm_dir
+                .join(format!("switchyard-{}.rollouts.json", options.instance)),
+            next_rollout_tick: Instant::now(),
         };
+        controller.load_rollouts(&policy);
         // Backends the tables already have down stay down until their checks pass `rise`
         // times: a restarted control plane does not send new flows to a dead server.
         controller.recover_health(&policy);
@@ -448,9 +496,14 @@ impl Controller {
     /// Compiles `policy` with the current ids and backend state; changes nothing.
     fn prepare(&self, policy: &Policy) -> Result<Candidate, CompileError> {
         let mut ids = self.ids.clone();
+        // Phased canaries take the share their rollout is at, as the policy would once adopted.
+        let mut effective = policy.clone();
+        let mut rollouts = self.rollouts.clone();
+        rollouts.sync(policy, SystemTime::now());
+        rollouts.apply_to(&mut effective);
         let generation = compile::compile(
             &CompileInput {
-                policy,
+                policy: &effective,
                 generation: self.next_number(),
                 state: &self.backend_state,
             },
@@ -550,6 +603,16 @@ impl Controller {
             }
             Request::Apply(apply, reply) => self.apply(apply, reply),
             Request::Fleet(observation) => self.observe_fleet(observation),
+            Request::Rollouts(reply) => {
+                let _ = reply.send(self.rollouts.status(SystemTime::now()));
+            }
+            Request::RolloutAction {
+                service,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.rollout_action(&service, action));
+            }
             Request::Reload => {
                 // Whatever the file holds now is acted on here; a write racing the load shows
                 // up as one more change for the watcher.
@@ -564,6 +627,7 @@ impl Controller {
     /// `apply`s and polls the policy file.
     pub fn tick(&mut self) {
         self.publish_load();
+        self.tick_rollouts();
         let summary = self.publisher.poll();
         self.observe_dataplane(summary.dataplane_restarted);
         self.check_current();
@@ -962,6 +1026,7 @@ impl Controller {
                 self.fill_live(&mut pools);
                 pools
             },
+            rollouts: self.rollouts.status(SystemTime::now()),
             counters: self.counters.clone(),
         }
     }
@@ -1059,6 +1124,14 @@ impl Controller {
     /// Follows the current policy: checks for new backends start, removed ones stop and
     /// their state is forgotten.
     fn sync_fleet(&mut self) {
+        let events = self.rollouts.sync(&self.current.policy, SystemTime::now());
+        self.log_rollouts(&events);
+        if !events.is_empty() {
+            self.save_rollouts();
+        }
+        let gates = fleet::gate_metrics(&self.current.policy);
+        self.gate_readings
+            .retain(|(pool, _), _| gates.contains_key(pool));
         let wanted = fleet::watches(&self.current.policy);
         let has = |key: &(String, IpAddr), kind| wanted.contains_key(&(key.0.clone(), key.1, kind));
         let gone_health: Vec<_> = self
@@ -1125,7 +1198,10 @@ impl Controller {
                 }
                 self.backend_state
                     .set_health(&pool, address, t.to == Health::Up);
-                self.republish(&format!("health: {address} of pool {pool} is {}", t.to.as_str()));
+                self.republish(&format!(
+                    "health: {address} of pool {pool} is {}",
+                    t.to.as_str()
+                ));
             }
             Observation::Scrape {
                 pool,
@@ -1141,9 +1217,23 @@ impl Controller {
                 else {
                     return;
                 };
+                let mut result = result.map_err(|e| e.to_string());
+                if let Ok(values) = &mut result {
+                    // Past the signals: the canary rollback-gate counter, if this pool has one.
+                    let gate = values.split_off(cfg.signals.len().min(values.len()));
+                    match gate.first().copied().flatten() {
+                        Some(v) => {
+                            self.gate_readings
+                                .insert((pool.clone(), address), (v, SystemTime::now()));
+                        }
+                        None => {
+                            self.gate_readings.remove(&(pool.clone(), address));
+                        }
+                    }
+                }
                 let state = self.loads.entry((pool.clone(), address)).or_default();
                 let was_error = state.last_error.is_some();
-                state.observe(result.map_err(|e| e.to_string()), &cfg, at);
+                state.observe(result, &cfg, at);
                 if let (false, Some(e)) = (was_error, &state.last_error) {
                     warn!("load: scraping {address} of pool {pool}: {e}");
                 }
@@ -1219,7 +1309,8 @@ impl Controller {
                 let target = l.target(cfg, b.weight, now);
                 if target != l.published {
                     l.published = target;
-                    self.backend_state.set_weight(&pool, b.address, target.weight);
+                    self.backend_state
+                        .set_weight(&pool, b.address, target.weight);
                     self.backend_state.set_full(&pool, b.address, target.full);
                     any = true;
                 }
@@ -1231,7 +1322,11 @@ impl Controller {
         }
         if !changed.is_empty() {
             self.counters.load_updates += 1;
-            self.republish(&format!("load: pool{} {}", if changed.len() == 1 { "" } else { "s" }, changed.join(", ")));
+            self.republish(&format!(
+                "load: pool{} {}",
+                if changed.len() == 1 { "" } else { "s" },
+                changed.join(", ")
+            ));
         }
     }
 
@@ -1242,7 +1337,10 @@ impl Controller {
         let candidate = match self.prepare(&policy) {
             Ok(c) => c,
             Err(e) => {
-                error!("{why}: the policy cannot be compiled: {e}; generation {} stays", self.current.number());
+                error!(
+                    "{why}: the policy cannot be compiled: {e}; generation {} stays",
+                    self.current.number()
+                );
                 return;
             }
         };
@@ -1251,7 +1349,10 @@ impl Controller {
         }
         log_lines(tracing::Level::INFO, &candidate.diff.to_string());
         if let Err(e) = self.publish(policy, candidate, QUICK_WAIT) {
-            error!("{why}: publishing failed: {e}; generation {} stays", self.current.number());
+            error!(
+                "{why}: publishing failed: {e}; generation {} stays",
+                self.current.number()
+            );
         }
     }
 
@@ -1297,6 +1398,149 @@ impl Controller {
                         full: l.published.full,
                     });
                 }
+            }
+        }
+    }
+}
+
+/// Phased canaries: progress kept in a file, advanced on a tick, gated on the canary pool.
+impl Controller {
+    /// Loads rollout progress (a bad file is logged and progress starts afresh) and follows
+    /// `policy`.
+    fn load_rollouts(&mut self, policy: &Policy) {
+        self.rollouts = match Rollouts::load(&self.rollouts_path) {
+            Ok(r) => r,
+            Err(e) => {
+                error!("{e}; rollouts start from their first step");
+                Rollouts::new()
+            }
+        };
+        let events = self.rollouts.sync(policy, SystemTime::now());
+        self.log_rollouts(&events);
+        self.save_rollouts();
+    }
+
+    fn save_rollouts(&self) {
+        if let Err(e) = self.rollouts.save(&self.rollouts_path) {
+            warn!(
+                "cannot save rollout progress to {}: {e}",
+                self.rollouts_path.display()
+            );
+        }
+    }
+
+    fn log_rollouts(&self, events: &[RolloutEvent]) {
+        for e in events {
+            match e.kind {
+                crate::rollout::RolloutEventKind::RolledBack => warn!("rollout: {e}"),
+                _ => info!("rollout: {e}"),
+            }
+        }
+    }
+
+    /// What the rollouts know of a canary pool right now.
+    fn pool_health(&self, pool: &str, gate: bool) -> PoolHealth {
+        let policy = &self.current.policy;
+        let Some(p) = policy.pool_by_name(pool).map(|id| policy.pool(id)) else {
+            return PoolHealth::default();
+        };
+        let backends_down = p
+            .backends
+            .iter()
+            .filter(|b| {
+                self.health
+                    .get(&(p.name.clone(), b.address))
+                    .is_some_and(|h| h.state == Health::Down)
+            })
+            .count();
+        let signal = gate
+            .then(|| {
+                let stale_after = p.load.as_ref().map_or(Duration::ZERO, |l| l.stale_after);
+                let fresh: Vec<(f64, SystemTime)> = p
+                    .backends
+                    .iter()
+                    .filter_map(|b| self.gate_readings.get(&(p.name.clone(), b.address)))
+                    .filter(|(_, at)| at.elapsed().unwrap_or_default() <= stale_after)
+                    .copied()
+                    .collect();
+                let read_at = fresh.iter().map(|&(_, at)| at).max()?;
+                Some(SignalReading {
+                    sum: fresh.iter().map(|&(v, _)| v).sum(),
+                    sources: u32::try_from(fresh.len()).unwrap_or(u32::MAX),
+                    read_at,
+                })
+            })
+            .flatten();
+        PoolHealth {
+            backends_down: u32::try_from(backends_down).unwrap_or(u32::MAX),
+            backends: u32::try_from(p.backends.len()).unwrap_or(u32::MAX),
+            signal,
+        }
+    }
+
+    /// Advances due steps and trips gates; publishes when a canary's share changed.
+    fn tick_rollouts(&mut self) {
+        let now = Instant::now();
+        if now < self.next_rollout_tick {
+            return;
+        }
+        self.next_rollout_tick = now + ROLLOUT_TICK;
+        let gates = fleet::gate_metrics(&self.current.policy);
+        let pools: BTreeMap<String, PoolHealth> = self
+            .current
+            .policy
+            .services
+            .iter()
+            .filter_map(|s| s.canary.as_ref().filter(|c| c.rollout.is_some()))
+            .map(|c| {
+                let name = self.current.policy.pool(c.pool).name.clone();
+                let gate = gates.contains_key(&name);
+                (name.clone(), self.pool_health(&name, gate))
+            })
+            .collect();
+        if pools.is_empty() {
+            return;
+        }
+        let events = self.rollouts.tick(SystemTime::now(), &|pool: &str| {
+            pools.get(pool).copied().unwrap_or_default()
+        });
+        self.after_rollout_events(&events, "rollout");
+    }
+
+    fn after_rollout_events(&mut self, events: &[RolloutEvent], why: &str) {
+        if events.is_empty() {
+            return;
+        }
+        self.log_rollouts(events);
+        self.save_rollouts();
+        if events.iter().any(|e| e.share_changed) {
+            self.republish(why);
+        }
+    }
+
+    fn rollout_action(
+        &mut self,
+        service: &str,
+        action: RolloutAction,
+    ) -> Result<Vec<RolloutStatus>, ApiFailure> {
+        let now = SystemTime::now();
+        let result = match action {
+            RolloutAction::Pause => self.rollouts.pause(service, now),
+            RolloutAction::Resume => self.rollouts.resume(service, now),
+            RolloutAction::Abort => self.rollouts.abort(service, now),
+        };
+        match result {
+            Ok(event) => {
+                let events: Vec<RolloutEvent> = event.into_iter().collect();
+                self.after_rollout_events(&events, "rollout (operator)");
+                Ok(self.rollouts.status(now))
+            }
+            Err(e) => {
+                let status = match e {
+                    RolloutError::NoRollout { .. } => 404,
+                    _ => 409,
+                };
+                Err(ApiFailure::new(status, e.to_string(), Vec::new()))
             }
         }
     }

@@ -233,6 +233,49 @@ pub fn render(state: &StateView) -> String {
         }
     }
     t.render(&mut out);
+    if !state.rollouts.is_empty() {
+        out.push('\n');
+        out.push_str(&render_rollouts(&state.rollouts));
+    }
+    out
+}
+
+/// The phased canaries: one line each.
+#[must_use]
+pub fn render_rollouts(list: &[crate::rollout::RolloutStatus]) -> String {
+    if list.is_empty() {
+        return "no phased canary rollouts\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        "SERVICE",
+        "CANARY POOL",
+        "STATE",
+        "STEP",
+        "SHARE",
+        "NEXT",
+        "NOTE",
+    ]);
+    for r in list {
+        let next = r
+            .next_step_in_secs
+            .map_or_else(|| "-".to_owned(), |s| ago(s.saturating_mul(1000)));
+        let note = r
+            .reason
+            .clone()
+            .or_else(|| r.waiting.clone())
+            .unwrap_or_default();
+        t.row(vec![
+            r.service.clone(),
+            r.pool.clone(),
+            r.state.to_string(),
+            format!("{}/{} ({})", r.step + 1, r.steps.len(), r.steps.join(" → ")),
+            r.percent.clone(),
+            next,
+            note,
+        ]);
+    }
+    let mut out = String::new();
+    t.render(&mut out);
     out
 }
 
@@ -354,6 +397,7 @@ mod tests {
                     },
                 ],
             }],
+            rollouts: Vec::new(),
             counters: ControlCounters::default(),
         }
     }

@@ -22,6 +22,9 @@ pub struct StateView {
     pub services: Vec<ServiceView>,
     /// Pools of the current policy, in policy order.
     pub pools: Vec<PoolView>,
+    /// Phased canary rollouts and where they are.
+    #[serde(default)]
+    pub rollouts: Vec<crate::rollout::RolloutStatus>,
     /// Control-plane counters since the daemon started.
     pub counters: ControlCounters,
 }

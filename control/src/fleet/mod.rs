@@ -46,7 +46,9 @@ pub type WatchKey = (String, IpAddr, Kind);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Watch {
     Health(HealthCheck),
-    Load(LoadFeedback),
+    /// The pool's load settings, and the counters of canary rollback gates read from the
+    /// same page (their values follow the signals' in the scrape result).
+    Load(LoadFeedback, Vec<String>),
 }
 
 /// One raw result, for the controller.
@@ -69,9 +71,31 @@ pub enum Observation {
 /// Where observations go; returns false once nobody listens (the task then ends).
 pub type Sink = Arc<dyn Fn(Observation) -> bool + Send + Sync>;
 
+/// The rollback-gate counter of each canary pool (read from its `load.metrics` page).
+#[must_use]
+pub fn gate_metrics(policy: &Policy) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for service in &policy.services {
+        let Some(canary) = &service.canary else {
+            continue;
+        };
+        let Some(gate) = canary
+            .rollout
+            .as_ref()
+            .and_then(|r| r.rollback.signal.as_ref())
+        else {
+            continue;
+        };
+        out.entry(policy.pool(canary.pool).name.clone())
+            .or_insert_with(|| gate.metric.clone());
+    }
+    out
+}
+
 /// The checks a policy asks for.
 #[must_use]
 pub fn watches(policy: &Policy) -> BTreeMap<WatchKey, Watch> {
+    let gates = gate_metrics(policy);
     let mut out = BTreeMap::new();
     for pool in &policy.pools {
         for b in &pool.backends {
@@ -82,9 +106,10 @@ pub fn watches(policy: &Policy) -> BTreeMap<WatchKey, Watch> {
                 );
             }
             if let Some(l) = &pool.load {
+                let extra = gates.get(&pool.name).cloned().into_iter().collect();
                 out.insert(
                     (pool.name.clone(), b.address, Kind::Load),
-                    Watch::Load(l.clone()),
+                    Watch::Load(l.clone(), extra),
                 );
             }
         }
@@ -205,7 +230,7 @@ async fn check(
 ) {
     let interval = match &watch {
         Watch::Health(h) => h.interval,
-        Watch::Load(l) => l.interval,
+        Watch::Load(l, _) => l.interval,
     };
     // Start anywhere in the first interval, so checks spread out.
     tokio::time::sleep(interval.mul_f64(fastrand::f64())).await;
@@ -221,14 +246,14 @@ async fn check(
                 result: probe::probe(address, &h.probe, h.timeout).await,
                 at: Instant::now(),
             },
-            Watch::Load(l) => Observation::Scrape {
+            Watch::Load(l, extra) => Observation::Scrape {
                 pool: pool.clone(),
                 address,
                 result: probe::scrape(
                     address,
                     l.metrics_port,
                     &l.metrics_path,
-                    &l.signals,
+                    &l.signals.iter().chain(extra).cloned().collect::<Vec<_>>(),
                     l.interval.min(Duration::from_secs(1)),
                 )
                 .await,

@@ -19,9 +19,9 @@ use super::super::values::{
 };
 use super::interfaces::Links;
 use super::{
-    show_duration, NameIndex, Validator, DEFAULT_EXPECT_STATUS, DEFAULT_FALL,
-    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HTTP_PATH, DEFAULT_LOAD_INTERVAL,
-    DEFAULT_FULL_AT, DEFAULT_LOAD_DEAD_BAND, DEFAULT_LOAD_SMOOTHING, DEFAULT_METRICS_PATH,
+    show_duration, NameIndex, Validator, DEFAULT_EXPECT_STATUS, DEFAULT_FALL, DEFAULT_FULL_AT,
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HTTP_PATH, DEFAULT_LOAD_DEAD_BAND,
+    DEFAULT_LOAD_INTERVAL, DEFAULT_LOAD_SMOOTHING, DEFAULT_METRICS_PATH,
     DEFAULT_MIN_REBUILD_INTERVAL, DEFAULT_RISE, FLOWS_PER_WORKER_RANGE, HEALTH_INTERVAL_RANGE,
     LOAD_INTERVAL_RANGE, LOAD_TIMING_RANGE, MAX_RISE_FALL,
 };
@@ -507,7 +507,11 @@ impl Validator {
         }
         let dead_band = match &raw.dead_band {
             None => Percent::from_basis_points(DEFAULT_LOAD_DEAD_BAND),
-            Some(node) => self.check(node, format!("{path}.dead_band"), parse_percent(&node.value)),
+            Some(node) => self.check(
+                node,
+                format!("{path}.dead_band"),
+                parse_percent(&node.value),
+            ),
         };
         let bounded = matches!(scheduler, SchedulerKind::Maglev | SchedulerKind::IpHash);
         let full_at = match &raw.full_at {
