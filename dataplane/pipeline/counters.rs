@@ -72,6 +72,12 @@ counters! {
     CanarySelected => "canary_selected",
     /// A new flow went to a fallback pool (the route's first pool had no healthy backend).
     PoolFallback => "pool_fallback",
+    /// Bounded load: a new flow's preferred backend (its `maglev` or `ip_hash` slot) is full, so
+    /// it went to the next backend of its own preference order that is not.
+    BoundedLoadSpill => "bounded_load_spill",
+    /// Bounded load: a new flow's preferred backend is full and so is every other backend of
+    /// the pool; it went to the preferred one (the pool is saturated).
+    BoundedLoadAllFull => "bounded_load_all_full",
     /// A TCP RST (or other non-insertable packet) with no flow was forwarded without an entry.
     ForwardedWithoutEntry => "forwarded_without_entry",
 

@@ -7,13 +7,42 @@
 //! worker has per backend id (for least connections). Flow counts are keyed by the stable
 //! backend id, so they survive generation swaps; the flow table reports every entry that leaves
 //! (expired, evicted, replaced) and the pipeline reports TCP closes, so the counts stay exact.
+//!
+//! # Bounded load
+//!
+//! Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam) for `maglev` and
+//! `ip_hash`: the control plane marks a healthy backend [`BACKEND_FULL`] when its live load is
+//! past its pool's threshold, and changes nothing else — the Maglev table and the healthy list
+//! stay as they are. A new flow whose slot `h mod M` names a full backend walks its own
+//! preference order: the slots `(h + i·step) mod M` for `i = 1, 2, …`, where
+//! `step = 1 + h₂ mod (M − 1)` comes from a second hash `h₂` of the key, independent of the
+//! slot. `M` is prime, so the walk is a permutation of the slots particular to the key, and it
+//! meets each backend in proportion to its slots, i.e. its weight: the flows a full backend
+//! turns away spread over the others by weight. The first backend met that is healthy,
+//! weighted and not full takes the flow (`bounded_load_spill`). After [`SPILL_PROBES`] probes
+//! the pool's healthy list is scanned from `h mod n` instead (also `bounded_load_spill`); when
+//! every backend is full the flow goes to the preferred backend after all
+//! (`bounded_load_all_full`): a saturated pool still serves, and never falls back to another
+//! pool for being full. The walk is a pure function of the key and the table, so with `ip_hash`
+//! every flow of a client still goes to one backend, and every balancer with the same table
+//! sends a flow to the same one. Only new flows are scheduled, so flows already on a backend
+//! stay when it fills up. A flow whose backend is not full — the common case — costs nothing
+//! more: one mask tests healthy and not full together.
 
 use switchyard_table::generation::{
-    Generation, Pool, Scheduler, BACKEND_HEALTHY, NONE, PER_MILLION,
+    Generation, Pool, Scheduler, BACKEND_FULL, BACKEND_HEALTHY, NONE, PER_MILLION,
 };
 
 use super::counters::{Counter, Counters};
-use crate::flow::FlowValue;
+use crate::flow::{fold32, hash_words, FlowValue};
+
+/// Slots a bounded-load walk probes before it scans the pool's healthy list instead. With a
+/// share `f` of the slots on full backends, all of them are full with probability `f^32`
+/// (0.08 % at `f = 0.8`).
+const SPILL_PROBES: usize = 32;
+
+/// Seed of the second hash of a key, which sets the step of its bounded-load walk.
+const SPILL_SEED: u64 = 0x6c62_272e_07bb_0142;
 
 /// Bit of [`FlowValue::slot`]: this flow is included in its backend's live-flow count.
 pub(crate) const SLOT_COUNTED: u32 = 1;
@@ -137,7 +166,7 @@ pub(crate) fn schedule(
         if let Some(pool) = g.pools.get(route.canary_pool as usize) {
             if pool.healthy_count > 0 {
                 counters.inc(Counter::CanarySelected);
-                return pick(g, st, route.canary_pool as usize, pool, flow);
+                return pick(g, st, counters, route.canary_pool as usize, pool, flow);
             }
         }
     }
@@ -151,7 +180,7 @@ pub(crate) fn schedule(
             if i > 0 {
                 counters.inc(Counter::PoolFallback);
             }
-            return pick(g, st, p as usize, pool, flow);
+            return pick(g, st, counters, p as usize, pool, flow);
         }
     }
     Err(Counter::DropNoHealthyBackend)
@@ -162,6 +191,7 @@ pub(crate) fn schedule(
 fn pick(
     g: &Generation,
     st: &mut SchedState,
+    counters: &mut Counters,
     pool_index: usize,
     pool: &Pool,
     flow: &NewFlow,
@@ -176,8 +206,8 @@ fn pick(
         return Err(Counter::DropNoHealthyBackend);
     }
     let index = match Scheduler::from_u8(pool.scheduler) {
-        Some(Scheduler::Maglev) => maglev(g, pool, healthy, flow.hash)?,
-        Some(Scheduler::IpHash) => maglev(g, pool, healthy, flow.src_hash)?,
+        Some(Scheduler::Maglev) => maglev(g, pool, healthy, flow.hash, counters)?,
+        Some(Scheduler::IpHash) => maglev(g, pool, healthy, flow.src_hash, counters)?,
         Some(Scheduler::RoundRobin) => {
             let cursor = st
                 .rr
@@ -236,9 +266,16 @@ fn pick(
 /// The pool's Maglev slot for `hash`. Slots hold backend index + 1; an empty slot (0) means
 /// the pool has no backend to offer. A slot naming a backend that is not healthy or drained (a
 /// table not rebuilt yet) falls back to the healthy list, indexed by the same hash, so the
-/// choice stays a pure function of the hash.
+/// choice stays a pure function of the hash. A full backend sends the flow on along its
+/// preference order ([`spill`]; see the module documentation).
 #[inline]
-fn maglev(g: &Generation, pool: &Pool, healthy: &[u32], hash: u32) -> Result<u32, Counter> {
+fn maglev(
+    g: &Generation,
+    pool: &Pool,
+    healthy: &[u32],
+    hash: u32,
+    counters: &mut Counters,
+) -> Result<u32, Counter> {
     let size = pool.maglev_size;
     if size == 0 {
         return Err(Counter::DropNoHealthyBackend);
@@ -249,8 +286,74 @@ fn maglev(g: &Generation, pool: &Pool, healthy: &[u32], hash: u32) -> Result<u32
         return Err(Counter::DropNoHealthyBackend);
     }
     match g.backends.get(slot as usize - 1) {
-        Some(b) if b.flags & BACKEND_HEALTHY != 0 && b.weight > 0 => Ok(slot - 1),
-        Some(_) => Ok(healthy[hash as usize % healthy.len()]),
+        Some(b)
+            if b.flags & (BACKEND_HEALTHY | BACKEND_FULL) == BACKEND_HEALTHY && b.weight > 0 =>
+        {
+            Ok(slot - 1)
+        }
+        Some(b) if b.flags & BACKEND_HEALTHY != 0 && b.weight > 0 => {
+            Ok(spill(g, pool, healthy, hash, slot - 1, counters))
+        }
+        Some(_) => {
+            let fallback = healthy[hash as usize % healthy.len()];
+            if open(g, fallback) {
+                Ok(fallback)
+            } else {
+                Ok(spill(g, pool, healthy, hash, fallback, counters))
+            }
+        }
         None => Err(Counter::DropBadTableReference),
     }
+}
+
+/// Whether backend index `b` takes new flows: healthy, weighted and not full.
+#[inline]
+fn open(g: &Generation, b: u32) -> bool {
+    g.backends.get(b as usize).is_some_and(|b| {
+        b.flags & (BACKEND_HEALTHY | BACKEND_FULL) == BACKEND_HEALTHY && b.weight > 0
+    })
+}
+
+/// Bounded load: `preferred` is full. The key's walk over the pool's slots, then its healthy
+/// list, picks the first backend that is [`open`]; when none is, `preferred` (see the module
+/// documentation). Off the common path: only new flows whose preferred backend is full get here.
+#[cold]
+#[inline(never)]
+fn spill(
+    g: &Generation,
+    pool: &Pool,
+    healthy: &[u32],
+    hash: u32,
+    preferred: u32,
+    counters: &mut Counters,
+) -> u32 {
+    let first = pool.maglev_offset as usize;
+    let slots = g
+        .maglev
+        .get(first..first.saturating_add(pool.maglev_size as usize))
+        .unwrap_or_default();
+    let n = slots.len();
+    if n > 1 {
+        let step = 1 + fold32(hash_words(SPILL_SEED, &[u64::from(hash)])) as usize % (n - 1);
+        let mut at = hash as usize % n;
+        for _ in 0..SPILL_PROBES {
+            at = (at + step) % n;
+            let slot = slots.get(at).copied().unwrap_or(0);
+            if slot != 0 && open(g, slot - 1) {
+                counters.inc(Counter::BoundedLoadSpill);
+                return slot - 1;
+            }
+        }
+    }
+    let n = healthy.len();
+    let start = hash as usize % n.max(1);
+    for k in 0..n {
+        let b = healthy[(start + k) % n];
+        if open(g, b) {
+            counters.inc(Counter::BoundedLoadSpill);
+            return b;
+        }
+    }
+    counters.inc(Counter::BoundedLoadAllFull);
+    preferred
 }

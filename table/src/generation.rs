@@ -22,7 +22,9 @@ compile_error!("the Switchyard table ABI is defined for little-endian hosts");
 
 /// `b"SWYDGEN\0"`.
 pub const MAGIC: [u8; 8] = *b"SWYDGEN\0";
-/// Bumped on any change to a record layout or its meaning.
+/// Bumped on any change to a record layout or its meaning. [`BACKEND_FULL`] came within version
+/// 2: a reader from before it ignores the bit (no bounded load, nothing else changes). Since
+/// then [`Generation::validate`] refuses unknown flag bits, so any further flag needs a bump.
 pub const ABI_VERSION: u32 = 2;
 /// Most sections a header can describe.
 pub const MAX_SECTIONS: usize = 24;
@@ -47,8 +49,19 @@ pub const PROTO_UDP: u8 = 17;
 pub const ENCAP_IPIP: u8 = 0;
 pub const ENCAP_GUE: u8 = 1;
 
-/// Backend flags.
+/// Backend flag: the backend passes its health check (or its pool has none). Without it the
+/// backend takes no new flow, and flows on it are rescheduled.
 pub const BACKEND_HEALTHY: u8 = 1;
+/// Backend flag, bounded load: the backend is healthy but full (its live load is past the
+/// pool's threshold). A new flow whose preferred backend (its Maglev or IP-hash slot) is full
+/// goes to the next backend of its own preference order that is not full; only when every
+/// backend of the pool is full does it stay on the preferred one. Flows already on the backend
+/// stay. A full backend keeps its Maglev slots and its place in the healthy list, so filling up
+/// and draining back rebuild nothing. Meaningful only with [`BACKEND_HEALTHY`]; only the
+/// `maglev` and `ip_hash` schedulers read it.
+pub const BACKEND_FULL: u8 = 2;
+/// Every backend flag a generation may carry; [`Generation::validate`] refuses other bits.
+pub const BACKEND_FLAGS: u8 = BACKEND_HEALTHY | BACKEND_FULL;
 
 /// ACL actions.
 pub const ACL_ALLOW: u8 = 1;
@@ -290,7 +303,7 @@ pub struct Pool {
 pub struct Backend {
     pub address: [u8; 16],
     pub family: u8,
-    /// [`BACKEND_HEALTHY`].
+    /// [`BACKEND_HEALTHY`], [`BACKEND_FULL`]; no other bit.
     pub flags: u8,
     pub _pad: [u8; 2],
     pub weight: u32,
@@ -834,6 +847,9 @@ impl Generation {
             if !pool_ok(b.pool) || !(b.family == FAMILY_V4 || b.family == FAMILY_V6) {
                 return bad("backend", i);
             }
+            if b.flags & !BACKEND_FLAGS != 0 {
+                return bad("backend.flags", i);
+            }
             if self.backend_by_id.get(b.id as usize).copied() != u32::try_from(i + 1).ok() {
                 return bad("backend.id", i);
             }
@@ -1064,6 +1080,21 @@ mod tests {
         assert_eq!(
             Generation::decode(&g.encode()).unwrap_err().name(),
             "bad_reference"
+        );
+    }
+
+    #[test]
+    fn backend_flags_are_the_known_bits_only() {
+        let mut g = sample();
+        g.backends[0].flags = BACKEND_HEALTHY | BACKEND_FULL;
+        assert_eq!(Generation::decode(&g.encode()).unwrap(), g);
+        g.backends[0].flags = BACKEND_HEALTHY | 4;
+        assert_eq!(
+            Generation::decode(&g.encode()).unwrap_err(),
+            DecodeError::BadReference {
+                what: "backend.flags",
+                index: 0
+            }
         );
     }
 

@@ -142,11 +142,7 @@ mod tests {
     use super::super::{compile, BackendIds, BackendState, CompileInput};
 
     const POLICY: &str = "interfaces:
-  - name: uplink
-    mac: 02:00:00:00:00:01
-    addresses: [192.0.2.1/24]
-    gateway: { ipv4: 192.0.2.254, mac: 02:00:00:00:00:fe }
-encap: ipip
+  - { name: eth0, mac: 02:00:00:00:00:01, addresses: [192.0.2.1/24], gateway: { ipv4: 192.0.2.254 } }
 services:
   - { name: llm, vip: 203.0.113.10, ports: [443], routes: [{ pool: gpus }] }
 pools:
