@@ -16,9 +16,7 @@ mod fixtures;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use common::*;
 use fixtures::frames::{tcp4_frame, Addr, RST, SYN};
@@ -72,36 +70,22 @@ fn run(name: &str, g: &Generation, frames: &[Vec<u8>]) -> Run {
     write_pcap(&input, frames);
     let table = dir.join("table.bin");
     std::fs::write(&table, g.encode()).unwrap();
-    let settings = dir.join("appliance.yaml");
-    std::fs::write(
+    let settings = pcap_settings(&dir, 65536);
+    let stdout = run_table(
+        &table,
         &settings,
-        "ports:\n  - { device: net_pcap0, role: uplink }\n  - { device: net_pcap1, role: backend }\n\
-         flow_table: { ipv4_flows: 65536, ipv6_flows: 1024 }\nmempool: { mbufs: 16383 }\n",
-    )
-    .unwrap();
-    let out = run_with_timeout(
-        Command::new(DATAPLANE)
-            .args(["run", "--duration", "2", "--table"])
-            .arg(&table)
-            .arg("--config")
-            .arg(&settings)
-            .args(["--", "-l", "0-1", "--in-memory", "--no-pci"])
-            .arg(format!(
+        "2",
+        &[
+            format!(
                 "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
                 input.display(),
                 dir.join("out0.pcap").display()
-            ))
-            .arg(format!(
+            ),
+            format!(
                 "--vdev=net_pcap1,tx_pcap={}",
                 dir.join("out1.pcap").display()
-            )),
-        Duration::from_secs(60),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+            ),
+        ],
     );
     let counters: BTreeMap<String, u64> = stdout
         .lines()

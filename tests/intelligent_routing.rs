@@ -350,6 +350,7 @@ fn pool_healthy(s: &switchyard_control::daemon::view::StateView, pool: &str) -> 
 }
 
 /// A data-plane counter summed over workers, from the control plane's Prometheus page.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // counters are whole numbers
 fn dataplane_counter(control: &Control, name: &str) -> u64 {
     let text = control.api.metrics().expect("metrics");
     let metric = format!("switchyard_dataplane_{name}_total");
@@ -359,19 +360,29 @@ fn dataplane_counter(control: &Control, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-#[test]
-fn health_a_pool_without_healthy_backends_fails_over_along_its_chain() {
-    require_root();
-    let mut servers = Servers::start(3, 64);
-    let mut control = Control::start("failover", &regions_policy(&servers));
+/// The two-region fleet with every backend of `down` (`llama-eu`: servers 0 and 1,
+/// `llama-us`: server 2) killed and out of every worker's table.
+fn two_regions_with_one_down(name: &str, subnet: u8, down: &str) -> (Servers, Control, Dataplane) {
+    let mut servers = Servers::start(3, subnet);
+    let mut control = Control::start(name, &regions_policy(&servers));
     let dp = Dataplane::start(&control);
     control.wait("all up", Duration::from_secs(20), |s| {
         pool_healthy(s, "llama-eu") == 2 && pool_healthy(s, "llama-us") == 1 && live_everywhere(s)
     });
-    servers.kill(2);
-    control.wait("llama-us down", Duration::from_secs(20), |s| {
-        pool_healthy(s, "llama-us") == 0 && live_everywhere(s)
+    let dead = if down == "llama-eu" { 0..2 } else { 2..3 };
+    for i in dead {
+        servers.kill(i);
+    }
+    control.wait(&format!("{down} down"), Duration::from_secs(20), |s| {
+        pool_healthy(s, down) == 0 && live_everywhere(s)
     });
+    (servers, control, dp)
+}
+
+#[test]
+fn health_a_pool_without_healthy_backends_fails_over_along_its_chain() {
+    require_root();
+    let (servers, control, dp) = two_regions_with_one_down("failover", 64, "llama-us");
     let syns: Vec<Vec<u8>> = (0..500)
         .map(|i| client_frame(client([10, 2], i), 41_000, SYN))
         .collect();
@@ -392,17 +403,7 @@ fn health_a_pool_without_healthy_backends_fails_over_along_its_chain() {
 #[test]
 fn residency_strict_route_drops_and_counts_when_its_region_has_no_healthy_backend() {
     require_root();
-    let mut servers = Servers::start(3, 67);
-    let mut control = Control::start("residency", &regions_policy(&servers));
-    let dp = Dataplane::start(&control);
-    control.wait("all up", Duration::from_secs(20), |s| {
-        pool_healthy(s, "llama-eu") == 2 && pool_healthy(s, "llama-us") == 1 && live_everywhere(s)
-    });
-    servers.kill(0);
-    servers.kill(1);
-    control.wait("llama-eu down", Duration::from_secs(20), |s| {
-        pool_healthy(s, "llama-eu") == 0 && live_everywhere(s)
-    });
+    let (_servers, control, dp) = two_regions_with_one_down("residency", 67, "llama-eu");
     let drops_before = dataplane_counter(&control, "drop_no_healthy_backend");
     let syns: Vec<Vec<u8>> = (0..400)
         .map(|i| client_frame(client([10, 1], i), 42_000, SYN))

@@ -248,29 +248,8 @@ fn two_ports_at_once_keep_each_ports_order() {
             out.display()
         ));
     }
-    let settings = dir.join("appliance.yaml");
-    std::fs::write(
-        &settings,
-        "ports:\n  - { device: net_pcap0, role: uplink }\n  - { device: net_pcap1, role: backend }\n\
-         flow_table: { ipv4_flows: 16384, ipv6_flows: 1024 }\nmempool: { mbufs: 16383 }\n",
-    )
-    .unwrap();
-    let out = run_with_timeout(
-        Command::new(DATAPLANE)
-            .args(["run", "--duration", "1.5", "--table"])
-            .arg(&table)
-            .arg("--config")
-            .arg(&settings)
-            .args(["--", "-l", "0-1", "--in-memory", "--no-pci"])
-            .args(&vdevs),
-        Duration::from_secs(60),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let settings = pcap_settings(&dir, 16384);
+    let stdout = run_table(&table, &settings, "1.5", &vdevs);
     assert!(
         read_pcap(&dir.join("out0.pcap")).is_empty(),
         "nothing goes back out of the uplink"

@@ -320,3 +320,40 @@ pub fn wait_for_interface(name: &str, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Writes appliance settings with a `net_pcap0` uplink and a `net_pcap1` backend port, room for
+/// `ipv4_flows` IPv4 flows per worker; returns the file.
+pub fn pcap_settings(dir: &Path, ipv4_flows: u32) -> PathBuf {
+    let settings = dir.join("appliance.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "ports:\n  - {{ device: net_pcap0, role: uplink }}\n  - {{ device: net_pcap1, role: backend }}\n\
+             flow_table: {{ ipv4_flows: {ipv4_flows}, ipv6_flows: 1024 }}\nmempool: {{ mbufs: 16383 }}\n"
+        ),
+    )
+    .unwrap();
+    settings
+}
+
+/// Runs the data plane from a table file for `seconds` on one worker with the given vdevs;
+/// asserts it exits cleanly and returns its stdout.
+pub fn run_table(table: &Path, settings: &Path, seconds: &str, vdevs: &[String]) -> String {
+    let out = run_with_timeout(
+        Command::new(DATAPLANE)
+            .args(["run", "--duration", seconds, "--table"])
+            .arg(table)
+            .arg("--config")
+            .arg(settings)
+            .args(["--", "-l", "0-1", "--in-memory", "--no-pci"])
+            .args(vdevs),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
