@@ -24,7 +24,7 @@ use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use switchyard_table::generation::{Generation, BACKEND_HEALTHY};
@@ -1081,12 +1081,7 @@ impl Controller {
     /// # Errors
     /// The monitor thread could not start.
     pub fn attach_monitor(&mut self, requests: Sender<Request>) -> io::Result<()> {
-        let requests = Mutex::new(requests);
-        let sink: fleet::Sink = Arc::new(move |o| {
-            requests
-                .lock()
-                .is_ok_and(|tx| tx.send(Request::Fleet(o)).is_ok())
-        });
+        let sink: fleet::Sink = Arc::new(move |o| requests.send(Request::Fleet(o)).is_ok());
         let monitor = Monitor::spawn(sink, fleet::DEFAULT_CONCURRENCY)?;
         monitor.watch(&self.current.policy);
         self.monitor = Some(monitor);
@@ -1417,7 +1412,9 @@ impl Controller {
         };
         let events = self.rollouts.sync(policy, SystemTime::now());
         self.log_rollouts(&events);
-        self.save_rollouts();
+        if !events.is_empty() {
+            self.save_rollouts();
+        }
     }
 
     fn save_rollouts(&self) {

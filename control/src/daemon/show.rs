@@ -182,7 +182,13 @@ pub fn render(state: &StateView) -> String {
     t.render(&mut out);
 
     out.push('\n');
-    let mut t = Table::new(&[
+    // The live columns only when some pool is checked or load-driven.
+    let live = state
+        .pools
+        .iter()
+        .flat_map(|p| &p.backends)
+        .any(|b| b.check.is_some() || b.load.is_some());
+    let mut header = vec![
         "POOL",
         "SCHEDULER",
         "HEALTH CHECK",
@@ -191,10 +197,11 @@ pub fn render(state: &StateView) -> String {
         "WEIGHT",
         "EFFECTIVE",
         "STATE",
-        "SINCE",
-        "LAST PROBE",
-        "LOAD",
-    ]);
+    ];
+    if live {
+        header.extend(["SINCE", "LAST PROBE", "LOAD"]);
+    }
+    let mut t = Table::new(&header);
     for p in &state.pools {
         let scheduler = if p.maglev_size > 0 {
             format!("{} ({})", p.scheduler, p.maglev_size)
@@ -208,7 +215,7 @@ pub fn render(state: &StateView) -> String {
                 Some(name) => format!("{} ({name})", b.address),
                 None => b.address.clone(),
             };
-            t.row(vec![
+            let mut row = vec![
                 if first { p.name.clone() } else { String::new() },
                 if first {
                     scheduler.clone()
@@ -221,15 +228,20 @@ pub fn render(state: &StateView) -> String {
                 b.weight.to_string(),
                 b.effective_weight.to_string(),
                 b.state.clone(),
-                b.check
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |c| ago(c.since_ms)),
-                b.check
-                    .as_ref()
-                    .and_then(|c| c.last_probe.clone())
-                    .unwrap_or_else(|| "-".to_owned()),
-                b.load.as_ref().map_or_else(|| "-".to_owned(), load_cell),
-            ]);
+            ];
+            if live {
+                row.extend([
+                    b.check
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |c| ago(c.since_ms)),
+                    b.check
+                        .as_ref()
+                        .and_then(|c| c.last_probe.clone())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    b.load.as_ref().map_or_else(|| "-".to_owned(), load_cell),
+                ]);
+            }
+            t.row(row);
         }
     }
     t.render(&mut out);
@@ -420,6 +432,6 @@ mod tests {
         assert_eq!(pool_lines.len(), 2);
         assert!(pool_lines[0].starts_with("llama-eu  maglev (65537)"));
         assert!(pool_lines[1].trim_start().starts_with("192.0.2.12"));
-        assert!(pool_lines[1].contains(" drained "), "{text}");
+        assert!(pool_lines[1].ends_with("drained"), "{text}");
     }
 }
