@@ -335,3 +335,37 @@ pools:
 ~ ACL changed"
     );
 }
+
+#[test]
+fn cached_compiles_rebuild_only_the_pools_a_fleet_change_touches() {
+    use switchyard_control::compile::{compile, compile_cached, CompileInput, MaglevCache};
+    let policy = demo();
+    let mut state = BackendState::new();
+    let mut cache = MaglevCache::default();
+    fn input<'a>(policy: &'a Policy, state: &'a BackendState) -> CompileInput<'a> {
+        CompileInput {
+            policy,
+            generation: 1,
+            state,
+        }
+    }
+    let first =
+        compile_cached(&input(&policy, &state), &mut BackendIds::new(), &mut cache).unwrap();
+    assert_eq!(
+        first,
+        compile(&input(&policy, &state), &mut BackendIds::new()).unwrap()
+    );
+    let tables = cache.misses;
+    assert!(tables >= 2, "the demo has several Maglev pools");
+
+    // One backend of one pool goes down: that pool's table is rebuilt, the others reused.
+    state.set_health("llama-eu", "192.0.2.12".parse().unwrap(), false);
+    let second =
+        compile_cached(&input(&policy, &state), &mut BackendIds::new(), &mut cache).unwrap();
+    assert_eq!(
+        second,
+        compile(&input(&policy, &state), &mut BackendIds::new()).unwrap()
+    );
+    assert_eq!(cache.misses, tables + 1);
+    assert_eq!(cache.hits, tables - 1);
+}

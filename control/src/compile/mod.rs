@@ -109,7 +109,7 @@ use crate::policy::{Encap, Policy};
 pub use diff::{diff, BackendChange, BackendSummary, GenerationDiff, PoolChange, ServiceChange};
 pub use error::CompileError;
 pub use ids::{BackendIds, MAX_BACKEND_ID};
-pub use pools::maglev_key;
+pub use pools::{maglev_key, MaglevCache};
 pub use state::{BackendLive, BackendState};
 
 /// What a generation is compiled from.
@@ -133,6 +133,21 @@ pub struct CompileInput<'a> {
 /// addresses on an interface, too many pools in a route), a GeoIP database that cannot be read,
 /// or a table that cannot be built.
 pub fn compile(input: &CompileInput, ids: &mut BackendIds) -> Result<Generation, CompileError> {
+    compile_cached(input, ids, &mut MaglevCache::default())
+}
+
+/// [`compile`], reusing the Maglev tables of pools whose table inputs (backend ids, keys,
+/// weights, size) are those of the last compile that went through `cache`: a health or load
+/// change in one pool rebuilds that pool's table only. The output is byte for byte that of
+/// [`compile`].
+///
+/// # Errors
+/// As [`compile`].
+pub fn compile_cached(
+    input: &CompileInput,
+    ids: &mut BackendIds,
+    cache: &mut MaglevCache,
+) -> Result<Generation, CompileError> {
     let policy = input.policy;
     let mut new_ids = ids.clone();
     new_ids.assign(policy)?;
@@ -145,7 +160,7 @@ pub fn compile(input: &CompileInput, ids: &mut BackendIds) -> Result<Generation,
     };
     regions::build(policy, &mut g)?;
     services::build(policy, &mut g)?;
-    pools::build(policy, input.state, &new_ids, &mut g)?;
+    pools::build(policy, input.state, &new_ids, cache, &mut g)?;
     acl::build(policy, &mut g)?;
     g.validate().map_err(CompileError::Invalid)?;
 

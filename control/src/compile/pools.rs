@@ -22,6 +22,57 @@ pub fn maglev_key(address: IpAddr) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&input)
 }
 
+/// The last Maglev table built for each pool, with what it was built from; see
+/// [`super::compile_cached`].
+#[derive(Debug, Default, Clone)]
+pub struct MaglevCache {
+    tables: BTreeMap<String, CachedTable>,
+    /// Tables reused and built since the cache was made.
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Debug, Clone)]
+struct CachedTable {
+    backends: Vec<MaglevBackend>,
+    size: u32,
+    slots: std::sync::Arc<Vec<u32>>,
+}
+
+impl MaglevCache {
+    /// The table of `pool` for `backends` and `size`: the cached one when the inputs are the
+    /// same, else a new build (which replaces it).
+    fn table(
+        &mut self,
+        pool: &str,
+        backends: &[MaglevBackend],
+        size: u32,
+    ) -> Result<std::sync::Arc<Vec<u32>>, maglev::MaglevError> {
+        if let Some(c) = self.tables.get(pool) {
+            if c.size == size && c.backends == backends {
+                self.hits += 1;
+                return Ok(std::sync::Arc::clone(&c.slots));
+            }
+        }
+        self.misses += 1;
+        let slots = std::sync::Arc::new(maglev::build(backends, size)?);
+        self.tables.insert(
+            pool.to_owned(),
+            CachedTable {
+                backends: backends.to_vec(),
+                size,
+                slots: std::sync::Arc::clone(&slots),
+            },
+        );
+        Ok(slots)
+    }
+
+    /// Drops the tables of pools not in `keep`.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.tables.retain(|name, _| keep(name));
+    }
+}
+
 /// The weight a backend gets in this generation; see the module documentation of `compile`.
 pub(super) fn effective_weight(pool: &Pool, backend: &Backend, live: BackendLive) -> u32 {
     if backend.weight == 0 {
@@ -38,6 +89,7 @@ pub(super) fn build(
     policy: &Policy,
     state: &BackendState,
     ids: &BackendIds,
+    cache: &mut MaglevCache,
     g: &mut Generation,
 ) -> Result<(), CompileError> {
     for (pool_index, pool) in policy.pools.iter().enumerate() {
@@ -83,10 +135,13 @@ pub(super) fn build(
         };
         let maglev_offset = index_u32("Maglev slots", g.maglev.len())?;
         if size > 0 {
-            let table = maglev::build(&in_table, size).map_err(|error| CompileError::Maglev {
-                pool: pool.name.clone(),
-                error,
-            })?;
+            let table =
+                cache
+                    .table(&pool.name, &in_table, size)
+                    .map_err(|error| CompileError::Maglev {
+                        pool: pool.name.clone(),
+                        error,
+                    })?;
             g.maglev.extend(
                 table
                     .iter()

@@ -18,6 +18,7 @@
 //!   for byte with the generation number aside), so a reload or a control-plane restart with the
 //!   same policy resets no connection.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write as _};
@@ -32,7 +33,9 @@ use switchyard_table::shm::{self, MAX_BLOB_SIZE, MAX_WORKERS, NO_GENERATION};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::compile::{self, BackendIds, BackendState, CompileError, CompileInput, GenerationDiff};
+use crate::compile::{
+    self, BackendIds, BackendState, CompileError, CompileInput, GenerationDiff, MaglevCache,
+};
 use crate::fleet::health::{BackendHealth, Health};
 use crate::fleet::load::BackendLoad;
 use crate::fleet::{self, Monitor, Observation};
@@ -272,6 +275,8 @@ pub struct Controller {
     /// Rollback-gate counters per (canary pool, backend), with when they were read.
     gate_readings: BTreeMap<(String, IpAddr), (f64, SystemTime)>,
     rollouts: Rollouts,
+    /// The last Maglev table of each pool: a fleet change rebuilds only the pools it touches.
+    maglev_cache: RefCell<MaglevCache>,
     /// Where rollout progress is kept across restarts.
     rollouts_path: PathBuf,
     next_rollout_tick: Instant,
@@ -434,6 +439,7 @@ impl Controller {
             next_stale_check: Instant::now(),
             gate_readings: BTreeMap::new(),
             rollouts: Rollouts::new(),
+            maglev_cache: RefCell::new(MaglevCache::default()),
             rollouts_path: options
                 .shm_dir
                 .join(format!("switchyard-{}.rollouts.json", options.instance)),
@@ -493,7 +499,8 @@ impl Controller {
             + 1
     }
 
-    /// Compiles `policy` with the current ids and backend state; changes nothing.
+    /// Compiles `policy` with the current ids and backend state; changes nothing but the
+    /// Maglev cache (which only saves rebuilding tables whose inputs did not change).
     fn prepare(&self, policy: &Policy) -> Result<Candidate, CompileError> {
         let mut ids = self.ids.clone();
         // Phased canaries take the share their rollout is at, as the policy would once adopted.
@@ -501,14 +508,17 @@ impl Controller {
         let mut rollouts = self.rollouts.clone();
         rollouts.sync(policy, SystemTime::now());
         rollouts.apply_to(&mut effective);
-        let generation = compile::compile(
+        let mut cache = self.maglev_cache.borrow_mut();
+        let generation = compile::compile_cached(
             &CompileInput {
                 policy: &effective,
                 generation: self.next_number(),
                 state: &self.backend_state,
             },
             &mut ids,
+            &mut cache,
         )?;
+        drop(cache);
         let changed = !self.current.same_tables(&generation);
         let diff = compile::diff(&self.current.generation, &generation);
         Ok(Candidate {
@@ -1127,6 +1137,10 @@ impl Controller {
         let gates = fleet::gate_metrics(&self.current.policy);
         self.gate_readings
             .retain(|(pool, _), _| gates.contains_key(pool));
+        let policy = &self.current.policy;
+        self.maglev_cache
+            .get_mut()
+            .retain(|name| policy.pool_by_name(name).is_some());
         let wanted = fleet::watches(&self.current.policy);
         let has = |key: &(String, IpAddr), kind| wanted.contains_key(&(key.0.clone(), key.1, kind));
         let gone_health: Vec<_> = self
