@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use switchyard_table::generation::{self as abi, Generation};
 
@@ -22,7 +23,7 @@ pub fn maglev_key(address: IpAddr) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&input)
 }
 
-/// The last Maglev table built for each pool, with what it was built from; see
+/// The last Maglev table built for each pool, as slot values, with what it was built from; see
 /// [`super::compile_cached`].
 #[derive(Debug, Default, Clone)]
 pub struct MaglevCache {
@@ -36,32 +37,54 @@ pub struct MaglevCache {
 struct CachedTable {
     backends: Vec<MaglevBackend>,
     size: u32,
-    slots: std::sync::Arc<Vec<u32>>,
+    /// (stable id, backend index + 1) of every backend in the table.
+    slot_value: Vec<(u32, u32)>,
+    slots: Arc<Vec<u32>>,
 }
 
 impl MaglevCache {
-    /// The table of `pool` for `backends` and `size`: the cached one when the inputs are the
-    /// same, else a new build (which replaces it).
-    fn table(
+    /// The slots of `pool` (backend index + 1, or [`maglev::EMPTY`]) for `backends`, `size` and
+    /// the id → slot value map `slot_value`: the cached ones when all three are
+    /// those of the last build, else a new build (which replaces it).
+    fn slots(
         &mut self,
         pool: &str,
         backends: &[MaglevBackend],
         size: u32,
-    ) -> Result<std::sync::Arc<Vec<u32>>, maglev::MaglevError> {
+        slot_value: &[(u32, u32)],
+    ) -> Result<Arc<Vec<u32>>, maglev::MaglevError> {
         if let Some(c) = self.tables.get(pool) {
-            if c.size == size && c.backends == backends {
+            if c.size == size && c.backends == backends && c.slot_value == slot_value {
                 self.hits += 1;
-                return Ok(std::sync::Arc::clone(&c.slots));
+                return Ok(Arc::clone(&c.slots));
             }
         }
         self.misses += 1;
-        let slots = std::sync::Arc::new(maglev::build(backends, size)?);
+        let table = maglev::build(backends, size)?;
+        // Ids of one pool are few and close together: a dense map beats a search per slot.
+        let low = slot_value.iter().map(|&(id, _)| id).min().unwrap_or(0);
+        let high = slot_value.iter().map(|&(id, _)| id).max().unwrap_or(0);
+        let mut value = vec![maglev::EMPTY; (high - low) as usize + 1];
+        for &(id, v) in slot_value {
+            value[(id - low) as usize] = v;
+        }
+        let slots: Vec<u32> = table
+            .iter()
+            .map(|&id| {
+                id.checked_sub(low)
+                    .and_then(|i| value.get(i as usize))
+                    .copied()
+                    .unwrap_or(maglev::EMPTY)
+            })
+            .collect();
+        let slots = Arc::new(slots);
         self.tables.insert(
             pool.to_owned(),
             CachedTable {
                 backends: backends.to_vec(),
                 size,
-                slots: std::sync::Arc::clone(&slots),
+                slot_value: slot_value.to_vec(),
+                slots: Arc::clone(&slots),
             },
         );
         Ok(slots)
@@ -98,7 +121,7 @@ pub(super) fn build(
         let first_healthy = index_u32("healthy backends", g.healthy_backends.len())?;
         let mut in_table: Vec<MaglevBackend> = Vec::new();
         // Stable id → backend index + 1, the value a Maglev slot holds.
-        let mut slot_value: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut slot_value: Vec<(u32, u32)> = Vec::new();
         for b in &pool.backends {
             let id = ids
                 .get(&pool.name, b.address)
@@ -124,7 +147,7 @@ pub(super) fn build(
                     weight,
                     key: maglev_key(b.address),
                 });
-                slot_value.insert(id, index + 1);
+                slot_value.push((id, index + 1));
             }
         }
 
@@ -135,18 +158,13 @@ pub(super) fn build(
         };
         let maglev_offset = index_u32("Maglev slots", g.maglev.len())?;
         if size > 0 {
-            let table =
-                cache
-                    .table(&pool.name, &in_table, size)
-                    .map_err(|error| CompileError::Maglev {
-                        pool: pool.name.clone(),
-                        error,
-                    })?;
-            g.maglev.extend(
-                table
-                    .iter()
-                    .map(|id| slot_value.get(id).copied().unwrap_or(maglev::EMPTY)),
-            );
+            let slots = cache
+                .slots(&pool.name, &in_table, size, &slot_value)
+                .map_err(|error| CompileError::Maglev {
+                    pool: pool.name.clone(),
+                    error,
+                })?;
+            g.maglev.extend_from_slice(&slots);
         }
         g.pools.push(abi::Pool {
             name: abi::name_field(&pool.name),
