@@ -26,7 +26,9 @@ always runs: the sweeps compare against it and the RESULT line is its figure):
   swap      table swaps under full load: the control plane applies policy changes (one backend
             removed, then restored) while the data plane forwards; publish->live latency per
             swap, packets lost, flows moved
-  maglev    Maglev table build times (criterion estimates from control/benches/maglev.rs)
+  maglev    Maglev table build times (criterion estimates from control/benches/maglev.rs), and
+            the rebuild of N = 1000 on 65537 slots against the paper's loop in C
+            (bench/maglev_ref.c, compiled and run here; also N = 100 and 10000 unless --quick)
   memory    resident set, hugepages and flow-table bytes of every data-plane run
 """
 import argparse
@@ -375,8 +377,8 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
 # Maglev build times: criterion's estimates from `cargo bench --bench maglev`.
 
 
-def maglev_estimates(target: str) -> list:
-    root = os.path.join(target, "criterion", "maglev_build")
+def maglev_estimates(target: str, group: str = "maglev_build") -> list:
+    root = os.path.join(target, "criterion", group)
     out = []
     if not os.path.isdir(root):
         return out
@@ -396,11 +398,71 @@ def maglev_estimates(target: str) -> list:
                     "backends": int(n.group(1)),
                     "case": case,
                     "mean_ms": e["mean"]["point_estimate"] / 1e6,
+                    "median_ms": e["median"]["point_estimate"] / 1e6,
                     "age_seconds": time.time() - os.path.getmtime(est),
                 }
             )
     out.sort(key=lambda x: (x["backends"], x["slots"], x["case"]))
     return out
+
+
+# The reference for the rebuild figure: the Maglev paper's population loop written plainly in C
+# (bench/maglev_ref.c), compiled here twice (-O3, and -O3 -march=native); the faster of the two is
+# the reference. It runs N backends on M = 65537 slots, the key set of control/benches/maglev.rs,
+# and prints the median of its rounds; the Rust figure is criterion's median for the same pool
+# from this run's `cargo bench` (ci/bench runs it just before this script). Both build the same
+# table, which the program's checksum shows (maglev.rs pins it in a test).
+MAGLEV_REF_SLOTS = 65537
+MAGLEV_REF_CHECKSUM = "0xa5ad2a37498fbc05"  # N = 1000
+
+
+def maglev_rebuild(out: str, target: str, quick: bool, started_wall: float) -> dict:
+    src = os.path.join(HERE, "maglev_ref.c")
+    builds = {}
+    for name, flags in (("O3", ["-O3"]), ("O3 -march=native", ["-O3", "-march=native"])):
+        exe = os.path.join(out, "maglev_ref" + ("-native" if "native" in name else ""))
+        cmd = ["cc", *flags, "-Wall", "-o", exe, src]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"maglev: {' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+        builds[name] = {"exe": exe, "command": " ".join(cmd)}
+    rust = {m["backends"]: m for m in maglev_estimates(target) if m["slots"] == MAGLEV_REF_SLOTS
+            and m["case"] == f"N={m['backends']}"}
+    paper = {m["backends"]: m for m in maglev_estimates(target, "maglev_build_paper")}
+    sizes = [1000] if quick else [100, 1000, 10_000]
+    rounds = 21 if quick else 51
+    rows = []
+    for n in sizes:
+        c = {}
+        for name, b in builds.items():
+            r = subprocess.run([b["exe"], str(n), str(MAGLEV_REF_SLOTS), str(rounds)], capture_output=True, text=True)
+            fields, _ = parse_output(r.stdout)
+            if r.returncode != 0 or fields is None:
+                raise SystemExit(f"maglev: {b['exe']} {n} failed:\n{r.stdout}{r.stderr}")
+            c[name] = {"median_us": float(fields["ns_per_build"]) / 1e3, "min_us": float(fields["min_ns"]) / 1e3,
+                       "checksum": fields["checksum"]}
+        if n == 1000 and any(v["checksum"] != MAGLEV_REF_CHECKSUM for v in c.values()):
+            raise SystemExit(f"maglev: the C reference built another table ({c}); expected {MAGLEV_REF_CHECKSUM}")
+        best = min(c, key=lambda k: c[k]["median_us"])
+        row = {"backends": n, "slots": MAGLEV_REF_SLOTS, "rounds": rounds, "c": c, "c_best": best,
+               "c_reference_us": c[best]["median_us"]}
+        est = rust.get(n)
+        # Only this bench run's estimates count: ci/bench runs criterion just before this script,
+        # so they are at most minutes older than its start (an hour is the cut-off).
+        if est and time.time() - est["age_seconds"] >= started_wall - 3600:
+            row["rust_us"] = est["median_ms"] * 1e3
+            row["rust_age_seconds"] = est["age_seconds"]
+            row["speedup"] = row["c_reference_us"] / row["rust_us"]
+        if n in paper and time.time() - paper[n]["age_seconds"] >= started_wall - 3600:
+            row["paper_in_rust_us"] = paper[n]["median_ms"] * 1e3
+        rows.append(row)
+        log(f"  maglev rebuild N={n} M={MAGLEV_REF_SLOTS}: " + ", ".join(f"C {k} {v['median_us']:.0f} us" for k, v in c.items())
+            + (f", rust {row['rust_us']:.0f} us" if "rust_us" in row else ", no rust estimate from this run"))
+    return {"method": "median ns per build; C: bench/maglev_ref.c, rounds as given; rust: criterion median, "
+                      "control/benches/maglev.rs maglev_build/M=65537/N=<n>",
+            "compilers": {k: v["command"] for k, v in builds.items()},
+            "cc_version": subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+            "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +506,7 @@ def main() -> None:
         ap.error(f"unknown scenarios {sorted(unknown)}; known: {','.join(ALL)}")
     runner = Runner(a)
     started = time.monotonic()
+    started_wall = time.time()
     base = dict(flows=a.flows, syn_share=a.syn_share, backends=1000)
     # Only when not the defaults, so the default data sets keep their cache keys.
     if a.ipv6_share:
@@ -554,6 +617,8 @@ def main() -> None:
 
     if "maglev" in only:
         sc["maglev"] = maglev_estimates(a.target)
+        log("\n== maglev: rebuild against the paper's loop in C (bench/maglev_ref.c)")
+        sc["maglev_rebuild"] = maglev_rebuild(a.out, a.target, q, started_wall)
 
     report["elapsed_seconds"] = time.monotonic() - started
     ratio = pipe1 / fwd1
@@ -651,6 +716,17 @@ def print_tables(report: dict, a) -> None:
         print("\nMaglev build (criterion mean)")
         for m in sc["maglev"]:
             print(f"  N={m['backends']:<6} M={m['slots']:<8} {m['case'][len('N=' + str(m['backends'])):]:<16} {m['mean_ms']:9.3f} ms")
+    if sc.get("maglev_rebuild"):
+        print("\nMaglev rebuild against the paper's loop in C (medians, same run)")
+        for r in sc["maglev_rebuild"]["rows"]:
+            c = ", ".join(f"{k} {v['median_us']:.0f} us" for k, v in r["c"].items())
+            if "rust_us" in r:
+                print(f"  maglev rebuild N={r['backends']} M={r['slots']}: rust {r['rust_us']:.0f} us, "
+                      f"C reference {r['c_reference_us']:.0f} us, speedup {r['speedup']:.2f}  (C: {c})")
+            else:
+                print(f"  maglev rebuild N={r['backends']} M={r['slots']}: no rust estimate from this run, C: {c}")
+            if "paper_in_rust_us" in r:
+                print(f"    the same loop transcribed into Rust: {r['paper_in_rust_us']:.0f} us")
     print()
 
 

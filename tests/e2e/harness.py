@@ -1,0 +1,1100 @@
+#!/usr/bin/env python3
+"""End-to-end scenarios with real clients around the real appliance (run by ci/e2e).
+
+Builds a fleet of network namespaces around switchyard-dataplane (two net_tap ports) and
+switchyard-control, runs each scenario with real clients (curl, ping, wrk, an ARP probe and
+tests/e2e/streams.py, a many-stream SSE client) and prints TAP on stdout: `ok N - name` or
+`not ok N - name`, the figures on `# ` lines under it, and a last line `N passed, M failed`.
+Progress goes to stderr. Exit status 1 when any scenario failed.
+
+  sye-cli (clients on lo: eu-west 10.70.1.0/24, us-east 10.70.2.0/24, ap-south 10.70.3.0/24,
+          other 10.70.4.10; 10.70.0.2 on the tap)
+     │ tap sye-up (uplink, appliance 10.70.0.1)              ▲ veth sye-cli-r 10.74.0.0/24
+  switchyard-dataplane ── tap sye-bk (backend, 10.71.0.1) ── sye-r (router 10.71.0.254) ─┘
+                                                               │ veths 10.73.N.0/24
+     switchyard-control (root ns) ── veth sye-ctl 10.75.0.0/24 ┘ sye-eu1 … sye-mx2: decap.py +
+                                                                 model_server.py on both VIPs and
+                                                                 on the backend's own address
+
+Policy: tests/e2e/fleet.yaml (variants are single-line edits of it). Everything lives in the
+work directory given by --work (logs, policies, the shared-memory directory); cleanup() kills
+every process it started (by pid), deletes the namespaces and links, on any exit.
+
+usage: harness.py --bin DIR --work DIR [--only NAME,NAME]
+       harness.py cleanup --work DIR          (what ci/e2e's trap runs)
+       harness.py arp-probe IFACE SENDER_IP TARGET_IP TIMEOUT   (inside a namespace)
+"""
+import argparse
+import collections
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PY = sys.executable
+MODEL_SERVER = os.path.join(REPO, "tests/tools/model_server.py")
+DECAP = os.path.join(REPO, "tests/tools/decap.py")
+STREAMS = os.path.join(HERE, "streams.py")
+BASE_POLICY = os.path.join(HERE, "fleet.yaml")
+
+INSTANCE = "e2e"
+API = "127.0.0.1:9187"
+VIP1, VIP2, PORT = "203.0.113.70", "203.0.113.71", 8000   # llama-70b, mixtral-8x7b
+UPLINK_ADDR, UPLINK_MAC = "10.70.0.1", "02:5e:00:00:71:01"
+BACKEND_ADDR, BACKEND_MAC = "10.71.0.1", "02:5e:00:00:72:01"
+GW_ADDR, GW_MAC = "10.71.0.254", "02:5e:00:00:72:fe"
+TOKEN_DELAY_MS = 100
+
+CLI, ROUTER = "sye-cli", "sye-r"
+UP_TAP, BK_TAP, CTL_VETH = "sye-up", "sye-bk", "sye-ctl"
+CTL_ROUTE = "10.73.0.0/16"
+# backend name -> (short, index, model, pool in fleet.yaml or None)
+BACKENDS = {
+    "eu-gpu-1": ("eu1", 1, "llama-70b", "llama-eu"),
+    "eu-gpu-2": ("eu2", 2, "llama-70b", "llama-eu"),
+    "us-gpu-1": ("us1", 3, "llama-70b", "llama-us"),
+    "us-gpu-2": ("us2", 4, "llama-70b", "llama-us"),
+    "us-gpu-3": ("us3", 5, "llama-70b", None),        # joins llama-us in churn-add
+    "ap-gpu-1": ("ap1", 6, "llama-70b", "llama-ap"),
+    "mx-gpu-1": ("mx1", 7, "mixtral-8x7b", "mixtral"),
+    "mx-gpu-2": ("mx2", 8, "mixtral-8x7b", "mixtral"),
+}
+NAMESPACES = [CLI, ROUTER] + ["sye-" + b[0] for b in BACKENDS.values()]
+POOLS = collections.defaultdict(set)
+for _n, (_s, _i, _m, _p) in BACKENDS.items():
+    if _p:
+        POOLS[_p].add(_n)
+LLAMA = POOLS["llama-eu"] | POOLS["llama-us"] | POOLS["llama-ap"] | {"us-gpu-3"}
+SRC = {
+    "eu": [f"10.70.1.{10 + i}" for i in range(4)],
+    "us": [f"10.70.2.{10 + i}" for i in range(4)],
+    "ap": [f"10.70.3.{10 + i}" for i in range(4)],
+    "other": ["10.70.4.10"],
+}
+DEFAULT_SRC = SRC["ap"][0]   # the source of clients that do not pick one (ping, wrk)
+
+SCENARIOS = [
+    "route-by-vip", "route-by-region", "arp", "icmp-echo", "pmtu", "throughput",
+    "churn-add", "churn-remove", "churn-drain", "churn-reweight", "churn-reload",
+    "churn-control-restart", "churn-dataplane-restart",
+    "backend-death", "geo-failover", "residency-strict", "encap-gue",
+]
+
+
+def log(msg):
+    sys.stderr.write(f"[{time.strftime('%T')}] {msg}\n")
+    sys.stderr.flush()
+
+
+class Fail(Exception):
+    pass
+
+
+def run(argv, check=True, timeout=60, capture=True):
+    """Runs a command; returns CompletedProcess. check: raise Fail on a non-zero exit."""
+    r = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise Fail(f"{' '.join(argv)}: exit {r.returncode}: {(r.stderr or '').strip()[-300:]}")
+    return r
+
+
+def ns(name, *argv, **kw):
+    return run(["ip", "netns", "exec", name, *argv], **kw)
+
+
+def ipn(name, args, **kw):
+    return run(["ip", "-n", name, *args.split()], **kw)
+
+
+# Every address here is local or in a namespace: never through an http_proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(url, data=None, timeout=5):
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    with OPENER.open(req, timeout=timeout) as r:
+        return r.read().decode()
+
+
+class Result:
+    def __init__(self):
+        self.notes = []
+        self.failures = []
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def check(self, cond, text):
+        if not cond:
+            self.failures.append(text)
+        return cond
+
+
+class StreamRun:
+    """tests/e2e/streams.py in the client namespace, its JSON lines read in a thread."""
+
+    def __init__(self, h, groups, tokens, retry_for=0.0, stall=8.0, ramp=1.0):
+        argv = ["ip", "netns", "exec", CLI, PY, STREAMS, "--tokens", str(tokens),
+                "--stall", str(stall), "--retry-for", str(retry_for), "--ramp", str(ramp)]
+        for g in groups:
+            argv += ["--group", g]
+        self.proc = h.spawn("streams", argv, stdout=subprocess.PIPE)
+        self.ready = None
+        self.end = None
+        self.streams = []
+        self.ready_evt = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            ev = obj.get("event")
+            if ev == "ready":
+                self.ready = obj
+                self.ready_evt.set()
+            elif ev == "stream":
+                self.streams.append(obj)
+            elif ev == "end":
+                self.end = obj
+        self.ready_evt.set()
+
+    def wait_ready(self, timeout):
+        self.ready_evt.wait(timeout)
+        if not self.ready:
+            raise Fail("the stream client did not report its streams established")
+        return self.ready
+
+    def wait(self, timeout):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise Fail(f"the stream client did not finish within {timeout:.0f} s")
+        self.thread.join(5)
+        if not self.end:
+            raise Fail(f"the stream client ended without a summary (exit {self.proc.returncode})")
+        return self.streams
+
+
+def describe(streams):
+    c = collections.Counter(s["first_backend"] for s in streams)
+    return ", ".join(f"{b} {n}" for b, n in sorted(c.items(), key=lambda kv: str(kv[0])))
+
+
+def broken_summary(streams):
+    b = [s for s in streams if s["broken"]]
+    if not b:
+        return "0"
+    why = collections.Counter(s["attempts"][0]["outcome"] for s in b)
+    return f"{len(b)} ({', '.join(f'{k} {v}' for k, v in sorted(why.items()))})"
+
+
+class Harness:
+    def __init__(self, bin_dir, work):
+        self.bin = bin_dir
+        self.ctl_bin = os.path.join(bin_dir, "switchyard-control")
+        self.dp_bin = os.path.join(bin_dir, "switchyard-dataplane")
+        self.work = work
+        self.logs = os.path.join(work, "logs")
+        self.shm = os.path.join(work, "shm")
+        self.policy_file = os.path.join(work, "policy.yaml")
+        for d in (self.logs, self.shm, os.path.join(work, "policies")):
+            os.makedirs(d, exist_ok=True)
+        self.env = dict(os.environ, SWITCHYARD_SHM_DIR=self.shm)
+        self.procs = []          # every Popen started, for cleanup
+        self.servers = {}        # backend name -> Popen
+        self.decaps = {}
+        self.ctl = None
+        self.dp = None
+        with open(BASE_POLICY) as f:
+            self.base = f.read()
+        self.current = self.base
+        self.counter = 0
+
+    # ---- processes ----------------------------------------------------------------------
+
+    def spawn(self, tag, argv, stdout=None):
+        self.counter += 1
+        logf = open(os.path.join(self.logs, f"{self.counter:03d}-{tag}.log"), "w")
+        p = subprocess.Popen(argv, stdout=stdout if stdout is not None else logf,
+                             stderr=logf if stdout is not None else subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=self.env,
+                             text=True if stdout is not None else None)
+        p.logpath = logf.name
+        logf.close()
+        self.procs.append(p)
+        with open(os.path.join(self.work, "pids"), "a") as f:
+            f.write(f"{p.pid}\n")
+        return p
+
+    @staticmethod
+    def wait_log(p, pattern, timeout, what):
+        deadline = time.time() + timeout
+        rx = re.compile(pattern, re.M)
+        while time.time() < deadline:
+            with open(p.logpath, errors="replace") as f:
+                if rx.search(f.read()):
+                    return
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        with open(p.logpath, errors="replace") as f:
+            tail = f.read()[-600:]
+        raise Fail(f"{what} did not start (exit {p.poll()}): {tail.strip()}")
+
+    @staticmethod
+    def stop(p, sig=signal.SIGTERM, timeout=5):
+        if p is None or p.poll() is not None:
+            return
+        try:
+            p.send_signal(sig)
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+        except ProcessLookupError:
+            pass
+
+    # ---- topology -----------------------------------------------------------------------
+
+    @staticmethod
+    def remove_topology():
+        for n in NAMESPACES:
+            r = run(["ip", "netns", "pids", n], check=False)
+            for pid in r.stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        for n in NAMESPACES:
+            run(["ip", "netns", "del", n], check=False)
+        for link in (CTL_VETH, UP_TAP, BK_TAP):
+            run(["ip", "link", "del", link], check=False)
+        run(["ip", "route", "del", CTL_ROUTE], check=False)
+
+    def build_topology(self):
+        self.remove_topology()
+        for n in NAMESPACES:
+            run(["ip", "netns", "add", n])
+            ipn(n, "link set lo up")
+            ns(n, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0",
+               "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.lo.rp_filter=0")
+        # Clients: addresses on lo (they survive the tap going away when the data plane
+        # restarts); the tap itself is wired in wire_tap().
+        for addrs in SRC.values():
+            for a in addrs:
+                ipn(CLI, f"addr add {a}/32 dev lo")
+        run(["ip", "link", "add", "sye-cli-r", "netns", CLI, "type", "veth",
+             "peer", "name", "sye-r-c", "netns", ROUTER])
+        ipn(CLI, "addr add 10.74.0.2/24 dev sye-cli-r")
+        ipn(CLI, "link set sye-cli-r up")
+        ipn(ROUTER, "addr add 10.74.0.1/24 dev sye-r-c")
+        ipn(ROUTER, "link set sye-r-c up")
+        ipn(ROUTER, "route add 10.70.0.0/16 via 10.74.0.2")
+        ns(ROUTER, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # The control plane (root namespace) reaches the backends through the router.
+        run(["ip", "link", "add", CTL_VETH, "type", "veth", "peer", "name", "sye-r-h",
+             "netns", ROUTER])
+        run(["ip", "addr", "add", "10.75.0.1/24", "dev", CTL_VETH])
+        run(["ip", "link", "set", CTL_VETH, "up"])
+        ipn(ROUTER, "addr add 10.75.0.254/24 dev sye-r-h")
+        ipn(ROUTER, "link set sye-r-h up")
+        run(["ip", "route", "add", CTL_ROUTE, "via", "10.75.0.254"])
+        for name, (short, i, _model, _pool) in BACKENDS.items():
+            bns = "sye-" + short
+            run(["ip", "link", "add", bns, "netns", ROUTER, "type", "veth",
+                 "peer", "name", "eth0", "netns", bns])
+            ipn(ROUTER, f"addr add 10.73.{i}.1/24 dev {bns}")
+            ipn(ROUTER, f"link set {bns} up")
+            ipn(bns, f"addr add 10.73.{i}.2/24 dev eth0")
+            ipn(bns, "link set eth0 up")
+            ipn(bns, f"route add default via 10.73.{i}.1")
+            ipn(bns, f"addr add {VIP1}/32 dev lo")
+            ipn(bns, f"addr add {VIP2}/32 dev lo")
+            # decap.py takes IPIP and GUE (port 6080) alike; the policy's encap decides.
+            p = self.spawn(f"decap-{short}", ["ip", "netns", "exec", bns, PY, DECAP, "eth0", "decap0"])
+            self.wait_log(p, "^ready", 10, f"decap.py in {bns}")
+            self.decaps[name] = p
+            ipn(bns, "link set decap0 up")
+            ns(bns, "sysctl", "-qw", "net.ipv4.conf.decap0.rp_filter=0")
+        for name in BACKENDS:
+            self.start_server(name, wait=False)
+        for name in BACKENDS:
+            self.wait_log(self.servers[name], "^ready", 10, f"model server {name}")
+
+    def start_server(self, name, wait=True):
+        short, i, model, _ = BACKENDS[name]
+        p = self.spawn(f"server-{short}", [
+            "ip", "netns", "exec", "sye-" + short, PY, MODEL_SERVER,
+            "--listen", f"{VIP1}:{PORT}", "--listen", f"{VIP2}:{PORT}",
+            "--listen", f"10.73.{i}.2:{PORT}", "--model", model, "--name", name,
+            "--token-delay-ms", str(TOKEN_DELAY_MS), "--tokens", "5"])
+        self.servers[name] = p
+        if wait:
+            self.wait_log(p, "^ready", 10, f"model server {name}")
+
+    def kill_server(self, name, sig=signal.SIGKILL):
+        p = self.servers[name]
+        p.send_signal(sig)
+        p.wait(5)
+
+    def start_control(self):
+        self.ctl = self.spawn("control", [
+            self.ctl_bin, "run", "--policy", self.policy_file, "--instance", INSTANCE,
+            "--listen", API, "--shm-dir", self.shm, "--watch-interval-ms", "0",
+            "--start-wait", "2s"])
+        self.wait_log(self.ctl, "API listening", 15, "switchyard-control")
+
+    def start_dataplane(self):
+        """Starts the data plane and moves its two taps into the client and router namespaces."""
+        conf = os.path.join(self.work, "appliance.yaml")
+        with open(conf, "w") as f:
+            f.write("ports:\n  - { device: net_tap0, role: uplink }\n"
+                    "  - { device: net_tap1, role: backend }\n"
+                    "mempool: { mbufs: 8191 }\n"
+                    "flow_table: { ipv4_flows: 65536, ipv6_flows: 4096 }\n")
+        self.dp = self.spawn("dataplane", [
+            self.dp_bin, "run", "--instance", INSTANCE, "--config", conf, "--", "-l", "0-1",
+            "--in-memory", "--no-pci", f"--vdev=net_tap0,iface={UP_TAP}",
+            f"--vdev=net_tap1,iface={BK_TAP}"])
+        # Wire the taps once the data plane has started its ports (its "table:" line): moving
+        # a tap to another namespace while DPDK still configures it by name races with it.
+        self.wait_log(self.dp, "^table: ", 20, "switchyard-dataplane")
+        for tap in (UP_TAP, BK_TAP):
+            self.wire_tap(tap)
+
+    def wire_tap(self, tap):
+        if tap == UP_TAP:
+            run(["ip", "link", "set", tap, "netns", CLI])
+            ipn(CLI, f"addr add 10.70.0.2/24 dev {tap}")
+            ipn(CLI, f"link set {tap} mtu 1500 up")
+            for vip in (VIP1, VIP2):
+                ipn(CLI, f"route add {vip}/32 via {UPLINK_ADDR} dev {tap} src {DEFAULT_SRC}")
+        else:
+            run(["ip", "link", "set", tap, "netns", ROUTER])
+            ipn(ROUTER, f"link set {tap} address {GW_MAC}")
+            ipn(ROUTER, f"addr add {GW_ADDR}/24 dev {tap}")
+            ipn(ROUTER, f"link set {tap} up")
+
+    def stop_dataplane(self):
+        self.stop(self.dp, signal.SIGINT, timeout=10)
+
+    # ---- control plane ------------------------------------------------------------------
+
+    def state(self):
+        return json.loads(http(f"http://{API}/v1/state"))
+
+    def backend_states(self):
+        out = {}
+        for pool in self.state()["pools"]:
+            for b in pool["backends"]:
+                out[(pool["name"], b.get("name"))] = b
+        return out
+
+    def wait_states(self, want, timeout, what):
+        """want: {backend name: state} for every pool holding it. Returns seconds waited."""
+        t0 = time.time()
+        last = None
+        while time.time() - t0 < timeout:
+            try:
+                st = self.backend_states()
+                last = {k: v["state"] for k, v in st.items()}
+                if all(v["state"] == want[k[1]] for k, v in st.items() if k[1] in want):
+                    return time.time() - t0
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise Fail(f"{what}: backends not {want} after {timeout} s (last seen {last})")
+
+    def wait_all_up(self, timeout=10):
+        names = set()
+        for line in self.current.splitlines():
+            m = re.search(r"name: ([a-z0-9-]+) \}", line)
+            if m and m[1] in BACKENDS:
+                names.add(m[1])
+        return self.wait_states({n: "up" for n in names}, timeout, "fleet")
+
+    def generation(self):
+        g = self.state()["generation"]
+        return g["current"], g["live"]
+
+    def counters(self):
+        text = http(f"http://{API}/metrics")
+        out = collections.Counter()
+        for m in re.finditer(r'^switchyard_dataplane_([a-zA-Z0-9_]+)_total\{worker="\d+"\} (\d+)',
+                             text, re.M):
+            out[m[1]] += int(m[2])
+        for m in re.finditer(r"^(switchyard_control_[a-z_]+) (\S+)$", text, re.M):
+            out[m[1]] = float(m[2])
+        return out
+
+    def wait_counters_fresh(self):
+        # The data plane mirrors its counters into the segment about every 0.5 ms; the
+        # control plane reads the segment on each scrape. A short pause covers both.
+        time.sleep(0.3)
+        return self.counters()
+
+    def apply(self, text, label):
+        path = os.path.join(self.work, "policies", f"{label}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        r = run([self.ctl_bin, "apply", path, "--yes", "--api", API], check=False, timeout=30)
+        out = (r.stdout + r.stderr).strip()
+        if r.returncode != 0 or not re.search(r"live on every worker|unchanged", out):
+            raise Fail(f"apply {label}: exit {r.returncode}: {out[-400:]}")
+        self.current = text
+        return out
+
+    def variant(self, *edits):
+        text = self.base
+        for old, new in edits:
+            if text.count(old) != 1:
+                raise Fail(f"policy edit: {old!r} is not exactly once in fleet.yaml")
+            text = text.replace(old, new)
+        return text
+
+    def restore(self):
+        """Back to the base fleet: every process running, the base policy live, all up."""
+        if self.dp is None or self.dp.poll() is not None:
+            self.start_dataplane()
+        if self.ctl is None or self.ctl.poll() is not None:
+            self.start_control()
+        for name, p in self.servers.items():
+            if p.poll() is not None:
+                self.start_server(name)
+        if self.current != self.base:
+            self.apply(self.base, "base")
+        self.wait_all_up(15)
+
+    # ---- clients ------------------------------------------------------------------------
+
+    def curl(self, src, vip, n, path="/whoami", timeout=3, parallel=False):
+        """n new connections (Connection: close) from src; returns [(status, backend)]."""
+        argv = ["ip", "netns", "exec", CLI, "curl", "--noproxy", "*", "-sS", "-m", str(timeout),
+                "--interface", src, "-H", "Connection: close",
+                "-w", "%{http_code} %header{x-backend}\n"]
+        if parallel:
+            argv += ["-Z", "--parallel-immediate", "--parallel-max", str(n)]
+        for _ in range(n):
+            argv += ["-o", "/dev/null", f"http://{vip}:{PORT}{path}"]
+        r = run(argv, check=False, timeout=timeout * n + 10)
+        out = []
+        for line in r.stdout.splitlines():
+            parts = line.split(" ", 1)
+            out.append((parts[0], parts[1].strip() if len(parts) > 1 else ""))
+        while len(out) < n:
+            out.append(("000", ""))
+        return out
+
+    def ask(self, srcs, vip, per_src):
+        """Backends answering per_src new connections from each source: Counter, failures."""
+        seen = collections.Counter()
+        failed = 0
+        for s in srcs:
+            for code, backend in self.curl(s, vip, per_src):
+                if code == "200" and backend:
+                    seen[backend] += 1
+                else:
+                    failed += 1
+        return seen, failed
+
+    # ---- scenarios ----------------------------------------------------------------------
+
+    def s_route_by_vip(self, r):
+        srcs = [SRC["eu"][0], SRC["us"][0], SRC["ap"][0], SRC["other"][0]]
+        for vip, allowed, model in ((VIP1, LLAMA, "llama-70b"), (VIP2, POOLS["mixtral"], "mixtral-8x7b")):
+            seen, failed = self.ask(srcs, vip, 4)
+            r.note(f"{vip}:{PORT} ({model}) from 4 regions, 16 connections: {dict(seen)}, failed {failed}")
+            r.check(failed == 0, f"{vip}: {failed} of 16 connections failed")
+            wrong = {b: n for b, n in seen.items() if b not in allowed}
+            r.check(not wrong, f"{vip} reached another model's backends: {wrong}")
+            # The model behind the VIP, as the client sees it.
+            body = ns(CLI, "curl", "--noproxy", "*", "-sS", "-m", "3", "--interface", srcs[0],
+                      f"http://{vip}:{PORT}/v1/models", check=False).stdout
+            r.check(f'"id": "{model}"' in body, f"{vip}/v1/models does not list {model}: {body[:200]}")
+        seen, _ = self.ask(SRC["other"], VIP2, 8)
+        r.check(set(seen) == POOLS["mixtral"], f"round robin over mixtral did not use both backends: {dict(seen)}")
+
+    def s_route_by_region(self, r):
+        expect = {"eu": POOLS["llama-eu"], "us": POOLS["llama-us"], "ap": POOLS["llama-ap"],
+                  "other": POOLS["llama-us"]}
+        for region, pool in expect.items():
+            seen, failed = self.ask(SRC[region], VIP1, 16 // len(SRC[region]))
+            r.note(f"{region} ({', '.join(SRC[region][:1])}…) → {dict(seen)}, failed {failed}")
+            r.check(failed == 0, f"{region}: {failed} connections failed")
+            r.check(set(seen) == pool,
+                    f"{region} clients reached {dict(seen)}, expected exactly {sorted(pool)}")
+
+    def s_arp(self, r):
+        c0 = self.wait_counters_fresh()
+
+        def probe(nsname, iface, sender, target):
+            out = ns(nsname, PY, os.path.abspath(__file__), "arp-probe", iface, sender, target,
+                     "1.0", check=False).stdout.strip()
+            return out or "error"
+
+        ours = probe(CLI, UP_TAP, "10.70.0.2", UPLINK_ADDR)
+        other = probe(CLI, UP_TAP, "10.70.0.2", "10.70.0.99")
+        back = probe(ROUTER, BK_TAP, GW_ADDR, BACKEND_ADDR)
+        r.note(f"who-has {UPLINK_ADDR} (uplink) → {ours}; {BACKEND_ADDR} (backend side) → {back}; "
+               f"10.70.0.99 (not ours) → {other}")
+        r.check(ours == UPLINK_MAC, f"ARP for {UPLINK_ADDR} answered {ours}, expected {UPLINK_MAC}")
+        r.check(back == BACKEND_MAC, f"ARP for {BACKEND_ADDR} answered {back}, expected {BACKEND_MAC}")
+        r.check(other == "none", f"ARP for an address the appliance does not own answered {other}")
+        # The kernel's own resolution: flush, talk, read the neighbour table.
+        ipn(CLI, f"neigh flush dev {UP_TAP}")
+        ns(CLI, "ping", "-c", "1", "-W", "1", UPLINK_ADDR, check=False)
+        neigh = ipn(CLI, f"neigh show {UPLINK_ADDR} dev {UP_TAP}", check=False).stdout.strip()
+        r.note(f"ip neigh: {neigh}")
+        r.check(f"lladdr {UPLINK_MAC}" in neigh and "FAILED" not in neigh and "INCOMPLETE" not in neigh,
+                f"the client's kernel did not resolve {UPLINK_ADDR} to {UPLINK_MAC}: {neigh!r}")
+        c1 = self.wait_counters_fresh()
+        d = c1["arp_reply_sent"] - c0["arp_reply_sent"]
+        r.note(f"arp_reply_sent +{d}")
+        r.check(d >= 3, f"arp_reply_sent rose by {d}, expected at least 3")
+
+    def s_icmp_echo(self, r):
+        c0 = self.wait_counters_fresh()
+        total = 0
+        for target in (VIP1, VIP2, UPLINK_ADDR):
+            out = ns(CLI, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", SRC["eu"][0], target,
+                     check=False).stdout
+            m = re.search(r"(\d+) received", out)
+            got = int(m[1]) if m else 0
+            rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
+            total += got
+            r.note(f"ping {target}: {got}/3 answered" + (f", avg {rtt[1]} ms" if rtt else ""))
+            r.check(got == 3, f"ping {target}: {got} of 3 answered")
+        c1 = self.wait_counters_fresh()
+        d = c1["icmp_echo_reply_sent"] - c0["icmp_echo_reply_sent"]
+        r.note(f"icmp_echo_reply_sent +{d}")
+        r.check(d >= total and d >= 9, f"icmp_echo_reply_sent rose by {d}, expected ≥ 9")
+
+    def s_pmtu(self, r):
+        src = SRC["eu"][0]
+        mtu = re.search(r"mtu (\d+)", ipn(CLI, f"link show {UP_TAP}").stdout)
+        ipn(CLI, "route flush cache")
+        before = ipn(CLI, f"route get {VIP1} from {src}").stdout.strip()
+        r.check("mtu 1480" not in before, f"the route cache knew the smaller MTU before: {before}")
+        c0 = self.wait_counters_fresh()
+        words = 150000
+        body = json.dumps({"model": "llama-70b", "max_tokens": 1,
+                           "messages": [{"role": "user", "content": "w " * words}]})
+        path = os.path.join(self.work, "upload.json")
+        with open(path, "w") as f:
+            f.write(body)
+        t0 = time.time()
+        res = ns(CLI, "curl", "--noproxy", "*", "-sS", "-m", "30", "--interface", src, "-H",
+                 "Content-Type: application/json", "--data-binary", f"@{path}",
+                 "-w", "\n%{http_code} %{size_upload}", f"http://{VIP1}:{PORT}/v1/chat/completions",
+                 check=False)
+        dt = time.time() - t0
+        lines = res.stdout.strip().splitlines()
+        status = lines[-1] if lines else ""
+        try:
+            answer = json.loads("\n".join(lines[:-1]))
+            prompt = answer["usage"]["prompt_tokens"]
+        except (ValueError, KeyError, TypeError):
+            prompt = None
+        after = ipn(CLI, f"route get {VIP1} from {src}").stdout.strip()
+        c1 = self.wait_counters_fresh()
+        d = c1["icmp_frag_needed_sent"] - c0["icmp_frag_needed_sent"]
+        learnt = re.search(r"mtu (\d+)", after)
+        r.note(f"client link MTU {mtu[1] if mtu else '?'}, backend_mtu 1500, IPIP +20: upload of "
+               f"{len(body)} bytes → {status} in {dt:.2f} s; server counted {prompt} prompt words")
+        r.note(f"route cache after: {' '.join(after.split())}; icmp_frag_needed_sent +{d}")
+        r.check(status.startswith("200 "), f"the upload did not complete: {status!r} {res.stderr.strip()[:200]}")
+        r.check(prompt == words, f"the server received {prompt} words of {words}")
+        r.check(d >= 1, "the appliance sent no frag-needed")
+        r.check(learnt is not None and int(learnt[1]) == 1480,
+                f"the client's route cache did not learn MTU 1480: {after!r}")
+
+    def s_throughput(self, r):
+        if run(["which", "wrk"], check=False).returncode != 0:
+            r.check(False, "wrk is not installed (ci/setup installs the Debian package wrk)")
+            return
+        ap = "ap-gpu-1"
+        short, i, _, _ = BACKENDS[ap]
+
+        def served():
+            return json.loads(http(f"http://10.73.{i}.2:{PORT}/admin/state"))["requests_served"]
+
+        def wrk(nsname, url):
+            out = ns(nsname, "wrk", "-t1", "-c8", "-d4s", url, check=False, timeout=30).stdout
+            rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            reqs = re.search(r"(\d+) requests in", out)
+            errs = re.search(r"Socket errors: (.*)", out)
+            non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            lat = re.search(r"Latency\s+(\S+)", out)
+            return (float(rps[1]) if rps else 0.0, int(reqs[1]) if reqs else 0,
+                    errs[1].strip() if errs else "", int(non2xx[1]) if non2xx else 0,
+                    lat[1] if lat else "?")
+
+        n0 = served()
+        via = wrk(CLI, f"http://{VIP1}:{PORT}/whoami")
+        n1 = served()
+        direct = wrk(ROUTER, f"http://10.73.{i}.2:{PORT}/whoami")
+        ratio = via[0] / direct[0] if direct[0] else 0
+        r.note(f"wrk -t1 -c8 -d4s GET /whoami: through the appliance {via[0]:.0f} req/s "
+               f"(avg latency {via[4]}), directly to {ap} from the router {direct[0]:.0f} req/s "
+               f"(avg latency {direct[4]}); ratio {ratio:.2f}")
+        r.note("through the appliance: client → tap → data plane → IPIP → router → decap.py "
+               "(userspace) → server; the reply comes back directly")
+        r.check(via[1] >= 100, f"only {via[1]} requests through the appliance")
+        r.check(not via[2] and via[3] == 0, f"errors through the appliance: {via[2]} non-2xx {via[3]}")
+        r.check(not direct[2] and direct[3] == 0, f"errors direct: {direct[2]} non-2xx {direct[3]}")
+        r.check(n1 - n0 >= via[1], f"{ap} served {n1 - n0} requests, wrk counted {via[1]} "
+                                   f"(the ap-south client must reach only {ap})")
+
+    # churn: one stream set across the llama-eu, llama-us (Maglev) and mixtral (round robin)
+    # pools; the change is applied once every stream is established.
+
+    def churn_groups(self, eu=12, us=10, mx=8):
+        g = [f"{s},{VIP1}:{PORT},{eu}" for s in SRC["eu"]]
+        g += [f"{s},{VIP1}:{PORT},{us}" for s in SRC["us"]]
+        g += [f"{s},{VIP2}:{PORT},{mx}" for s in SRC["eu"][:2] + SRC["us"][:2]]
+        return g
+
+    def churn(self, r, change, affected, tokens=100, assert_affected=True, groups=None):
+        """Runs a stream set, calls change() mid-stream, tallies broken streams.
+
+        affected: backend names the change touches; every other stream must survive. With
+        assert_affected the affected ones must survive too (drain, reweight, reload...).
+        """
+        flaps0 = self.counters()["switchyard_control_health_transitions_total"]
+        sr = StreamRun(self, groups or self.churn_groups(), tokens)
+        ready = sr.wait_ready(25)
+        if ready["failed"] or ready["established"] != ready["streams"]:
+            sr.wait(tokens * TOKEN_DELAY_MS / 1000 + 30)
+            raise Fail(f"streams did not all establish: {ready}")
+        time.sleep(1.5)
+        t_change = time.time()
+        info = change()
+        t_done = time.time()
+        streams = sr.wait(tokens * TOKEN_DELAY_MS / 1000 + 40)
+        aff = [s for s in streams if s["first_backend"] in affected]
+        una = [s for s in streams if s["first_backend"] not in affected]
+        r.note(f"{len(streams)} streams × {tokens} tokens ({describe(streams)}); change at "
+               f"+{t_change - ready['t']:.1f} s after all established, took {t_done - t_change:.2f} s")
+        if info:
+            r.note(info)
+        flaps = self.counters()["switchyard_control_health_transitions_total"]
+        # A restarted control plane counts from 0 again.
+        flaps = flaps - flaps0 if flaps >= flaps0 else flaps
+        r.note(f"broken on unaffected backends: {broken_summary(una)} of {len(una)}; on affected "
+               f"backends ({', '.join(sorted(affected)) or 'none'}): {broken_summary(aff)} of "
+               f"{len(aff)}; health transitions meanwhile: {flaps:.0f}")
+        r.check(not any(s["broken"] for s in una),
+                f"{sum(s['broken'] for s in una)} streams broken on unaffected backends")
+        if assert_affected:
+            r.check(not any(s["broken"] for s in aff),
+                    f"{sum(s['broken'] for s in aff)} streams broken on affected backends")
+        return streams
+
+    def s_churn_add(self, r):
+        text = self.variant(("      - { address: 10.73.4.2, weight: 100, name: us-gpu-2 }\n",
+                             "      - { address: 10.73.4.2, weight: 100, name: us-gpu-2 }\n"
+                             "      - { address: 10.73.5.2, weight: 100, name: us-gpu-3 }\n"))
+        self.churn(r, lambda: "apply: " + self.apply(text, "add").splitlines()[-1],
+                   {"us-gpu-3"})
+        seen, failed = self.ask(SRC["us"], VIP1, 6)
+        r.note(f"new us-east connections after: {dict(seen)}")
+        r.check("us-gpu-3" in seen and failed == 0, f"no new connection reached the added us-gpu-3: {dict(seen)}")
+
+    def s_churn_remove(self, r):
+        text = self.variant(("      - { address: 10.73.4.2, weight: 100, name: us-gpu-2 }\n", ""))
+        streams = self.churn(r, lambda: "apply: " + self.apply(text, "remove").splitlines()[-1],
+                             {"us-gpu-2"}, assert_affected=False)
+        aff = [s for s in streams if s["first_backend"] == "us-gpu-2"]
+        r.note("expected: the streams of the removed us-gpu-2 break (their next packet is "
+               "rescheduled to a backend that has no such connection and resets it)")
+        r.check(len(aff) > 0, "no stream was on us-gpu-2: the scenario tested nothing")
+        seen, failed = self.ask(SRC["us"], VIP1, 4)
+        r.note(f"new us-east connections after: {dict(seen)}")
+        r.check("us-gpu-2" not in seen and failed == 0, f"new connections after the removal: {dict(seen)}, failed {failed}")
+
+    def s_churn_drain(self, r):
+        text = self.variant(("address: 10.73.2.2, weight: 100,", "address: 10.73.2.2, weight: 0,"))
+        streams = self.churn(r, lambda: "apply: " + self.apply(text, "drain").splitlines()[-1],
+                             {"eu-gpu-2"})
+        r.check(any(s["first_backend"] == "eu-gpu-2" for s in streams), "no stream on eu-gpu-2")
+        seen, failed = self.ask(SRC["eu"], VIP1, 4)
+        r.note(f"new eu-west connections while drained: {dict(seen)}")
+        r.check(set(seen) == {"eu-gpu-1"} and failed == 0, f"drained eu-gpu-2 still gets new flows: {dict(seen)}")
+
+    def s_churn_reweight(self, r):
+        text = self.variant(("address: 10.73.2.2, weight: 100,", "address: 10.73.2.2, weight: 25,"))
+        self.churn(r, lambda: "apply: " + self.apply(text, "reweight").splitlines()[-1],
+                   {"eu-gpu-2"})
+        w = self.backend_states()[("llama-eu", "eu-gpu-2")]
+        seen, _ = self.ask(SRC["eu"], VIP1, 6)
+        r.note(f"eu-gpu-2 weight {w.get('weight')} effective {w.get('effective_weight')}; "
+               f"new eu-west connections: {dict(seen)}")
+        r.check(w.get("effective_weight") == 25, f"eu-gpu-2 effective weight {w.get('effective_weight')}, expected 25")
+
+    def s_churn_reload(self, r):
+        text = self.variant(("address: 10.73.4.2, weight: 100,", "address: 10.73.4.2, weight: 50,"))
+        c0 = self.counters()
+        g0 = self.generation()
+
+        def change():
+            with open(self.policy_file + ".tmp", "w") as f:
+                f.write(text)
+            os.rename(self.policy_file + ".tmp", self.policy_file)
+            self.current = text
+            self.ctl.send_signal(signal.SIGHUP)
+            t0 = time.time()
+            while time.time() - t0 < 10:
+                cur, live = self.generation()
+                if cur > g0[0] and live == cur:
+                    return f"SIGHUP: generation {g0[1]} → {live} live in {time.time() - t0:.2f} s"
+                time.sleep(0.05)
+            raise Fail(f"SIGHUP reload: no new live generation after 10 s (was {g0})")
+
+        self.churn(r, change, {"us-gpu-2"})
+        c1 = self.counters()
+        d = c1["switchyard_control_reloads_total"] - c0["switchyard_control_reloads_total"]
+        w = self.backend_states()[("llama-us", "us-gpu-2")]
+        r.note(f"switchyard_control_reloads_total +{d:.0f}; us-gpu-2 weight {w.get('weight')}")
+        r.check(d == 1, f"reloads_total rose by {d}, expected 1")
+        r.check(w.get("weight") == 50, f"us-gpu-2 weight {w.get('weight')} after the reload, expected 50")
+
+    def s_churn_control_restart(self, r):
+        g0 = self.generation()
+        info = {}
+
+        def change():
+            t0 = time.time()
+            self.stop(self.ctl, signal.SIGTERM)
+            rc = self.ctl.returncode
+            self.start_control()
+            dt = time.time() - t0
+            with open(self.ctl.logpath, errors="replace") as f:
+                logtext = f.read()
+            nothing = "nothing to publish" in logtext
+            info["nothing"] = nothing
+            return (f"control plane stopped (exit {rc}) and started again in {dt:.2f} s; "
+                    f"generation before {g0[1]}, after {self.generation()[1]}; "
+                    f"{'published nothing' if nothing else 'published a generation'}")
+
+        self.churn(r, change, set())
+        r.check(info.get("nothing"), "the restarted control plane published a generation "
+                                     "(docs/CONTROL.md: identical tables publish nothing)")
+        st = self.state()
+        r.check(st["dataplane"]["running"], "the restarted control plane does not see the data plane")
+        self.wait_all_up(5)
+
+    def s_churn_dataplane_restart(self, r):
+        maglev = POOLS["llama-eu"] | POOLS["llama-us"]
+        info = {}
+
+        def change():
+            t0 = time.time()
+            self.stop_dataplane()
+            rc = self.dp.returncode
+            t1 = time.time()
+            self.start_dataplane()
+            t2 = time.time()
+            info["t_down"], info["t_up"] = t0, t2
+            return (f"data plane stopped (exit {rc}) in {t1 - t0:.2f} s, started and wired again in "
+                    f"{t2 - t1:.2f} s (no connection table: everything in flight misses)")
+
+        streams = self.churn(r, change, POOLS["mixtral"], tokens=150, assert_affected=False)
+        c = self.wait_counters_fresh()
+        mag = [s for s in streams if s["first_backend"] in maglev]
+        rr = [s for s in streams if s["first_backend"] in POOLS["mixtral"]]
+        recovered = [s for s in mag if not s["broken"]]
+        rr_broken = sum(s["broken"] for s in rr)
+        r.note(f"Maglev (llama-eu, llama-us): {len(recovered)} of {len(mag)} streams recovered "
+               f"without a connection table; round robin (mixtral): {rr_broken} of {len(rr)} broken")
+        r.note(f"new data plane: flow_non_syn_miss {c['flow_non_syn_miss']}, flow_inserts "
+               f"{c['flow_inserts']}")
+        r.note("expected: every Maglev stream recovers (same policy and health, so the same table "
+               "sends each flow to its backend again) — asserted; round robin reschedules with "
+               "fresh per-worker cursors, so some of its streams break and some land back by "
+               "chance — asserted 0 < broken < total")
+        r.check(len(recovered) == len(mag) and mag, f"Maglev recovered {len(recovered)} of {len(mag)}")
+        r.check(c["flow_non_syn_miss"] >= len(mag),
+                f"flow_non_syn_miss {c['flow_non_syn_miss']} < {len(mag)} Maglev streams: "
+                "the flows did not come back through the scheduler")
+        r.check(0 < rr_broken < len(rr), f"round robin: {rr_broken} of {len(rr)} broken")
+
+    def s_backend_death(self, r):
+        victim, other = "eu-gpu-2", "eu-gpu-1"
+        sr = StreamRun(self, [f"{s},{VIP1}:{PORT},12" for s in SRC["eu"]], 100, retry_for=30)
+        ready = sr.wait_ready(25)
+        if ready["established"] != ready["streams"]:
+            raise Fail(f"streams did not all establish: {ready}")
+        time.sleep(1.5)
+        t_kill = time.time()
+        self.kill_server(victim)
+        down = self.wait_states({victim: "down"}, 10, "backend-death")
+        streams = sr.wait(60)
+        vict = [s for s in streams if s["first_backend"] == victim]
+        rest = [s for s in streams if s["first_backend"] != victim]
+        ok = [s for s in vict if s["completed"] and s["backend"] != victim]
+        tries = [len(s["attempts"]) for s in vict]
+        rec = [s["attempts"][-1]["t_start"] - t_kill for s in ok]
+        r.note(f"{len(streams)} eu-west streams ({describe(streams)}); {victim} killed (SIGKILL), "
+               f"health check down after {down:.2f} s")
+        r.note(f"{victim}'s streams: {len(vict)} broken ({broken_summary(vict)}), {len(ok)} "
+               f"reconnected and completed on {dict(collections.Counter(s['backend'] for s in ok))}, "
+               f"attempts max {max(tries) if tries else 0}, last reconnect +{max(rec) if rec else 0:.2f} s")
+        r.note(f"{other}'s streams: {len(rest)}, broken {broken_summary(rest)}")
+        r.check(len(vict) > 0, f"no stream was on {victim}")
+        r.check(len(ok) == len(vict), f"{len(vict) - len(ok)} of {victim}'s clients did not complete elsewhere")
+        r.check(not any(s["broken"] for s in rest), f"streams on {other} broke")
+
+    def s_geo_failover(self, r):
+        eu, us = sorted(POOLS["llama-eu"]), sorted(POOLS["llama-us"])
+        before, _ = self.ask(SRC["eu"], VIP1, 3)
+        r.check(set(before) <= POOLS["llama-eu"] and before, f"before: eu-west reached {dict(before)}")
+        t0 = time.time()
+        for b in eu:
+            self.kill_server(b, signal.SIGTERM)
+        d1 = self.wait_states({b: "down" for b in eu}, 10, "geo-failover")
+        s1, f1 = self.ask(SRC["eu"], VIP1, 3)
+        r.note(f"llama-eu killed: down after {d1:.2f} s; eu-west → {dict(s1)}, failed {f1}")
+        r.check(f1 == 0 and s1 and set(s1) <= POOLS["llama-us"],
+                f"with llama-eu down eu-west reached {dict(s1)} (failed {f1}), expected llama-us")
+        for b in us:
+            self.kill_server(b, signal.SIGTERM)
+        d2 = self.wait_states({b: "down" for b in us}, 10, "geo-failover")
+        s2, f2 = self.ask(SRC["eu"], VIP1, 3)
+        r.note(f"llama-us killed too: down after {d2:.2f} s; eu-west → {dict(s2)}, failed {f2}")
+        r.check(f2 == 0 and set(s2) == POOLS["llama-ap"],
+                f"with llama-eu and llama-us down eu-west reached {dict(s2)} (failed {f2}), expected llama-ap")
+        for b in eu + us:
+            self.start_server(b)
+        d3 = self.wait_states({b: "up" for b in eu + us}, 10, "geo-failover")
+        s3, f3 = self.ask(SRC["eu"], VIP1, 3)
+        r.note(f"servers back: up after {d3:.2f} s; eu-west → {dict(s3)} (whole run {time.time() - t0:.1f} s)")
+        r.check(f3 == 0 and set(s3) <= POOLS["llama-eu"] and s3, f"after recovery eu-west reached {dict(s3)}")
+
+    def s_residency_strict(self, r):
+        ap = "ap-gpu-1"
+        s0, f0 = self.ask(SRC["ap"], VIP1, 2)
+        r.check(set(s0) == {ap} and f0 == 0, f"before: ap-south reached {dict(s0)}, failed {f0}")
+        self.kill_server(ap, signal.SIGTERM)
+        d = self.wait_states({ap: "down"}, 10, "residency-strict")
+        c0 = self.wait_counters_fresh()
+        # 3 connections from each ap-south source, all at once: each SYN (and its retransmit
+        # 1 s later) should be dropped by the data plane within curl's 2 s.
+        with concurrent.futures.ThreadPoolExecutor(len(SRC["ap"])) as pool:
+            res = sum(pool.map(lambda s: self.curl(s, VIP1, 3, timeout=2, parallel=True),
+                               SRC["ap"]), [])
+        c1 = self.wait_counters_fresh()
+        answered = [b for code, b in res if code != "000"]
+        drops = c1["drop_no_healthy_backend"] - c0["drop_no_healthy_backend"]
+        us_ok, _ = self.ask(SRC["us"][:1], VIP1, 2)
+        r.note(f"{ap} killed, down after {d:.2f} s; {len(res)} ap-south connections: "
+               f"{len(res) - len(answered)} failed, answered by {answered or 'nobody'}; "
+               f"drop_no_healthy_backend +{drops}; other regions' pools healthy: us-east → {dict(us_ok)}")
+        r.check(not answered, f"ap-south connections were answered outside ap-south: {answered}")
+        r.check(drops >= len(res), f"drop_no_healthy_backend rose by {drops}, expected ≥ {len(res)} SYNs dropped")
+        r.check(bool(us_ok), "control: us-east reached nothing, so the fallback pools were not healthy")
+        self.start_server(ap)
+        d2 = self.wait_states({ap: "up"}, 10, "residency-strict")
+        s2, f2 = self.ask(SRC["ap"], VIP1, 2)
+        r.note(f"{ap} back: up after {d2:.2f} s; ap-south → {dict(s2)}")
+        r.check(set(s2) == {ap} and f2 == 0, f"after recovery ap-south reached {dict(s2)}")
+
+    def s_encap_gue(self, r):
+        text = self.variant(("encap: ipip", "encap: gue"))
+        out = self.apply(text, "gue")
+        c0 = self.wait_counters_fresh()
+        bad = []
+        total = 0
+        for region in ("eu", "us", "ap", "other"):
+            for vip, pools in ((VIP1, None), (VIP2, POOLS["mixtral"])):
+                seen, failed = self.ask(SRC[region][:1], vip, 3)
+                total += 3
+                if failed or not seen or (pools and not set(seen) <= pools):
+                    bad.append(f"{region}→{vip}: {dict(seen)} failed {failed}")
+        sr = StreamRun(self, [f"{SRC['eu'][0]},{VIP1}:{PORT},8", f"{SRC['us'][0]},{VIP1}:{PORT},8",
+                              f"{SRC['other'][0]},{VIP2}:{PORT},8"], 20, ramp=0.3)
+        streams = sr.wait(30)
+        c1 = self.wait_counters_fresh()
+        gue = c1["forwarded_gue_v4"] - c0["forwarded_gue_v4"]
+        ipip = c1["forwarded_ipip_v4"] - c0["forwarded_ipip_v4"]
+        r.note(f"apply encap: gue → {out.splitlines()[-1]}")
+        r.note(f"{total} curl connections over both VIPs from 4 regions, {len(streams)} SSE streams "
+               f"× 20 tokens ({describe(streams)}): broken {broken_summary(streams)}; "
+               f"forwarded_gue_v4 +{gue}, forwarded_ipip_v4 +{ipip}")
+        r.check(not bad, "; ".join(bad))
+        r.check(not any(s["broken"] for s in streams), "streams broke under GUE")
+        r.check(gue > 0 and ipip == 0, f"GUE +{gue}, IPIP +{ipip}: traffic was not GUE-encapsulated")
+
+    # ---- driver -------------------------------------------------------------------------
+
+    def cleanup(self):
+        for p in reversed(self.procs):
+            if p is self.dp:
+                continue
+            self.stop(p, signal.SIGTERM, timeout=3)
+        self.stop(self.dp, signal.SIGINT, timeout=10)
+        self.remove_topology()
+
+
+def cleanup_from_pidfile(work):
+    """The fallback ci/e2e's trap runs: kill what the harness recorded, remove the topology."""
+    try:
+        with open(os.path.join(work, "pids")) as f:
+            pids = [int(x) for x in f.read().split()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if any(k in cmd for k in ("switchyard-", "model_server.py", "decap.py", "streams.py")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    Harness.remove_topology()
+
+
+def arp_probe(iface, sender, target, timeout):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    s.bind((iface, 0))
+    mac = s.getsockname()[4]
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(sender) + \
+        b"\0" * 6 + socket.inet_aton(target)
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+    deadline = time.time() + float(timeout)
+    while time.time() < deadline:
+        s.settimeout(max(0.01, deadline - time.time()))
+        try:
+            frame = s.recv(2048)
+        except socket.timeout:
+            break
+        if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+            continue
+        op = struct.unpack("!H", frame[20:22])[0]
+        if op == 2 and frame[28:32] == socket.inet_aton(target):
+            print(":".join(f"{b:02x}" for b in frame[22:28]))
+            return
+    print("none")
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "arp-probe":
+        arp_probe(*sys.argv[2:6])
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "cleanup":
+        p = argparse.ArgumentParser()
+        p.add_argument("cmd")
+        p.add_argument("--work", required=True)
+        cleanup_from_pidfile(p.parse_args().work)
+        return 0
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--only", default="")
+    args = p.parse_args()
+    only = [n for n in args.only.split(",") if n]
+    unknown = [n for n in only if n not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario {', '.join(unknown)}; the scenarios: {', '.join(SCENARIOS)}")
+    names = [n for n in SCENARIOS if not only or n in only]
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    t_start = time.time()
+    h = Harness(args.bin, args.work)
+    passed = failed = 0
+    progress = os.path.join(args.work, "progress")
+    print(f"1..{len(names)}", flush=True)
+    started = False
+    try:
+        log("fleet: namespaces, backends (decap.py + model_server.py)")
+        shutil.copyfile(BASE_POLICY, h.policy_file)
+        h.build_topology()
+        log("control plane and data plane")
+        h.start_control()
+        h.start_dataplane()
+        h.wait_all_up(15)
+        log(f"fleet up in {time.time() - t_start:.1f} s")
+        started = True
+        for k, name in enumerate(names, 1):
+            r = Result()
+            t0 = time.time()
+            log(f"scenario {name}")
+            try:
+                getattr(h, "s_" + name.replace("-", "_"))(r)
+            except Fail as e:
+                r.failures.append(str(e))
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # a harness bug must show as a failure, not stop the run
+                r.failures.append(f"{type(e).__name__}: {e}")
+            try:
+                h.restore()
+            except Exception as e:
+                r.failures.append(f"restoring the base fleet after {name}: {e}")
+            ok = not r.failures
+            passed += ok
+            failed += not ok
+            print(f"{'ok' if ok else 'not ok'} {k} - {name}", flush=True)
+            for line in r.notes:
+                print(f"# {line}")
+            for line in r.failures:
+                print(f"# FAILED: {line}")
+            print(f"# ({time.time() - t0:.1f} s)", flush=True)
+            with open(progress, "w") as f:
+                f.write(f"{passed} {failed}\n")
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); cleaning up")
+        print(f"# interrupted ({e})")
+        failed += 1
+    except Exception as e:  # Fail, or a missing binary, a command that is not there...
+        if started:
+            log(f"harness error: {e}")
+            print(f"# harness error: {type(e).__name__}: {e}")
+            failed += 1
+        else:
+            log(f"setup failed: {e}")
+            for k, name in enumerate(names, 1):
+                print(f"not ok {k} - {name}\n# FAILED: the fleet could not be set up: {e}")
+            failed = len(names)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        h.cleanup()
+        keep = os.environ.get("E2E_KEEP_LOGS")
+        if keep:
+            subprocess.run(["cp", "-r", h.logs, h.work + "/policies", keep], check=False)
+    t0 = float(os.environ.get("E2E_T0", t_start))
+    print(f"# run time {time.time() - t_start:.0f} s for the scenarios, {time.time() - t0:.0f} s "
+          f"with the build")
+    print(f"{passed} passed, {failed} failed", flush=True)
+    with open(progress, "w") as f:
+        f.write("done\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
