@@ -293,10 +293,16 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
     if ds.meta.get("geoip_database"):
         shutil.copy(os.path.join(ds.dir, ds.meta["geoip_database"]), work)
     ctl_log_path = os.path.join(work, "control.log")
+    # The segment, generation files and rollout state in the scenario's own directory (removed
+    # with it), never in /dev/shm where an interrupted run would leave them.
+    shm = os.path.join(work, "shm")
+    os.makedirs(shm)
+    env = dict(os.environ, SWITCHYARD_SHM_DIR=shm)
     ctl = subprocess.Popen(
         [runner.ctl, "run", "--policy", policy, "--instance", instance, "--listen", api],
         stdout=open(ctl_log_path, "w"),
         stderr=subprocess.STDOUT,
+        env=env,
     )
     dp = None
 
@@ -306,7 +312,7 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
 
     dp_log_path = os.path.join(work, "dataplane.log")
     try:
-        seg = f"/dev/shm/switchyard-{instance}.ctl"
+        seg = os.path.join(shm, f"switchyard-{instance}.ctl")
         for _ in range(100):
             if os.path.exists(seg) or ctl.poll() is not None:
                 break
@@ -316,7 +322,7 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
         duration = 6 + swaps * 0.5
         cmd = [runner.dp, "run", "--instance", instance, "--duration", str(duration), "--config", ds.settings, "--"]
         cmd += eal_args(ds, 1)
-        dp = subprocess.Popen(cmd, stdout=open(dp_log_path, "w"), stderr=subprocess.STDOUT)
+        dp = subprocess.Popen(cmd, stdout=open(dp_log_path, "w"), stderr=subprocess.STDOUT, env=env)
         for _ in range(100):
             if "table: generation" in open(dp_log_path).read() or dp.poll() is not None:
                 break
