@@ -1142,24 +1142,17 @@ impl Controller {
             .get_mut()
             .retain(|name| policy.pool_by_name(name).is_some());
         let wanted = fleet::watches(&self.current.policy);
-        let has = |key: &(String, IpAddr), kind| wanted.contains_key(&(key.0.clone(), key.1, kind));
-        let gone_health: Vec<_> = self
-            .health
-            .keys()
-            .filter(|k| !has(k, fleet::Kind::Health))
-            .cloned()
-            .collect();
-        for key in gone_health {
+        // Checks the policy no longer asks for: their state goes, the backend state resets.
+        let gone = |keys: &mut dyn Iterator<Item = &(String, IpAddr)>, kind| -> Vec<_> {
+            keys.filter(|k| !wanted.contains_key(&(k.0.clone(), k.1, kind)))
+                .cloned()
+                .collect()
+        };
+        for key in gone(&mut self.health.keys(), fleet::Kind::Health) {
             self.health.remove(&key);
             self.backend_state.set_health(&key.0, key.1, true);
         }
-        let gone_load: Vec<_> = self
-            .loads
-            .keys()
-            .filter(|k| !has(k, fleet::Kind::Load))
-            .cloned()
-            .collect();
-        for key in gone_load {
+        for key in gone(&mut self.loads.keys(), fleet::Kind::Load) {
             self.loads.remove(&key);
             self.backend_state.set_weight(&key.0, key.1, None);
             self.backend_state.set_full(&key.0, key.1, false);
