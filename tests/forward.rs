@@ -116,6 +116,9 @@ fn net_null_counters_move_and_the_run_ends_cleanly() {
 fn sigterm_stops_cleanly_and_leaves_no_hugepage_files() {
     require_root();
     let prefix = unique("syfwd");
+    // EAL keeps its runtime files (config, memseg lists) for secondary processes under
+    // /var/run/dpdk/PREFIX and leaves them at exit; a test leaves nothing behind.
+    let _runtime = RemoveDir(std::path::PathBuf::from(format!("/var/run/dpdk/{prefix}")));
     let mut dp = Background::spawn(&mut forward(
         &["--stats-interval", "0.5"],
         &[

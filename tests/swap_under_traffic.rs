@@ -126,12 +126,6 @@ fn a_thousand_generations_under_traffic_lose_nothing_and_move_no_unaffected_flow
     // this test's own.
     let shm = std::path::PathBuf::from(format!("/dev/shm/{}", unique("syswapd")));
     std::fs::create_dir_all(&shm).unwrap();
-    struct RemoveDir(std::path::PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let _shm_cleanup = RemoveDir(shm.clone());
     let instance = unique("sw");
 

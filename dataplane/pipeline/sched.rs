@@ -30,7 +30,7 @@
 //! more: one mask tests healthy and not full together.
 
 use switchyard_table::generation::{
-    Generation, Pool, Scheduler, BACKEND_FULL, BACKEND_HEALTHY, NONE, PER_MILLION,
+    Backend, Generation, Pool, Scheduler, BACKEND_FULL, BACKEND_HEALTHY, NONE, PER_MILLION,
 };
 
 use super::counters::{Counter, Counters};
@@ -286,11 +286,7 @@ fn maglev(
         return Err(Counter::DropNoHealthyBackend);
     }
     match g.backends.get(slot as usize - 1) {
-        Some(b)
-            if b.flags & (BACKEND_HEALTHY | BACKEND_FULL) == BACKEND_HEALTHY && b.weight > 0 =>
-        {
-            Ok(slot - 1)
-        }
+        Some(b) if takes_new_flows(b) => Ok(slot - 1),
         Some(b) if b.flags & BACKEND_HEALTHY != 0 && b.weight > 0 => {
             Ok(spill(g, pool, healthy, hash, slot - 1, counters))
         }
@@ -306,12 +302,16 @@ fn maglev(
     }
 }
 
-/// Whether backend index `b` takes new flows: healthy, weighted and not full.
+/// Whether a backend takes new flows: healthy, weighted and not full (one mask test).
+#[inline]
+fn takes_new_flows(b: &Backend) -> bool {
+    b.flags & (BACKEND_HEALTHY | BACKEND_FULL) == BACKEND_HEALTHY && b.weight > 0
+}
+
+/// Whether backend index `b` takes new flows.
 #[inline]
 fn open(g: &Generation, b: u32) -> bool {
-    g.backends.get(b as usize).is_some_and(|b| {
-        b.flags & (BACKEND_HEALTHY | BACKEND_FULL) == BACKEND_HEALTHY && b.weight > 0
-    })
+    g.backends.get(b as usize).is_some_and(takes_new_flows)
 }
 
 /// Bounded load: `preferred` is full. The key's walk over the pool's slots, then its healthy

@@ -357,3 +357,12 @@ pub fn run_table(table: &Path, settings: &Path, seconds: &str, vdevs: &[String])
     );
     stdout
 }
+
+/// Removes a directory (and what is in it) on drop.
+pub struct RemoveDir(pub PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -28,15 +28,6 @@ pub const MODEL: &str = "llama-70b";
 pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/model_server.py");
 
-/// Removes a directory on drop.
-pub struct RemoveDir(pub PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Model servers in their own namespace, `10.{subnet}.0.{11 + i}:8000`.
 pub struct Servers {
     pub ns: Netns,

@@ -1233,18 +1233,31 @@ impl Controller {
                         }
                     }
                 }
+                let configured = self
+                    .current
+                    .policy
+                    .pool_by_name(&pool)
+                    .and_then(|id| {
+                        let p = self.current.policy.pool(id);
+                        p.backends.iter().find(|b| b.address == address)
+                    })
+                    .map_or(0, |b| b.weight);
                 let state = self.loads.entry((pool.clone(), address)).or_default();
                 let was_error = state.last_error.is_some();
                 state.observe(result, &cfg, at);
                 if let (false, Some(e)) = (was_error, &state.last_error) {
                     warn!("load: scraping {address} of pool {pool}: {e}");
                 }
-                self.evaluate_load(&pool, at);
+                // Only this backend changed; the stale sweep in `publish_load` covers the rest.
+                if state.wants(&cfg, configured, at).is_some() {
+                    self.load_pending.insert(pool);
+                }
             }
         }
     }
 
-    /// Marks `pool` pending when one of its backends wants a new weight or full bit.
+    /// Marks `pool` pending when one of its backends wants a new weight or full bit (the
+    /// periodic sweep that notices metrics going stale without a scrape result).
     fn evaluate_load(&mut self, pool: &str, now: Instant) {
         let policy = &self.current.policy;
         let Some(p) = policy.pool_by_name(pool).map(|id| policy.pool(id)) else {

@@ -221,13 +221,7 @@ fn jittered(interval: Duration, spread: f64) -> Duration {
     interval.mul_f64(1.0 - spread + 2.0 * spread * fastrand::f64())
 }
 
-async fn check(
-    pool: String,
-    address: IpAddr,
-    watch: Watch,
-    permits: Arc<Semaphore>,
-    sink: Arc<dyn Fn(Observation) -> bool + Send + Sync>,
-) {
+async fn check(pool: String, address: IpAddr, watch: Watch, permits: Arc<Semaphore>, sink: Sink) {
     let interval = match &watch {
         Watch::Health(h) => h.interval,
         Watch::Load(l, _) => l.interval,
