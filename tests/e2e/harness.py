@@ -12,13 +12,15 @@ Progress goes to stderr. Exit status 1 when any scenario failed.
      │ tap sye-up (uplink, appliance 10.70.0.1)              ▲ veth sye-cli-r 10.74.0.0/24
   switchyard-dataplane ── tap sye-bk (backend, 10.71.0.1) ── sye-r (router 10.71.0.254) ─┘
                                                                │ veths 10.73.N.0/24
-     switchyard-control (root ns) ── veth sye-ctl 10.75.0.0/24 ┘ sye-eu1 … sye-mx2: decap.py +
-                                                                 model_server.py on both VIPs and
-                                                                 on the backend's own address
+     switchyard-control (root ns) ── veth sye-ctl 10.75.0.0/24 ┘ sye-eu1 … sye-mx2: a decapsulator
+                                                                 + model_server.py on both VIPs
+                                                                 and on the backend's own address
 
-Policy: tests/e2e/fleet.yaml (variants are single-line edits of it). Everything lives in the
-work directory given by --work (logs, policies, the shared-memory directory); cleanup() kills
-every process it started (by pid), deletes the namespaces and links, on any exit.
+The topology and the processes are tests/e2e/topology.py's (ci/demo builds its fleet with the
+same code, under other names); this file holds the e2e layout, the scenarios and the TAP
+driver. Policy: tests/e2e/fleet.yaml (variants are single-line edits of it). Everything lives
+in the work directory given by --work (logs, policies, the shared-memory directory); cleanup()
+kills every process it started (by pid), deletes the namespaces and links, on any exit.
 
 usage: harness.py --bin DIR --work DIR [--only NAME,NAME]
        harness.py cleanup --work DIR          (what ci/e2e's trap runs)
@@ -30,59 +32,47 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
+
+from topology import (PY, Fail, Fleet, Layout, StreamRun, broken_summary, cleanup_from_pidfile,
+                      describe, http, ipn, log, ns, run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-PY = sys.executable
-MODEL_SERVER = os.path.join(REPO, "tests/tools/model_server.py")
-DECAP = os.path.join(REPO, "tests/tools/decap.py")
-STREAMS = os.path.join(HERE, "streams.py")
-BASE_POLICY = os.path.join(HERE, "fleet.yaml")
 
-INSTANCE = "e2e"
-API = "127.0.0.1:9187"
-VIP1, VIP2, PORT = "203.0.113.70", "203.0.113.71", 8000   # llama-70b, mixtral-8x7b
-UPLINK_ADDR, UPLINK_MAC = "10.70.0.1", "02:5e:00:00:71:01"
-BACKEND_ADDR, BACKEND_MAC = "10.71.0.1", "02:5e:00:00:72:01"
-GW_ADDR, GW_MAC = "10.71.0.254", "02:5e:00:00:72:fe"
-TOKEN_DELAY_MS = 100
-
-CLI, ROUTER = "sye-cli", "sye-r"
-UP_TAP, BK_TAP, CTL_VETH = "sye-up", "sye-bk", "sye-ctl"
-CTL_ROUTE = "10.73.0.0/16"
 # backend name -> (short, index, model, pool in fleet.yaml or None)
-BACKENDS = {
-    "eu-gpu-1": ("eu1", 1, "llama-70b", "llama-eu"),
-    "eu-gpu-2": ("eu2", 2, "llama-70b", "llama-eu"),
-    "us-gpu-1": ("us1", 3, "llama-70b", "llama-us"),
-    "us-gpu-2": ("us2", 4, "llama-70b", "llama-us"),
-    "us-gpu-3": ("us3", 5, "llama-70b", None),        # joins llama-us in churn-add
-    "ap-gpu-1": ("ap1", 6, "llama-70b", "llama-ap"),
-    "mx-gpu-1": ("mx1", 7, "mixtral-8x7b", "mixtral"),
-    "mx-gpu-2": ("mx2", 8, "mixtral-8x7b", "mixtral"),
-}
-NAMESPACES = [CLI, ROUTER] + ["sye-" + b[0] for b in BACKENDS.values()]
-POOLS = collections.defaultdict(set)
-for _n, (_s, _i, _m, _p) in BACKENDS.items():
-    if _p:
-        POOLS[_p].add(_n)
+E2E = Layout(
+    prefix="sye", net=70, instance="e2e", api="127.0.0.1:9187",
+    vips=["203.0.113.70", "203.0.113.71"], port=8000,   # llama-70b, mixtral-8x7b
+    backends={
+        "eu-gpu-1": ("eu1", 1, "llama-70b", "llama-eu"),
+        "eu-gpu-2": ("eu2", 2, "llama-70b", "llama-eu"),
+        "us-gpu-1": ("us1", 3, "llama-70b", "llama-us"),
+        "us-gpu-2": ("us2", 4, "llama-70b", "llama-us"),
+        "us-gpu-3": ("us3", 5, "llama-70b", None),        # joins llama-us in churn-add
+        "ap-gpu-1": ("ap1", 6, "llama-70b", "llama-ap"),
+        "mx-gpu-1": ("mx1", 7, "mixtral-8x7b", "mixtral"),
+        "mx-gpu-2": ("mx2", 8, "mixtral-8x7b", "mixtral"),
+    },
+    regions={"eu": (1, 4), "us": (2, 4), "ap": (3, 4), "other": (4, 1)},
+    default_region="ap",           # the source of clients that do not pick one (ping, wrk)
+    policy=os.path.join(HERE, "fleet.yaml"),
+    macs=("02:5e:00:00:71:01", "02:5e:00:00:72:01", "02:5e:00:00:72:fe"),
+    token_delay_ms=5,              # one token every 5 ms on every stream
+)
+L = E2E
+CLI, ROUTER, UP_TAP, BK_TAP = L.cli, L.router, L.up_tap, L.bk_tap
+VIP1, VIP2, PORT = L.vips[0], L.vips[1], L.port
+UPLINK_ADDR, BACKEND_ADDR, GW_ADDR = L.uplink_addr, L.backend_addr, L.gw_addr
+UPLINK_MAC, BACKEND_MAC = L.uplink_mac, L.backend_mac
+TOKEN_DELAY_MS = L.token_delay_ms
+tokens_for = L.tokens_for
+BACKENDS, SRC, POOLS = L.backends, L.sources, L.pools
 LLAMA = POOLS["llama-eu"] | POOLS["llama-us"] | POOLS["llama-ap"] | {"us-gpu-3"}
-SRC = {
-    "eu": [f"10.70.1.{10 + i}" for i in range(4)],
-    "us": [f"10.70.2.{10 + i}" for i in range(4)],
-    "ap": [f"10.70.3.{10 + i}" for i in range(4)],
-    "other": ["10.70.4.10"],
-}
-DEFAULT_SRC = SRC["ap"][0]   # the source of clients that do not pick one (ping, wrk)
 
 SCENARIOS = [
     "route-by-vip", "route-by-region", "arp", "icmp-echo", "pmtu", "throughput",
@@ -90,41 +80,6 @@ SCENARIOS = [
     "churn-control-restart", "churn-dataplane-restart",
     "backend-death", "geo-failover", "residency-strict", "encap-gue",
 ]
-
-
-def log(msg):
-    sys.stderr.write(f"[{time.strftime('%T')}] {msg}\n")
-    sys.stderr.flush()
-
-
-class Fail(Exception):
-    pass
-
-
-def run(argv, check=True, timeout=60, capture=True):
-    """Runs a command; returns CompletedProcess. check: raise Fail on a non-zero exit."""
-    r = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise Fail(f"{' '.join(argv)}: exit {r.returncode}: {(r.stderr or '').strip()[-300:]}")
-    return r
-
-
-def ns(name, *argv, **kw):
-    return run(["ip", "netns", "exec", name, *argv], **kw)
-
-
-def ipn(name, args, **kw):
-    return run(["ip", "-n", name, *args.split()], **kw)
-
-
-# Every address here is local or in a namespace: never through an http_proxy from the environment.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(url, data=None, timeout=5):
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    with OPENER.open(req, timeout=timeout) as r:
-        return r.read().decode()
 
 
 class Result:
@@ -141,378 +96,9 @@ class Result:
         return cond
 
 
-class StreamRun:
-    """tests/e2e/streams.py in the client namespace, its JSON lines read in a thread."""
-
-    def __init__(self, h, groups, tokens, retry_for=0.0, stall=8.0, ramp=1.0):
-        argv = ["ip", "netns", "exec", CLI, PY, STREAMS, "--tokens", str(tokens),
-                "--stall", str(stall), "--retry-for", str(retry_for), "--ramp", str(ramp)]
-        for g in groups:
-            argv += ["--group", g]
-        self.proc = h.spawn("streams", argv, stdout=subprocess.PIPE)
-        self.ready = None
-        self.end = None
-        self.streams = []
-        self.ready_evt = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            ev = obj.get("event")
-            if ev == "ready":
-                self.ready = obj
-                self.ready_evt.set()
-            elif ev == "stream":
-                self.streams.append(obj)
-            elif ev == "end":
-                self.end = obj
-        self.ready_evt.set()
-
-    def wait_ready(self, timeout):
-        self.ready_evt.wait(timeout)
-        if not self.ready:
-            raise Fail("the stream client did not report its streams established")
-        return self.ready
-
-    def wait(self, timeout):
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise Fail(f"the stream client did not finish within {timeout:.0f} s")
-        self.thread.join(5)
-        if not self.end:
-            raise Fail(f"the stream client ended without a summary (exit {self.proc.returncode})")
-        return self.streams
-
-
-def describe(streams):
-    c = collections.Counter(s["first_backend"] for s in streams)
-    return ", ".join(f"{b} {n}" for b, n in sorted(c.items(), key=lambda kv: str(kv[0])))
-
-
-def broken_summary(streams):
-    b = [s for s in streams if s["broken"]]
-    if not b:
-        return "0"
-    why = collections.Counter(s["attempts"][0]["outcome"] for s in b)
-    return f"{len(b)} ({', '.join(f'{k} {v}' for k, v in sorted(why.items()))})"
-
-
-class Harness:
+class Harness(Fleet):
     def __init__(self, bin_dir, work):
-        self.bin = bin_dir
-        self.ctl_bin = os.path.join(bin_dir, "switchyard-control")
-        self.dp_bin = os.path.join(bin_dir, "switchyard-dataplane")
-        self.work = work
-        self.logs = os.path.join(work, "logs")
-        self.shm = os.path.join(work, "shm")
-        self.policy_file = os.path.join(work, "policy.yaml")
-        for d in (self.logs, self.shm, os.path.join(work, "policies")):
-            os.makedirs(d, exist_ok=True)
-        self.env = dict(os.environ, SWITCHYARD_SHM_DIR=self.shm)
-        self.procs = []          # every Popen started, for cleanup
-        self.servers = {}        # backend name -> Popen
-        self.decaps = {}
-        self.ctl = None
-        self.dp = None
-        with open(BASE_POLICY) as f:
-            self.base = f.read()
-        self.current = self.base
-        self.counter = 0
-
-    # ---- processes ----------------------------------------------------------------------
-
-    def spawn(self, tag, argv, stdout=None):
-        self.counter += 1
-        logf = open(os.path.join(self.logs, f"{self.counter:03d}-{tag}.log"), "w")
-        p = subprocess.Popen(argv, stdout=stdout if stdout is not None else logf,
-                             stderr=logf if stdout is not None else subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=self.env,
-                             text=True if stdout is not None else None)
-        p.logpath = logf.name
-        logf.close()
-        self.procs.append(p)
-        with open(os.path.join(self.work, "pids"), "a") as f:
-            f.write(f"{p.pid}\n")
-        return p
-
-    @staticmethod
-    def wait_log(p, pattern, timeout, what):
-        deadline = time.time() + timeout
-        rx = re.compile(pattern, re.M)
-        while time.time() < deadline:
-            with open(p.logpath, errors="replace") as f:
-                if rx.search(f.read()):
-                    return
-            if p.poll() is not None:
-                break
-            time.sleep(0.05)
-        with open(p.logpath, errors="replace") as f:
-            tail = f.read()[-600:]
-        raise Fail(f"{what} did not start (exit {p.poll()}): {tail.strip()}")
-
-    @staticmethod
-    def stop(p, sig=signal.SIGTERM, timeout=5):
-        if p is None or p.poll() is not None:
-            return
-        try:
-            p.send_signal(sig)
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-        except ProcessLookupError:
-            pass
-
-    # ---- topology -----------------------------------------------------------------------
-
-    @staticmethod
-    def remove_topology():
-        for n in NAMESPACES:
-            r = run(["ip", "netns", "pids", n], check=False)
-            for pid in r.stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-        for n in NAMESPACES:
-            run(["ip", "netns", "del", n], check=False)
-        for link in (CTL_VETH, UP_TAP, BK_TAP):
-            run(["ip", "link", "del", link], check=False)
-        run(["ip", "route", "del", CTL_ROUTE], check=False)
-
-    def build_topology(self):
-        self.remove_topology()
-        for n in NAMESPACES:
-            run(["ip", "netns", "add", n])
-            ipn(n, "link set lo up")
-            ns(n, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0",
-               "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.lo.rp_filter=0")
-        # Clients: addresses on lo (they survive the tap going away when the data plane
-        # restarts); the tap itself is wired in wire_tap().
-        for addrs in SRC.values():
-            for a in addrs:
-                ipn(CLI, f"addr add {a}/32 dev lo")
-        run(["ip", "link", "add", "sye-cli-r", "netns", CLI, "type", "veth",
-             "peer", "name", "sye-r-c", "netns", ROUTER])
-        ipn(CLI, "addr add 10.74.0.2/24 dev sye-cli-r")
-        ipn(CLI, "link set sye-cli-r up")
-        ipn(ROUTER, "addr add 10.74.0.1/24 dev sye-r-c")
-        ipn(ROUTER, "link set sye-r-c up")
-        ipn(ROUTER, "route add 10.70.0.0/16 via 10.74.0.2")
-        ns(ROUTER, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        # The control plane (root namespace) reaches the backends through the router.
-        run(["ip", "link", "add", CTL_VETH, "type", "veth", "peer", "name", "sye-r-h",
-             "netns", ROUTER])
-        run(["ip", "addr", "add", "10.75.0.1/24", "dev", CTL_VETH])
-        run(["ip", "link", "set", CTL_VETH, "up"])
-        ipn(ROUTER, "addr add 10.75.0.254/24 dev sye-r-h")
-        ipn(ROUTER, "link set sye-r-h up")
-        run(["ip", "route", "add", CTL_ROUTE, "via", "10.75.0.254"])
-        for name, (short, i, _model, _pool) in BACKENDS.items():
-            bns = "sye-" + short
-            run(["ip", "link", "add", bns, "netns", ROUTER, "type", "veth",
-                 "peer", "name", "eth0", "netns", bns])
-            ipn(ROUTER, f"addr add 10.73.{i}.1/24 dev {bns}")
-            ipn(ROUTER, f"link set {bns} up")
-            ipn(bns, f"addr add 10.73.{i}.2/24 dev eth0")
-            ipn(bns, "link set eth0 up")
-            ipn(bns, f"route add default via 10.73.{i}.1")
-            ipn(bns, f"addr add {VIP1}/32 dev lo")
-            ipn(bns, f"addr add {VIP2}/32 dev lo")
-            # decap.py takes IPIP and GUE (port 6080) alike; the policy's encap decides.
-            p = self.spawn(f"decap-{short}", ["ip", "netns", "exec", bns, PY, DECAP, "eth0", "decap0"])
-            self.wait_log(p, "^ready", 10, f"decap.py in {bns}")
-            self.decaps[name] = p
-            ipn(bns, "link set decap0 up")
-            ns(bns, "sysctl", "-qw", "net.ipv4.conf.decap0.rp_filter=0")
-        for name in BACKENDS:
-            self.start_server(name, wait=False)
-        for name in BACKENDS:
-            self.wait_log(self.servers[name], "^ready", 10, f"model server {name}")
-
-    def start_server(self, name, wait=True):
-        short, i, model, _ = BACKENDS[name]
-        p = self.spawn(f"server-{short}", [
-            "ip", "netns", "exec", "sye-" + short, PY, MODEL_SERVER,
-            "--listen", f"{VIP1}:{PORT}", "--listen", f"{VIP2}:{PORT}",
-            "--listen", f"10.73.{i}.2:{PORT}", "--model", model, "--name", name,
-            "--token-delay-ms", str(TOKEN_DELAY_MS), "--tokens", "5"])
-        self.servers[name] = p
-        if wait:
-            self.wait_log(p, "^ready", 10, f"model server {name}")
-
-    def kill_server(self, name, sig=signal.SIGKILL):
-        p = self.servers[name]
-        p.send_signal(sig)
-        p.wait(5)
-
-    def start_control(self):
-        self.ctl = self.spawn("control", [
-            self.ctl_bin, "run", "--policy", self.policy_file, "--instance", INSTANCE,
-            "--listen", API, "--shm-dir", self.shm, "--watch-interval-ms", "0",
-            "--start-wait", "2s"])
-        self.wait_log(self.ctl, "API listening", 15, "switchyard-control")
-
-    def start_dataplane(self):
-        """Starts the data plane and moves its two taps into the client and router namespaces."""
-        conf = os.path.join(self.work, "appliance.yaml")
-        with open(conf, "w") as f:
-            f.write("ports:\n  - { device: net_tap0, role: uplink }\n"
-                    "  - { device: net_tap1, role: backend }\n"
-                    "mempool: { mbufs: 8191 }\n"
-                    "flow_table: { ipv4_flows: 65536, ipv6_flows: 4096 }\n")
-        self.dp = self.spawn("dataplane", [
-            self.dp_bin, "run", "--instance", INSTANCE, "--config", conf, "--", "-l", "0-1",
-            "--in-memory", "--no-pci", f"--vdev=net_tap0,iface={UP_TAP}",
-            f"--vdev=net_tap1,iface={BK_TAP}"])
-        # Wire the taps once the data plane has started its ports (its "table:" line): moving
-        # a tap to another namespace while DPDK still configures it by name races with it.
-        self.wait_log(self.dp, "^table: ", 20, "switchyard-dataplane")
-        for tap in (UP_TAP, BK_TAP):
-            self.wire_tap(tap)
-
-    def wire_tap(self, tap):
-        if tap == UP_TAP:
-            run(["ip", "link", "set", tap, "netns", CLI])
-            ipn(CLI, f"addr add 10.70.0.2/24 dev {tap}")
-            ipn(CLI, f"link set {tap} mtu 1500 up")
-            for vip in (VIP1, VIP2):
-                ipn(CLI, f"route add {vip}/32 via {UPLINK_ADDR} dev {tap} src {DEFAULT_SRC}")
-        else:
-            run(["ip", "link", "set", tap, "netns", ROUTER])
-            ipn(ROUTER, f"link set {tap} address {GW_MAC}")
-            ipn(ROUTER, f"addr add {GW_ADDR}/24 dev {tap}")
-            ipn(ROUTER, f"link set {tap} up")
-
-    def stop_dataplane(self):
-        self.stop(self.dp, signal.SIGINT, timeout=10)
-
-    # ---- control plane ------------------------------------------------------------------
-
-    def state(self):
-        return json.loads(http(f"http://{API}/v1/state"))
-
-    def backend_states(self):
-        out = {}
-        for pool in self.state()["pools"]:
-            for b in pool["backends"]:
-                out[(pool["name"], b.get("name"))] = b
-        return out
-
-    def wait_states(self, want, timeout, what):
-        """want: {backend name: state} for every pool holding it. Returns seconds waited."""
-        t0 = time.time()
-        last = None
-        while time.time() - t0 < timeout:
-            try:
-                st = self.backend_states()
-                last = {k: v["state"] for k, v in st.items()}
-                if all(v["state"] == want[k[1]] for k, v in st.items() if k[1] in want):
-                    return time.time() - t0
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise Fail(f"{what}: backends not {want} after {timeout} s (last seen {last})")
-
-    def wait_all_up(self, timeout=10):
-        names = set()
-        for line in self.current.splitlines():
-            m = re.search(r"name: ([a-z0-9-]+) \}", line)
-            if m and m[1] in BACKENDS:
-                names.add(m[1])
-        return self.wait_states({n: "up" for n in names}, timeout, "fleet")
-
-    def generation(self):
-        g = self.state()["generation"]
-        return g["current"], g["live"]
-
-    def counters(self):
-        text = http(f"http://{API}/metrics")
-        out = collections.Counter()
-        for m in re.finditer(r'^switchyard_dataplane_([a-zA-Z0-9_]+)_total\{worker="\d+"\} (\d+)',
-                             text, re.M):
-            out[m[1]] += int(m[2])
-        for m in re.finditer(r"^(switchyard_control_[a-z_]+) (\S+)$", text, re.M):
-            out[m[1]] = float(m[2])
-        return out
-
-    def wait_counters_fresh(self):
-        # The data plane mirrors its counters into the segment about every 0.5 ms; the
-        # control plane reads the segment on each scrape. A short pause covers both.
-        time.sleep(0.3)
-        return self.counters()
-
-    def apply(self, text, label):
-        path = os.path.join(self.work, "policies", f"{label}.yaml")
-        with open(path, "w") as f:
-            f.write(text)
-        r = run([self.ctl_bin, "apply", path, "--yes", "--api", API], check=False, timeout=30)
-        out = (r.stdout + r.stderr).strip()
-        if r.returncode != 0 or not re.search(r"live on every worker|unchanged", out):
-            raise Fail(f"apply {label}: exit {r.returncode}: {out[-400:]}")
-        self.current = text
-        return out
-
-    def variant(self, *edits):
-        text = self.base
-        for old, new in edits:
-            if text.count(old) != 1:
-                raise Fail(f"policy edit: {old!r} is not exactly once in fleet.yaml")
-            text = text.replace(old, new)
-        return text
-
-    def restore(self):
-        """Back to the base fleet: every process running, the base policy live, all up."""
-        if self.dp is None or self.dp.poll() is not None:
-            self.start_dataplane()
-        if self.ctl is None or self.ctl.poll() is not None:
-            self.start_control()
-        for name, p in self.servers.items():
-            if p.poll() is not None:
-                self.start_server(name)
-        if self.current != self.base:
-            self.apply(self.base, "base")
-        self.wait_all_up(15)
-
-    # ---- clients ------------------------------------------------------------------------
-
-    def curl(self, src, vip, n, path="/whoami", timeout=3, parallel=False):
-        """n new connections (Connection: close) from src; returns [(status, backend)]."""
-        argv = ["ip", "netns", "exec", CLI, "curl", "--noproxy", "*", "-sS", "-m", str(timeout),
-                "--interface", src, "-H", "Connection: close",
-                "-w", "%{http_code} %header{x-backend}\n"]
-        if parallel:
-            argv += ["-Z", "--parallel-immediate", "--parallel-max", str(n)]
-        for _ in range(n):
-            argv += ["-o", "/dev/null", f"http://{vip}:{PORT}{path}"]
-        r = run(argv, check=False, timeout=timeout * n + 10)
-        out = []
-        for line in r.stdout.splitlines():
-            parts = line.split(" ", 1)
-            out.append((parts[0], parts[1].strip() if len(parts) > 1 else ""))
-        while len(out) < n:
-            out.append(("000", ""))
-        return out
-
-    def ask(self, srcs, vip, per_src):
-        """Backends answering per_src new connections from each source: Counter, failures."""
-        seen = collections.Counter()
-        failed = 0
-        for s in srcs:
-            for code, backend in self.curl(s, vip, per_src):
-                if code == "200" and backend:
-                    seen[backend] += 1
-                else:
-                    failed += 1
-        return seen, failed
+        super().__init__(E2E, bin_dir, work)
 
     # ---- scenarios ----------------------------------------------------------------------
 
@@ -630,10 +216,9 @@ class Harness:
             r.check(False, "wrk is not installed (ci/setup installs the Debian package wrk)")
             return
         ap = "ap-gpu-1"
-        short, i, _, _ = BACKENDS[ap]
 
         def served():
-            return json.loads(http(f"http://10.73.{i}.2:{PORT}/admin/state"))["requests_served"]
+            return json.loads(http(f"http://{L.address(ap)}:{PORT}/admin/state"))["requests_served"]
 
         def wrk(nsname, url):
             out = ns(nsname, "wrk", "-t1", "-c8", "-d4s", url, check=False, timeout=30).stdout
@@ -649,7 +234,7 @@ class Harness:
         n0 = served()
         via = wrk(CLI, f"http://{VIP1}:{PORT}/whoami")
         n1 = served()
-        direct = wrk(ROUTER, f"http://10.73.{i}.2:{PORT}/whoami")
+        direct = wrk(ROUTER, f"http://{L.address(ap)}:{PORT}/whoami")
         ratio = via[0] / direct[0] if direct[0] else 0
         r.note(f"wrk -t1 -c8 -d4s GET /whoami: through the appliance {via[0]:.0f} req/s "
                f"(avg latency {via[4]}), directly to {ap} from the router {direct[0]:.0f} req/s "
@@ -671,26 +256,28 @@ class Harness:
         g += [f"{s},{VIP2}:{PORT},{mx}" for s in SRC["eu"][:2] + SRC["us"][:2]]
         return g
 
-    def churn(self, r, change, affected, tokens=100, assert_affected=True, groups=None):
+    def churn(self, r, change, affected, seconds=15, assert_affected=True, groups=None):
         """Runs a stream set, calls change() mid-stream, tallies broken streams.
 
         affected: backend names the change touches; every other stream must survive. With
         assert_affected the affected ones must survive too (drain, reweight, reload...).
         """
         flaps0 = self.counters()["switchyard_control_health_transitions_total"]
+        tokens = tokens_for(seconds)
         sr = StreamRun(self, groups or self.churn_groups(), tokens)
         ready = sr.wait_ready(25)
         if ready["failed"] or ready["established"] != ready["streams"]:
-            sr.wait(tokens * TOKEN_DELAY_MS / 1000 + 30)
+            sr.wait(seconds + 30)
             raise Fail(f"streams did not all establish: {ready}")
         time.sleep(1.5)
         t_change = time.time()
         info = change()
         t_done = time.time()
-        streams = sr.wait(tokens * TOKEN_DELAY_MS / 1000 + 40)
+        streams = sr.wait(seconds + 40)
         aff = [s for s in streams if s["first_backend"] in affected]
         una = [s for s in streams if s["first_backend"] not in affected]
-        r.note(f"{len(streams)} streams × {tokens} tokens ({describe(streams)}); change at "
+        r.note(f"{len(streams)} streams × {tokens} tokens, one every {TOKEN_DELAY_MS} ms "
+               f"({describe(streams)}); change at "
                f"+{t_change - ready['t']:.1f} s after all established, took {t_done - t_change:.2f} s")
         if info:
             r.note(info)
@@ -700,6 +287,9 @@ class Harness:
         r.note(f"broken on unaffected backends: {broken_summary(una)} of {len(una)}; on affected "
                f"backends ({', '.join(sorted(affected)) or 'none'}): {broken_summary(aff)} of "
                f"{len(aff)}; health transitions meanwhile: {flaps:.0f}")
+        gaps = [max((s["max_gap"] for s in x if not s["broken"]), default=0) for x in (una, aff)]
+        r.note(f"longest pause between two tokens of a stream that completed: unaffected "
+               f"{gaps[0] * 1000:.0f} ms, affected {gaps[1] * 1000:.0f} ms")
         r.check(not any(s["broken"] for s in una),
                 f"{sum(s['broken'] for s in una)} streams broken on unaffected backends")
         if assert_affected:
@@ -815,7 +405,7 @@ class Harness:
             return (f"data plane stopped (exit {rc}) in {t1 - t0:.2f} s, started and wired again in "
                     f"{t2 - t1:.2f} s (no connection table: everything in flight misses)")
 
-        streams = self.churn(r, change, POOLS["mixtral"], tokens=150, assert_affected=False)
+        streams = self.churn(r, change, POOLS["mixtral"], seconds=20, assert_affected=False)
         c = self.wait_counters_fresh()
         mag = [s for s in streams if s["first_backend"] in maglev]
         rr = [s for s in streams if s["first_backend"] in POOLS["mixtral"]]
@@ -837,7 +427,8 @@ class Harness:
 
     def s_backend_death(self, r):
         victim, other = "eu-gpu-2", "eu-gpu-1"
-        sr = StreamRun(self, [f"{s},{VIP1}:{PORT},12" for s in SRC["eu"]], 100, retry_for=30)
+        sr = StreamRun(self, [f"{s},{VIP1}:{PORT},12" for s in SRC["eu"]], tokens_for(10),
+                       retry_for=30)
         ready = sr.wait_ready(25)
         if ready["established"] != ready["streams"]:
             raise Fail(f"streams did not all establish: {ready}")
@@ -928,49 +519,18 @@ class Harness:
                 if failed or not seen or (pools and not set(seen) <= pools):
                     bad.append(f"{region}→{vip}: {dict(seen)} failed {failed}")
         sr = StreamRun(self, [f"{SRC['eu'][0]},{VIP1}:{PORT},8", f"{SRC['us'][0]},{VIP1}:{PORT},8",
-                              f"{SRC['other'][0]},{VIP2}:{PORT},8"], 20, ramp=0.3)
+                              f"{SRC['other'][0]},{VIP2}:{PORT},8"], tokens_for(3), ramp=0.3)
         streams = sr.wait(30)
         c1 = self.wait_counters_fresh()
         gue = c1["forwarded_gue_v4"] - c0["forwarded_gue_v4"]
         ipip = c1["forwarded_ipip_v4"] - c0["forwarded_ipip_v4"]
         r.note(f"apply encap: gue → {out.splitlines()[-1]}")
         r.note(f"{total} curl connections over both VIPs from 4 regions, {len(streams)} SSE streams "
-               f"× 20 tokens ({describe(streams)}): broken {broken_summary(streams)}; "
+               f"× {tokens_for(3)} tokens ({describe(streams)}): broken {broken_summary(streams)}; "
                f"forwarded_gue_v4 +{gue}, forwarded_ipip_v4 +{ipip}")
         r.check(not bad, "; ".join(bad))
         r.check(not any(s["broken"] for s in streams), "streams broke under GUE")
         r.check(gue > 0 and ipip == 0, f"GUE +{gue}, IPIP +{ipip}: traffic was not GUE-encapsulated")
-
-    # ---- driver -------------------------------------------------------------------------
-
-    def cleanup(self):
-        for p in reversed(self.procs):
-            if p is self.dp:
-                continue
-            self.stop(p, signal.SIGTERM, timeout=3)
-        self.stop(self.dp, signal.SIGINT, timeout=10)
-        self.remove_topology()
-
-
-def cleanup_from_pidfile(work):
-    """The fallback ci/e2e's trap runs: kill what the harness recorded, remove the topology."""
-    try:
-        with open(os.path.join(work, "pids")) as f:
-            pids = [int(x) for x in f.read().split()]
-    except OSError:
-        pids = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if any(k in cmd for k in ("switchyard-", "model_server.py", "decap.py", "streams.py")):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    Harness.remove_topology()
 
 
 def arp_probe(iface, sender, target, timeout):
@@ -1004,7 +564,7 @@ def main():
         p = argparse.ArgumentParser()
         p.add_argument("cmd")
         p.add_argument("--work", required=True)
-        cleanup_from_pidfile(p.parse_args().work)
+        cleanup_from_pidfile(E2E, p.parse_args().work)
         return 0
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
@@ -1030,14 +590,9 @@ def main():
     print(f"1..{len(names)}", flush=True)
     started = False
     try:
-        log("fleet: namespaces, backends (decap.py + model_server.py)")
-        shutil.copyfile(BASE_POLICY, h.policy_file)
-        h.build_topology()
-        log("control plane and data plane")
-        h.start_control()
-        h.start_dataplane()
-        h.wait_all_up(15)
-        log(f"fleet up in {time.time() - t_start:.1f} s")
+        log("fleet: namespaces, backends, control plane, data plane")
+        h.start()
+        log(f"fleet up in {time.time() - t_start:.1f} s (decapsulation: {h.decapsulator()})")
         started = True
         for k, name in enumerate(names, 1):
             r = Result()

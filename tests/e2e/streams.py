@@ -19,7 +19,8 @@ Writes JSON lines to stdout:
       (not a 200 event stream) or "bad_data" (a token out of order or unparseable). "broken"
       is true for the first attempt's failure: the stream as the client first opened it did not
       complete. Each attempt has backend, outcome, tokens, in_order, sport (the source port),
-      t_start, t_first, t_last, t_end (wall-clock seconds) and error;
+      t_start, t_first, t_last, t_end (wall-clock seconds), max_gap (the longest pause between
+      two tokens, seconds, as read: tokens that arrive in one read count as one) and error;
   {"event": "end", "streams": N, "done": N, "broken": N, "t": TIME}
 
 With --retry-for SECS, a stream whose attempt fails opens a new connection (after 0.3 s) until
@@ -47,10 +48,12 @@ class Attempt:
         self.t_first = None
         self.t_last = None
         self.t_end = None
+        self.max_gap = 0.0
 
     def as_dict(self):
         return {k: getattr(self, k) for k in ("backend", "outcome", "error", "tokens", "in_order",
-                                              "sport", "t_start", "t_first", "t_last", "t_end")}
+                                              "sport", "t_start", "t_first", "t_last", "t_end",
+                                              "max_gap")}
 
 
 class Stall(Exception):
@@ -103,21 +106,33 @@ async def one_attempt(args, src, vip, port, first_token):
                 "chunked" not in headers.get("transfer-encoding", "").lower():
             a.outcome, a.error = "http_error", status.decode("latin-1").strip()
             return a
-        buf = b""
+        # The body: read whatever arrived (several tokens per read at a few ms per token), then
+        # take the chunked framing and the SSE events apart from the buffer.
+        raw = b""
+        events = b""
         done_marker = False
-        while True:
-            size_line = await read(reader.readline(), args.stall)
-            if not size_line:
+        body_end = False
+        while not body_end:
+            data = await read(reader.read(65536), args.stall)
+            if not data:
                 a.outcome, a.error = "eof", "before the end of the body"
                 return a
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                await read(reader.readline(), args.stall)
-                break
-            data = await read(reader.readexactly(size + 2), args.stall)
-            buf += data[:-2]
-            while b"\n\n" in buf:
-                event, buf = buf.split(b"\n\n", 1)
+            raw += data
+            while True:
+                eol = raw.find(b"\r\n")
+                if eol < 0:
+                    break
+                size = int(raw[:eol].split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    body_end = True   # the last chunk; its trailer line may still be in flight
+                    break
+                if len(raw) < eol + 2 + size + 2:
+                    break
+                events += raw[eol + 2:eol + 2 + size]
+                raw = raw[eol + 2 + size + 2:]
+            now = time.time()
+            while b"\n\n" in events:
+                event, events = events.split(b"\n\n", 1)
                 for line in event.split(b"\n"):
                     if not line.startswith(b"data: "):
                         continue
@@ -130,9 +145,11 @@ async def one_attempt(args, src, vip, port, first_token):
                         if obj["token_index"] != a.tokens:
                             a.in_order = False
                         a.tokens += 1
-                        a.t_last = time.time()
+                        if a.t_last is not None:
+                            a.max_gap = max(a.max_gap, now - a.t_last)
+                        a.t_last = now
                         if a.t_first is None:
-                            a.t_first = a.t_last
+                            a.t_first = now
                             first_token()
         if not done_marker:
             a.outcome, a.error = "eof", "body ended without [DONE]"
@@ -189,6 +206,7 @@ async def one_stream(args, sid, src, vip, port, delay, ready):
         "event": "stream", "id": sid, "src": src, "vip": vip, "port": port,
         "backend": last.backend, "first_backend": first.backend, "outcome": last.outcome,
         "tokens": last.tokens, "expected": args.tokens, "in_order": last.in_order,
+        "max_gap": first.max_gap,
         "broken": not first_ok, "completed": last.outcome == "done",
         "attempts": [x.as_dict() for x in attempts],
     }
