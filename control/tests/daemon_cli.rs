@@ -641,3 +641,203 @@ fn clients_say_clearly_when_no_daemon_runs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).starts_with("no switchyard-control daemon at "));
 }
+
+/// Issue 12, item 5: a broken policy file shows in the API and `show` (file, line, message,
+/// since when), and a restarted daemon runs the last known good policy instead of refusing to
+/// start — saying so loudly.
+#[test]
+fn a_broken_policy_file_shows_and_a_restart_runs_the_last_known_good_policy() {
+    let s = Scratch::new("lastgood");
+    s.write_policy(&two_backends());
+    let daemon = s.start(&["--watch-interval-ms", "0"]);
+    assert!(daemon.state().policy_error.is_none());
+    let copy = s.shm().join(format!("switchyard-{INSTANCE}.policy.yaml"));
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), two_backends());
+
+    s.write_policy(BROKEN);
+    daemon.signal("HUP");
+    assert!(wait_until(|| daemon.state().policy_error.is_some()));
+    let state = daemon.state();
+    let e = state.policy_error.unwrap();
+    let file = s.policy().display().to_string();
+    assert_eq!(e.file, file);
+    assert_eq!((e.line, e.column), (Some(5), Some(11)));
+    assert!(e.message.starts_with("services: "), "{e:?}");
+    assert_eq!(e.errors.len(), 3, "{e:?}");
+    assert!(e.errors[2].starts_with(&format!("{file}:9:40: pools.echo.backends[0].weight")));
+    assert!(e.since_unix > 0 && e.running_last_good.is_none());
+    let show = s.run(&["show", "--api", &daemon.api]);
+    let out = text(&show.stdout);
+    assert!(
+        out.contains("POLICY FILE BROKEN for ")
+            && out.contains(&format!("{file}:5:11: services: ")),
+        "{out}"
+    );
+    assert!(out.contains("nothing changed: generation 1 stays"), "{out}");
+    // The copy still holds the last good policy.
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), two_backends());
+    assert!(daemon.stop().success());
+
+    // A restart with the file still broken: runs the copy, publishes nothing new, says so.
+    let daemon = s.start(&["--watch-interval-ms", "50"]);
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "STARTING FROM THE LAST KNOWN GOOD POLICY {}",
+            copy.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{file}:9:40: pools.echo.backends[0].weight")),
+        "{log}"
+    );
+    assert!(
+        log.contains("compiles to exactly the tables of generation 1"),
+        "{log}"
+    );
+    assert_eq!(s.last_published(), 1);
+    let state = daemon.state();
+    assert_eq!(state.pools[0].backends.len(), 2);
+    let e = state.policy_error.expect("the broken file is reported");
+    assert_eq!(
+        e.running_last_good.as_deref(),
+        Some(&*copy.display().to_string())
+    );
+    let out = text(&s.run(&["show", "--api", &daemon.api]).stdout);
+    assert!(out.contains("running the last known good policy"), "{out}");
+
+    // Fixing the file clears the error.
+    s.write_policy(POLICY);
+    assert!(wait_until(|| s.last_published() == 2), "{}", daemon.log());
+    assert!(daemon.state().policy_error.is_none());
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), POLICY);
+    assert!(daemon.stop().success());
+
+    // Without a copy, a broken file still stops the start.
+    std::fs::remove_file(&copy).unwrap();
+    s.write_policy(BROKEN);
+    let out = s
+        .command()
+        .args(["run", "--policy"])
+        .arg(s.policy())
+        .args(["--instance", INSTANCE, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+/// Issue 12, item 14: a policy path that is a FIFO is refused at once (SIGHUP and the file
+/// watcher alike); the API keeps answering.
+#[test]
+fn a_fifo_policy_never_stalls_the_daemon_or_its_api() {
+    let s = Scratch::new("fifo");
+    s.write_policy(POLICY);
+    let daemon = s.start(&["--watch-interval-ms", "50"]);
+    std::fs::remove_file(s.policy()).unwrap();
+    let status = Command::new("mkfifo").arg(s.policy()).status().unwrap();
+    assert!(status.success());
+    daemon.signal("HUP");
+    let client = ApiClient::new(&daemon.api, Duration::from_secs(2));
+    let started = Instant::now();
+    assert!(wait_until(|| client
+        .state()
+        .is_ok_and(|st| st.policy_error.is_some())));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let e = client.state().unwrap().policy_error.unwrap();
+    assert!(e.message.contains("is a FIFO, not a regular file"), "{e:?}");
+    // The watcher polls the FIFO too (50 ms); the API and metrics keep answering.
+    for _ in 0..10 {
+        let t = Instant::now();
+        client.state().unwrap();
+        client.metrics().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    assert_eq!(daemon.state().generation.current, 1);
+    assert!(daemon.log().contains("is a FIFO"), "{}", daemon.log());
+    // A writer never comes; the daemon still stops.
+    assert!(daemon.stop().success());
+}
+
+/// Unmounts a tmpfs on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Issue 12, item 15: with the shared-memory directory full, `apply` fails and the policy file
+/// keeps what it had, so a later SIGHUP applies nothing silently. Needs root (a tmpfs mount).
+#[test]
+fn an_apply_that_cannot_publish_leaves_the_policy_file_alone() {
+    let s = Scratch::new("enospc");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(s.shm())
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (ci/test runs as root)"
+    );
+    let _mount = Mount(s.shm());
+    s.write_policy(POLICY);
+    let daemon = s.start(&["--watch-interval-ms", "50"]);
+    assert_eq!(s.last_published(), 1);
+    // Fill the directory.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=2000"])
+        .arg(format!("of={}", s.shm().join("filler").display()))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let new = s.file("new.yaml", &two_backends());
+    let out = s.run(&[
+        "apply",
+        "--yes",
+        "--api",
+        &daemon.api,
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("publishing failed") && err.contains("nothing changed"),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(std::fs::read_to_string(s.policy()).unwrap(), POLICY);
+    assert_eq!(s.last_published(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary file left: {leftovers:?}");
+
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_log("the tables are unchanged; generation 1 stays"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(s.last_published(), 1);
+    assert_eq!(daemon.state().pools[0].backends.len(), 1);
+
+    // Room again: the same apply goes through and is saved.
+    std::fs::remove_file(s.shm().join("filler")).unwrap();
+    let out = s.run(&[
+        "apply",
+        "--yes",
+        "--api",
+        &daemon.api,
+        new.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.last_published(), 2);
+    assert_eq!(std::fs::read_to_string(s.policy()).unwrap(), two_backends());
+    assert!(daemon.stop().success());
+}

@@ -48,7 +48,7 @@ use crate::rollout::{
 use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
 use super::view::{
     ApiError, ApplyResponse, CheckView, ControlCounters, DataplaneView, GenerationView, LoadView,
-    PublishStatus, RejectedView, StateView, WorkerView,
+    PolicyErrorView, PublishStatus, RejectedView, StateView, WorkerView,
 };
 use super::watch::PolicyWatch;
 use super::{describe, RunOptions};
@@ -280,6 +280,10 @@ pub struct Controller {
     /// Where rollout progress is kept across restarts.
     rollouts_path: PathBuf,
     next_rollout_tick: Instant,
+    /// Where the last adopted policy's text is kept (see [`last_good_path`]).
+    last_good_path: PathBuf,
+    /// The policy file as last read does not load; `None` when it is what runs.
+    policy_problem: Option<PolicyProblem>,
 }
 
 /// How often phased canaries are checked for a step due or a gate tripped.
@@ -328,29 +332,168 @@ fn read_generation(dir: &Path, instance: &str, number: u64) -> Option<(Generatio
     }
 }
 
-/// Writes `bytes` over the policy file through a temporary file in the same directory and a
-/// rename, keeping the file's permissions; a symlinked policy is written at its target.
-fn save_policy(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.switchyard-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+/// Policy text written beside its file, not yet in place: [`StagedPolicy::commit`] renames it
+/// over the file; dropping it uncommitted removes it. Writing first and renaming only after the
+/// publish succeeded means a full disk or a refused publish leaves the file as it was.
+#[derive(Debug)]
+struct StagedPolicy {
+    tmp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl StagedPolicy {
+    /// Writes `bytes` to a temporary file in the directory of `path` (of its target, for a
+    /// symlink) with the file's permissions, synced to disk.
+    fn write(path: &Path, bytes: &[u8]) -> io::Result<Self> {
+        let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = dir.join(format!(".{name}.switchyard-{}", std::process::id()));
+        let staged = Self {
+            tmp,
+            target,
+            committed: false,
+        };
+        let mut f = fs::File::create(&staged.tmp)?;
         f.write_all(bytes)?;
-        if let Ok(meta) = fs::metadata(&target) {
+        if let Ok(meta) = fs::metadata(&staged.target) {
             f.set_permissions(meta.permissions())?;
         }
         f.sync_all()?;
-        fs::rename(&tmp, &target)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        Ok(staged)
     }
-    result
+
+    /// Renames the staged text over the file.
+    fn commit(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.target)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedPolicy {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` over the policy file through a temporary file in the same directory and a
+/// rename, keeping the file's permissions; a symlinked policy is written at its target.
+fn save_policy(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    StagedPolicy::write(path, bytes)?.commit()
+}
+
+/// A policy file that does not load, as the daemon found it.
+#[derive(Debug, Clone)]
+struct PolicyProblem {
+    file: String,
+    line: Option<u64>,
+    column: Option<u64>,
+    message: String,
+    errors: Vec<String>,
+    since: SystemTime,
+    running_last_good: Option<PathBuf>,
+}
+
+impl PolicyProblem {
+    fn from_errors(errors: &PolicyErrors) -> Self {
+        let first = errors.diagnostics().first();
+        let position = first.and_then(|d| d.position);
+        Self {
+            file: errors.file().to_owned(),
+            line: position.map(|p| p.line),
+            column: position.map(|p| p.column),
+            message: first.map_or_else(String::new, |d| match &d.path {
+                Some(path) => format!("{path}: {}", d.message),
+                None => d.message.clone(),
+            }),
+            errors: errors.to_string().lines().map(str::to_owned).collect(),
+            since: SystemTime::now(),
+            running_last_good: None,
+        }
+    }
+
+    fn from_compile(file: &Path, error: &CompileError) -> Self {
+        let line = format!("{}: policy cannot be compiled: {error}", file.display());
+        Self {
+            file: file.display().to_string(),
+            line: None,
+            column: None,
+            message: format!("policy cannot be compiled: {error}"),
+            errors: vec![line],
+            since: SystemTime::now(),
+            running_last_good: None,
+        }
+    }
+
+    fn view(&self) -> PolicyErrorView {
+        PolicyErrorView {
+            file: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            message: self.message.clone(),
+            errors: self.errors.clone(),
+            since_unix: self
+                .since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            since_ms: self
+                .since
+                .elapsed()
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            running_last_good: self
+                .running_last_good
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        }
+    }
+}
+
+/// `<shm-dir>/switchyard-<instance>.policy.yaml`: the text of the last policy the daemon
+/// adopted, kept so a restart can run when the policy file is broken.
+#[must_use]
+pub fn last_good_path(shm_dir: &Path, instance: &str) -> PathBuf {
+    shm_dir.join(format!("switchyard-{instance}.policy.yaml"))
+}
+
+/// Loads the policy file, or — when it is broken — the last known good copy, saying loudly
+/// that it did. Returns the policy, its text and the problem with the file, if any.
+fn load_at_start(
+    options: &RunOptions,
+) -> Result<(Policy, String, Option<PolicyProblem>), StartError> {
+    let errors = match policy::load_text(&options.policy) {
+        Ok((policy, text)) => return Ok((policy, text, None)),
+        Err(errors) => errors,
+    };
+    let copy = last_good_path(&options.shm_dir, &options.instance);
+    let text = match policy::read_bytes(&copy).map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        // No copy (first start, or a reboot cleared it): refuse, as before.
+        _ => return Err(StartError::Policy(errors)),
+    };
+    let label = copy.display().to_string();
+    let policy = match policy::parse_str(&text, &label) {
+        Ok(p) => policy::resolve_relative(p, &options.policy),
+        Err(copy_errors) => {
+            warn!("the last known good copy {label} does not load either: {copy_errors}");
+            return Err(StartError::Policy(errors));
+        }
+    };
+    log_lines(tracing::Level::ERROR, &errors.to_string());
+    error!("{}", rejected_line(&errors));
+    error!(
+        "STARTING FROM THE LAST KNOWN GOOD POLICY {label}: {} is broken (above); fix it and          reload (SIGHUP), or `switchyard-control apply` a good one",
+        options.policy.display()
+    );
+    let mut problem = PolicyProblem::from_errors(&errors);
+    problem.running_last_good = Some(copy);
+    Ok((policy, text, Some(problem)))
 }
 
 impl Controller {
@@ -363,7 +506,7 @@ impl Controller {
     /// A policy that does not validate or compile, or a segment that cannot be attached or
     /// written.
     pub fn start(options: &RunOptions) -> Result<Self, StartError> {
-        let policy = policy::load(&options.policy).map_err(StartError::Policy)?;
+        let (policy, policy_text, policy_problem) = load_at_start(options)?;
         let publisher = Publisher::attach_in(&options.shm_dir, &options.instance)
             .map_err(StartError::Attach)?;
         let segment = publisher.segment();
@@ -444,6 +587,8 @@ impl Controller {
                 .shm_dir
                 .join(format!("switchyard-{}.rollouts.json", options.instance)),
             next_rollout_tick: Instant::now(),
+            last_good_path: last_good_path(&options.shm_dir, &options.instance),
+            policy_problem,
         };
         controller.load_rollouts(&policy);
         // Backends the tables already have down stay down until their checks pass `rise`
@@ -485,7 +630,31 @@ impl Controller {
                 .map_err(StartError::Publish)?;
         }
         controller.counters.reloads += 1;
+        if controller.policy_problem.is_none() {
+            controller.save_last_good(&policy_text);
+        }
         Ok(controller)
+    }
+
+    /// Keeps `text` as the last known good policy (best effort: a full disk is logged).
+    fn save_last_good(&self, text: &str) {
+        if let Err(e) = save_policy(&self.last_good_path, text.as_bytes()) {
+            warn!(
+                "cannot keep the last known good policy at {}: {e}",
+                self.last_good_path.display()
+            );
+        }
+    }
+
+    /// Records that the policy file does not load (keeping the time it first did not).
+    fn policy_failed(&mut self, mut problem: PolicyProblem) {
+        if let Some(old) = &self.policy_problem {
+            if old.errors == problem.errors {
+                problem.since = old.since;
+                problem.running_last_good.clone_from(&old.running_last_good);
+            }
+        }
+        self.policy_problem = Some(problem);
     }
 
     /// The generation number the next publish will get (the publisher's rule).
@@ -798,10 +967,11 @@ impl Controller {
     fn reload(&mut self, trigger: &str) {
         let file = self.policy_path.display().to_string();
         info!("{file}: reloading ({trigger})");
-        let policy = match policy::load(&self.policy_path) {
-            Ok(policy) => policy,
+        let (policy, text) = match policy::load_text(&self.policy_path) {
+            Ok(loaded) => loaded,
             Err(errors) => {
                 self.counters.reload_failures += 1;
+                self.policy_failed(PolicyProblem::from_errors(&errors));
                 log_lines(tracing::Level::ERROR, &errors.to_string());
                 error!(
                     "{}; nothing changed, generation {} stays",
@@ -815,6 +985,7 @@ impl Controller {
             Ok(c) => c,
             Err(e) => {
                 self.counters.reload_failures += 1;
+                self.policy_failed(PolicyProblem::from_compile(&self.policy_path, &e));
                 error!(
                     "{file}: policy cannot be compiled: {e}; nothing changed, generation {} stays",
                     self.current.number()
@@ -823,6 +994,9 @@ impl Controller {
             }
         };
         self.counters.reloads += 1;
+        if self.policy_problem.take().is_some() {
+            info!("{file}: the policy file loads again");
+        }
         if !candidate.changed {
             info!(
                 "{file}: the tables are unchanged; generation {} stays",
@@ -831,14 +1005,16 @@ impl Controller {
             self.current.policy = policy;
             self.sync_fleet();
             self.ids = candidate.ids;
+            self.save_last_good(&text);
             return;
         }
         log_lines(tracing::Level::INFO, &candidate.diff.to_string());
-        if let Err(e) = self.publish(policy, candidate, QUICK_WAIT) {
-            error!(
+        match self.publish(policy, candidate, QUICK_WAIT) {
+            Ok(_) => self.save_last_good(&text),
+            Err(e) => error!(
                 "{file}: publishing failed: {e}; generation {} stays",
                 self.current.number()
-            );
+            ),
         }
     }
 
@@ -909,23 +1085,32 @@ impl Controller {
             return;
         }
 
-        // Saved first, so a restart or a reload keeps what was applied.
-        if let Err(e) = save_policy(&self.policy_path, request.policy.as_bytes()) {
-            let message = format!(
-                "cannot save the policy to {}: {e}; nothing changed",
-                self.policy_path.display()
-            );
-            error!("apply: {message}");
-            let _ = reply.send(Err(ApiFailure::new(500, message, Vec::new())));
-            return;
-        }
-        self.counters.reloads += 1;
-        info!(
-            "{}: policy applied from {source} ({} bytes)",
-            self.policy_path.display(),
-            request.policy.len()
-        );
+        // Written beside the policy file first (a full or read-only disk refuses the apply
+        // here, nothing changed), renamed over it only once the publish succeeded: the file
+        // never holds a policy that was not applied.
+        let staged = match StagedPolicy::write(&self.policy_path, request.policy.as_bytes()) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!(
+                    "cannot save the policy to {}: {e}; nothing changed",
+                    self.policy_path.display()
+                );
+                error!("apply: {message}");
+                let _ = reply.send(Err(ApiFailure::new(500, message, Vec::new())));
+                return;
+            }
+        };
         if !candidate.changed {
+            if let Err(e) = staged.commit() {
+                let message = format!(
+                    "cannot save the policy to {}: {e}; nothing changed",
+                    self.policy_path.display()
+                );
+                error!("apply: {message}");
+                let _ = reply.send(Err(ApiFailure::new(500, message, Vec::new())));
+                return;
+            }
+            self.applied_saved(&request, source);
             info!(
                 "the tables are unchanged; generation {} stays",
                 self.current.number()
@@ -933,16 +1118,25 @@ impl Controller {
             self.current.policy = policy;
             self.sync_fleet();
             self.ids = candidate.ids;
-            self.watch.acknowledge(request.policy.as_bytes());
             let _ = reply.send(Ok(response));
             return;
         }
         log_lines(tracing::Level::INFO, &response.diff);
         match self.publish(policy, candidate, QUICK_WAIT) {
             Ok(number) => {
-                // Not acknowledged on failure: the watcher then sees the saved file as a
-                // change and tries again.
-                self.watch.acknowledge(request.policy.as_bytes());
+                if let Err(e) = staged.commit() {
+                    // Published, but the file still holds the previous policy: say so; the
+                    // last known good copy has what runs.
+                    let message = format!(
+                        "generation {number} was published, but the policy could not be saved                          to {}: {e}; a reload of that file would go back to what it holds",
+                        self.policy_path.display()
+                    );
+                    error!("apply: {message}");
+                    self.save_last_good(&request.policy);
+                    let _ = reply.send(Err(ApiFailure::new(500, message, Vec::new())));
+                    return;
+                }
+                self.applied_saved(&request, source);
                 response.generation = number;
                 self.waiters.push(Waiter {
                     generation: number,
@@ -953,13 +1147,35 @@ impl Controller {
                 self.answer_waiters();
             }
             Err(e) => {
+                // `staged` is dropped: the policy file keeps what it had.
                 let message = format!(
-                    "publishing failed: {e}; generation {} stays",
-                    self.current.number()
+                    "publishing failed: {e}; nothing changed, generation {} stays and {} \
+                     keeps its policy",
+                    self.current.number(),
+                    self.policy_path.display()
                 );
                 error!("apply: {message}");
                 let _ = reply.send(Err(ApiFailure::new(503, message, Vec::new())));
             }
+        }
+    }
+
+    /// After an applied policy was saved over the policy file: counted, logged, kept as the
+    /// last known good policy, and acknowledged so the watcher does not reload it.
+    fn applied_saved(&mut self, request: &ApplyRequest, source: &str) {
+        self.counters.reloads += 1;
+        info!(
+            "{}: policy applied from {source} ({} bytes)",
+            self.policy_path.display(),
+            request.policy.len()
+        );
+        self.watch.acknowledge(request.policy.as_bytes());
+        self.save_last_good(&request.policy);
+        if self.policy_problem.take().is_some() {
+            info!(
+                "{}: replaced by the applied policy; it loads again",
+                self.policy_path.display()
+            );
         }
     }
 
@@ -1038,6 +1254,7 @@ impl Controller {
             },
             rollouts: self.rollouts.status(SystemTime::now()),
             counters: self.counters.clone(),
+            policy_error: self.policy_problem.as_ref().map(PolicyProblem::view),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::view::{PublishStatus, RouteView, ServiceView, StateView};
+use super::view::{PolicyErrorView, PublishStatus, RouteView, ServiceView, StateView};
 
 /// Columns of text, left-aligned, two spaces apart.
 #[derive(Debug)]
@@ -69,6 +69,46 @@ fn service_routes(service: &ServiceView) -> String {
     parts.join("; ")
 }
 
+/// A policy file that does not load: loud, with every problem and since when.
+fn policy_error(e: &PolicyErrorView, current: u64, out: &mut String) {
+    let place = match (e.line, e.column) {
+        (Some(line), Some(column)) => format!("{}:{line}:{column}", e.file),
+        (Some(line), None) => format!("{}:{line}", e.file),
+        _ => e.file.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "POLICY FILE BROKEN for {}: {place}: {}",
+        age(e.since_ms),
+        e.message
+    );
+    match &e.running_last_good {
+        Some(copy) => {
+            let _ = writeln!(
+                out,
+                "  running the last known good policy {copy} (generation {current}) since the \
+                 daemon started"
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  nothing changed: generation {current} stays");
+        }
+    }
+    for line in e.errors.iter().skip(1) {
+        let _ = writeln!(out, "  {line}");
+    }
+}
+
+/// `41s`, `3m12s`, `2h05m`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// The headline: which generation runs where.
 fn headline(state: &StateView, out: &mut String) {
     let g = &state.generation;
@@ -124,6 +164,9 @@ fn headline(state: &StateView, out: &mut String) {
             "last rejected: generation {} ({})",
             r.generation, r.reason
         );
+    }
+    if let Some(e) = &state.policy_error {
+        policy_error(e, g.current, out);
     }
     if d.running {
         let _ = writeln!(
@@ -411,6 +454,7 @@ mod tests {
             }],
             rollouts: Vec::new(),
             counters: ControlCounters::default(),
+            policy_error: None,
         }
     }
 

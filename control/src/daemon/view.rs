@@ -27,6 +27,31 @@ pub struct StateView {
     pub rollouts: Vec<crate::rollout::RolloutStatus>,
     /// Control-plane counters since the daemon started.
     pub counters: ControlCounters,
+    /// The policy file as the daemon last read it does not load: what is wrong, since when.
+    /// `None` while the file on disk is the policy the daemon runs.
+    #[serde(default)]
+    pub policy_error: Option<PolicyErrorView>,
+}
+
+/// A policy file the daemon could not adopt (it keeps running what it had).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyErrorView {
+    /// The file.
+    pub file: String,
+    /// Line and column of the first problem, when the problem has a place.
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    /// The first problem (`PATH: MESSAGE`).
+    pub message: String,
+    /// Every problem, one `FILE:LINE:COL: PATH: MESSAGE` line each.
+    pub errors: Vec<String>,
+    /// Unix time (seconds) the daemon first found the file in this state.
+    pub since_unix: u64,
+    /// Milliseconds since then.
+    pub since_ms: u64,
+    /// Set when the daemon started from its last known good copy because of this error: the
+    /// copy's path.
+    pub running_last_good: Option<String>,
 }
 
 /// Where the current policy is on its way to the workers.

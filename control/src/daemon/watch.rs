@@ -88,8 +88,11 @@ impl PolicyWatch {
         if self.stamp == Some(stamp) {
             return false;
         }
-        let Ok(bytes) = fs::read(&self.path) else {
-            return false;
+        // Never blocks (a FIFO is refused, not waited on); a file that cannot be read as a
+        // policy is handed to the reload, which says why.
+        let bytes = match crate::policy::read_bytes(&self.path) {
+            Ok(bytes) => bytes,
+            Err(message) => message.into_bytes(),
         };
         // Take the stamp only after the read: a write racing the read changes the stamp again
         // and is picked up by the next poll.

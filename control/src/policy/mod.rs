@@ -25,7 +25,6 @@ pub mod raw;
 mod validate;
 mod values;
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -53,10 +52,24 @@ pub fn parse_str(src: &str, file_label: &str) -> Result<Policy, PolicyErrors> {
 /// As [`parse_str`], plus a file that cannot be read, is larger than [`MAX_POLICY_BYTES`] or
 /// is not UTF-8.
 pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
+    load_text(path).map(|(policy, _)| policy)
+}
+
+/// [`load`], also returning the text the policy was read from.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_text(path: &Path) -> Result<(Policy, String), PolicyErrors> {
     let label = path.display().to_string();
     let src = read_source(path)
         .map_err(|message| PolicyErrors::new(&label, vec![Diagnostic::new(None, None, message)]))?;
-    let mut policy = parse_str(&src, &label)?;
+    let policy = resolve_relative(parse_str(&src, &label)?, path);
+    Ok((policy, src))
+}
+
+/// Resolves a relative `geoip_database` against the directory of `path`.
+#[must_use]
+pub fn resolve_relative(mut policy: Policy, path: &Path) -> Policy {
     if let Some(database) = &mut policy.geoip_database {
         if database.is_relative() {
             if let Some(dir) = path.parent() {
@@ -64,15 +77,59 @@ pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
             }
         }
     }
-    Ok(policy)
+    policy
 }
 
 fn read_source(path: &Path) -> Result<String, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let bytes = read_bytes(path)?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Reads a policy file without ever blocking on it: the file is opened non-blocking (so a FIFO
+/// with no writer, or a device, answers at once instead of stalling the daemon — and its API —
+/// in `open`), then only a regular file of at most [`MAX_POLICY_BYTES`] is read.
+///
+/// # Errors
+/// A file that cannot be opened or read, is not a regular file, or is too big; the message
+/// says which.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "is {what}, not a regular file; a policy must be a regular file (nothing was read)"
+        ));
+    }
     let limit = u64::try_from(MAX_POLICY_BYTES).unwrap_or(u64::MAX);
+    if meta.len() > limit {
+        return Err(format!(
+            "file is larger than {MAX_POLICY_BYTES} bytes; a policy this big is not a policy"
+        ));
+    }
     let mut bytes = Vec::new();
-    // Read one byte past the limit to tell "at the limit" from "over it" without trusting
-    // the size the file system reports (a FIFO or /proc file has none).
+    // Read one byte past the limit: the size may grow between the stat and the read.
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
@@ -81,10 +138,5 @@ fn read_source(path: &Path) -> Result<String, String> {
             "file is larger than {MAX_POLICY_BYTES} bytes; a policy this big is not a policy"
         ));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "file is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
+    Ok(bytes)
 }
