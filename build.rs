@@ -78,7 +78,7 @@ mod dpdk {
             .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
             .allowlist_function("sy_.*")
             .allowlist_function(
-                "rte_eal_(init|cleanup|remote_launch|wait_lcore|mp_wait_lcore|process_type)",
+                "rte_eal_(init|cleanup|remote_launch|wait_lcore|mp_wait_lcore|process_type|get_runtime_dir)",
             )
             .allowlist_function("rte_(lcore_count|get_main_lcore|get_next_lcore|lcore_to_socket_id|socket_id|lcore_index)")
             .allowlist_function("rte_(strerror|get_tsc_hz|version|delay_us_sleep)")

@@ -193,7 +193,9 @@ class Runner:
         r, counters = parse_output(text)
         if p.returncode != 0 or r is None:
             raise SystemExit(f"{name}/{kind} failed (exit {p.returncode}); {path}:\n{text[-3000:]}")
-        per_second = [float(x) for x in re.findall(r"^[\w-]+: rx ([0-9.]+) Mpps", text, re.M)]
+        # The data plane prints `N pps` below 1 Mpps and `F Mpps` above.
+        per_second = [float(x) / (1e6 if unit == "pps" else 1.0)
+                      for x, unit in re.findall(r"^[\w-]+: rx ([0-9.]+) (M?pps)", text, re.M)]
         # Both programs print one rate line per second of the run.
         steady = per_second[skip:]
         if not steady:

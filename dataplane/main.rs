@@ -55,6 +55,10 @@ struct RunArgs {
         conflicts_with = "table"
     )]
     instance: String,
+    /// Directory of the control segment and generation files, as the control plane's
+    /// `--shm-dir` [default: $SWITCHYARD_SHM_DIR, else /dev/shm].
+    #[arg(long, value_name = "DIR", conflicts_with = "table")]
+    shm_dir: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -189,6 +193,26 @@ fn run(args: &RunArgs) -> Result<()> {
     let interval = common.interval()?;
     let stop = stop_flag()?;
     let table = args.table.as_deref().map(load_table).transpose()?;
+    // Claim the instance before the EAL starts: a second data plane on the same instance fails
+    // here, without probing devices or touching ports the first one is using.
+    let attached = match table {
+        Some(_) => None,
+        None => {
+            let dir = args
+                .shm_dir
+                .clone()
+                .unwrap_or_else(switchyard_table::shm::shm_dir);
+            Some(
+                ControlChannel::attach_in(&dir, &args.instance).with_context(|| {
+                    format!(
+                        "cannot attach to the control plane's shared memory (instance {} in {})",
+                        args.instance,
+                        dir.display()
+                    )
+                })?,
+            )
+        }
+    };
     let app = Appliance::start(&settings, &common.eal)?;
     if !app.wait_for_links(Duration::from_secs(3)) {
         tracing::warn!("not every link is up after 3 s; running anyway");
@@ -212,12 +236,7 @@ fn run(args: &RunArgs) -> Result<()> {
             None
         }
         None => {
-            let mut ch = ControlChannel::attach(&args.instance).with_context(|| {
-                format!(
-                    "cannot attach to the control plane's shared memory (instance {})",
-                    args.instance
-                )
-            })?;
+            let mut ch = attached.context("the control channel was not attached")?;
             let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
             ch.set_counter_names(&names);
             ch.poll(&cell);
@@ -330,6 +349,8 @@ fn print_port_stats(app: &Appliance) {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

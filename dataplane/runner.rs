@@ -44,6 +44,16 @@ impl RunReport {
     }
 }
 
+/// A packet rate for the rate line: `12.345 Mpps` from 1 Mpps up, whole `pps` below, so a
+/// trickle of test or probe traffic does not read `0.000 Mpps`.
+pub fn format_rate(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.3} Mpps", pps / 1e6)
+    } else {
+        format!("{pps:.0} pps")
+    }
+}
+
 /// Launches one job per worker, reports every `interval`, and stops when `stop` is set or after
 /// `duration`. `make_job` builds the job that runs on the worker's lcore; `tick` runs on the main
 /// lcore about every 250 µs while workers poll (the control channel lives there: this is what
@@ -94,9 +104,9 @@ where
             let t = counters.sum();
             let secs = now.duration_since(last_at).as_secs_f64();
             #[allow(clippy::cast_precision_loss)]
-            let rate = |a: u64, b: u64| (a - b) as f64 / secs / 1e6;
+            let rate = |a: u64, b: u64| format_rate(a.saturating_sub(b) as f64 / secs);
             println!(
-                "{mode}: rx {:.3} Mpps tx {:.3} Mpps dropped {:.3} Mpps | total rx={} tx={} dropped={}",
+                "{mode}: rx {} tx {} dropped {} | total rx={} tx={} dropped={}",
                 rate(t.rx, last.rx),
                 rate(t.tx, last.tx),
                 rate(t.dropped, last.dropped),
@@ -128,4 +138,18 @@ where
         totals: counters.sum(),
         elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_rate;
+
+    #[test]
+    fn low_rates_read_in_pps() {
+        assert_eq!(format_rate(0.0), "0 pps");
+        assert_eq!(format_rate(412.4), "412 pps");
+        assert_eq!(format_rate(999_999.0), "999999 pps");
+        assert_eq!(format_rate(1_000_000.0), "1.000 Mpps");
+        assert_eq!(format_rate(14_880_952.0), "14.881 Mpps");
+    }
 }

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod daemon;
 pub mod fleet;
+pub mod instance;
 pub mod maglev;
 pub mod policy;
 pub mod publish;

@@ -35,6 +35,9 @@ enum Command {
     Show(ShowArgs),
     /// Phased canary rollouts: status, or pause, resume or abort one service's rollout.
     Rollout(RolloutArgs),
+    /// Remove an instance's files (control segment, generation files, rollout progress);
+    /// refused while a control plane or data plane is attached to it.
+    RemoveInstance(RemoveInstanceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +53,16 @@ struct RolloutArgs {
     /// Print the rollouts as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RemoveInstanceArgs {
+    /// The instance to remove.
+    name: String,
+    /// Directory of the control segment and generation files [default: $SWITCHYARD_SHM_DIR,
+    /// else /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    shm_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -143,12 +156,47 @@ fn main() -> ExitCode {
             api: args.api,
             json: args.json,
         }),
+        Command::RemoveInstance(args) => remove_instance(&args),
         Command::Rollout(args) => daemon::cli::rollout(&daemon::cli::RolloutOptions {
             api: args.api,
             action: args.action,
             service: args.service,
             json: args.json,
         }),
+    }
+}
+
+/// Removes an instance's files, naming each; exit 1 while it is in use.
+fn remove_instance(args: &RemoveInstanceArgs) -> ExitCode {
+    let dir = args
+        .shm_dir
+        .clone()
+        .unwrap_or_else(switchyard_table::shm::shm_dir);
+    match switchyard_control::instance::remove_instance(&dir, &args.name) {
+        Ok(removed) if removed.is_empty() => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "instance {}: no files in {}",
+                args.name,
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(removed) => {
+            let mut out = std::io::stdout().lock();
+            for path in &removed {
+                let _ = writeln!(out, "removed {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "switchyard-control: cannot remove instance {}: {e}",
+                args.name
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

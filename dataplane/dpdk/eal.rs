@@ -1,7 +1,8 @@
 //! The environment abstraction layer: init, cleanup, lcores and launching work on them.
 
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 
 use super::{sys, Error, Result};
 
@@ -17,11 +18,15 @@ impl LcoreId {
     }
 }
 
-/// The initialised EAL. Dropping it runs `rte_eal_cleanup`, which releases hugepage memory;
-/// drop ports and mempools first.
+/// The initialised EAL. Dropping it runs `rte_eal_cleanup`, which releases hugepage memory,
+/// then removes the EAL's runtime directory (`/var/run/dpdk/<file prefix>`); drop ports and
+/// mempools first.
 #[derive(Debug)]
 pub struct Eal {
-    _private: (),
+    /// The runtime directory and whether only an empty one may be removed (`--in-memory`
+    /// creates the default prefix's directory but puts nothing in it, and a process that is not
+    /// in memory may share that prefix).
+    runtime_dir: Option<(PathBuf, bool)>,
 }
 
 impl Eal {
@@ -44,7 +49,24 @@ impl Eal {
         if ret < 0 {
             return Err(Error::last("rte_eal_init"));
         }
-        Ok(Self { _private: () })
+        // SAFETY: valid after a successful rte_eal_init; the EAL returns a pointer to its own
+        // NUL-terminated buffer, which lives until rte_eal_cleanup. It is copied at once.
+        let dir = unsafe { sys::rte_eal_get_runtime_dir() };
+        let runtime_dir = (!dir.is_null()).then(|| {
+            // SAFETY: non-null, NUL-terminated, owned by the EAL and not freed before cleanup.
+            let path = unsafe { CStr::from_ptr(dir) };
+            let only_if_empty = args.iter().any(|a| a == "--in-memory");
+            (
+                PathBuf::from(path.to_string_lossy().into_owned()),
+                only_if_empty,
+            )
+        });
+        Ok(Self { runtime_dir })
+    }
+
+    /// The EAL's runtime directory (`/var/run/dpdk/<file prefix>` as root), removed on drop.
+    pub fn runtime_dir(&self) -> Option<&std::path::Path> {
+        self.runtime_dir.as_ref().map(|(p, _)| p.as_path())
     }
 
     /// The main lcore (the thread that called [`Eal::init`]).
@@ -80,6 +102,23 @@ impl Drop for Eal {
         // SAFETY: called once, from the main lcore, after workers have returned.
         unsafe {
             sys::rte_eal_cleanup();
+        }
+        // The EAL leaves its runtime directory (config, fbarray files, the mp socket) behind
+        // even after a clean exit; nothing needs it once cleanup has run.
+        if let Some((dir, only_if_empty)) = self.runtime_dir.take() {
+            let removed = if only_if_empty {
+                std::fs::remove_dir(&dir)
+            } else {
+                std::fs::remove_dir_all(&dir)
+            };
+            if let Err(e) = removed {
+                if e.kind() != std::io::ErrorKind::NotFound && !only_if_empty {
+                    tracing::warn!(
+                        "cannot remove the EAL runtime directory {}: {e}",
+                        dir.display()
+                    );
+                }
+            }
         }
     }
 }
