@@ -196,6 +196,7 @@ pub struct Publisher {
     rejected: BTreeMap<u64, Rejection>,
     latencies: VecDeque<Duration>,
     events: VecDeque<DataplaneEvent>,
+    ring_resyncs: u64,
 }
 
 fn remember<V>(map: &mut BTreeMap<u64, V>, key: u64, value: V) {
@@ -232,6 +233,7 @@ impl Publisher {
             rejected: BTreeMap::new(),
             latencies: VecDeque::new(),
             events: VecDeque::new(),
+            ring_resyncs: 0,
         })
     }
 
@@ -295,6 +297,7 @@ impl Publisher {
     /// ignored) and returns that number. Does not wait: see [`wait_live`](Self::wait_live).
     pub fn publish(&mut self, g: &Generation) -> Result<u64, PublishError> {
         let started = Instant::now();
+        self.resync_ring();
         if self.end.send_free() == 0 {
             return Err(PublishError::Busy {
                 queued: self.end.send_capacity(),
@@ -398,9 +401,27 @@ impl Publisher {
             }
         };
         self.last_install = Some(install);
+        self.resync_ring();
         self.end
             .send(&Message::Install(install))
             .map_err(PublishError::Ring)
+    }
+
+    /// Takes the control→data ring's indices from the segment when they disagree with ours
+    /// (after the data plane resynchronised to a head someone else wrote).
+    fn resync_ring(&mut self) {
+        if self.end.resync_send() {
+            self.ring_resyncs += 1;
+            tracing::warn!(
+                "the control→data ring's indices were not ours (rewritten by a third party?); \
+                 took them from the segment, dropping what was queued"
+            );
+        }
+    }
+
+    /// How often the control→data ring's indices were taken from the segment.
+    pub fn ring_resyncs(&self) -> u64 {
+        self.ring_resyncs
     }
 
     fn on_message(&mut self, m: Message) {

@@ -318,3 +318,53 @@ fn events_and_a_live_generation_known_only_from_the_header() {
     assert_eq!((r.live_generation, r.acks), (n, 0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 12, item 13: a hostile writer moves the control→data ring's head far ahead; the data
+/// plane resynchronises to it. The publisher then takes the indices from the segment instead of
+/// believing the ring full (`Busy`, "256 installs are queued") until it restarts.
+#[test]
+fn a_forged_ring_head_does_not_leave_the_publisher_busy() {
+    use std::os::unix::fs::FileExt;
+    use switchyard_table::shm::layout::offsets;
+    use switchyard_table::shm::RingError;
+
+    let dir = scratch("forged-head");
+    let mut publisher = Publisher::attach_in(&dir, "t").unwrap();
+    let mut data = dataplane(&dir);
+    let g1 = publisher.publish(&small(1)).unwrap();
+    assert_eq!(next_install(&mut data).generation, g1);
+    go_live(&mut data, g1, 1);
+    publisher.wait_live(g1, Duration::from_secs(1)).unwrap();
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(publisher.segment().path())
+        .unwrap();
+    let head = (offsets::CONTROL_TO_DATA + offsets::RING_HEAD) as u64;
+    file.write_all_at(&(1u64 << 40).to_le_bytes(), head)
+        .unwrap();
+    // The data plane resynchronises: its tail is now the forged head.
+    assert_eq!(data.recv(), Err(RingError::BadIndices));
+    assert_eq!(data.recv(), Ok(None));
+
+    for seed in 2..6u8 {
+        let n = publisher
+            .publish(&small(seed))
+            .unwrap_or_else(|e| panic!("publish after the resync: {e}"));
+        assert_eq!(next_install(&mut data).generation, n);
+        go_live(&mut data, n, 1);
+        publisher.wait_live(n, Duration::from_secs(1)).unwrap();
+    }
+    assert_eq!(publisher.ring_resyncs(), 1);
+    assert_eq!(data.ring_errors().get(RingError::BadIndices), 1);
+
+    // Forged before the data plane looked: the publisher heals first, nothing is replayed.
+    file.write_all_at(&(1u64 << 41).to_le_bytes(), head)
+        .unwrap();
+    let n = publisher.publish(&small(9)).unwrap();
+    assert_eq!(next_install(&mut data).generation, n);
+    assert_eq!(data.recv(), Ok(None));
+    assert_eq!(publisher.ring_resyncs(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -437,6 +437,16 @@ impl ControlEnd {
         self.to_data.push(msg)
     }
 
+    /// Takes the control→data ring's indices from the segment when they disagree with ours
+    /// (a third party moved the head, and the data plane resynchronised to it): our head moves
+    /// to the data plane's tail. Returns whether it did. Call before [`send_free`]: without it a
+    /// forged head leaves the ring looking full forever.
+    ///
+    /// [`send_free`]: Self::send_free
+    pub fn resync_send(&mut self) -> bool {
+        self.to_data.resync()
+    }
+
     /// Free slots on the control→data ring.
     pub fn send_free(&self) -> usize {
         self.to_data.free()

@@ -12,7 +12,9 @@
 //! consumer resynchronises (`tail = head`), dropping whatever was queued, without panicking.
 //! A consumer that finds the shared `tail` differing from its own restores it (and counts
 //! `bad_indices`); a producer that finds the indices inconsistent restates its own `head`, so
-//! the consumer resynchronises to it and the ring heals after one refused push.
+//! the consumer resynchronises to it and the ring heals after one refused push. A producer can
+//! also [`Producer::resync`] before it counts free slots: it then takes the consumer's tail as
+//! its head, so a resynchronised consumer never leaves the producer believing the ring full.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -207,6 +209,25 @@ impl Producer {
             .ok()
             .and_then(|u| v.slots.len().checked_sub(u))
             .unwrap_or(0)
+    }
+
+    /// Takes the indices from the segment when they no longer agree with ours: a shared `head`
+    /// someone else wrote, or a consumer `tail` more than a ring behind or ahead of our head
+    /// (the consumer resynchronised to a forged head). Our head moves to the consumer's tail —
+    /// where it will read next — and is restated, so the ring is empty and consistent on both
+    /// sides and the next push goes through (anything queued but unread alongside the forged
+    /// index is dropped, as the consumer's own resync drops it). Returns whether it moved.
+    pub(crate) fn resync(&mut self) -> bool {
+        let v = view(&self.map, self.id);
+        let cap = v.slots.len() as u64;
+        let shared = v.head.load(Ordering::Acquire);
+        let tail = v.tail.load(Ordering::Acquire);
+        if shared == self.head && self.head.wrapping_sub(tail) <= cap {
+            return false;
+        }
+        self.head = tail;
+        v.head.store(tail, Ordering::Release);
+        true
     }
 
     pub(crate) fn push(&mut self, msg: &Message) -> Result<(), PushError> {
