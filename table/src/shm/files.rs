@@ -165,6 +165,68 @@ pub struct GenerationFile {
 }
 
 /// Every generation file of `instance` in `dir`, sorted by generation.
+/// A process that maps a segment file, as `/proc/PID/maps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapper {
+    pub pid: u32,
+    /// `/proc/PID/comm`, e.g. `switchyard-dat` (the kernel keeps 15 bytes).
+    pub command: String,
+    /// `/proc/PID/map_files/START-END`: opens the mapped file even after it was removed (root).
+    pub map_file: PathBuf,
+}
+
+/// Processes other than this one that map `path` — or, with `removed`, that still map a file
+/// that was at `path` and has been removed (`PATH (deleted)` in `/proc/PID/maps`). Processes
+/// whose maps cannot be read (another user's, without privileges) are not seen.
+#[must_use]
+pub fn processes_mapping(path: &Path, removed: bool) -> Vec<Mapper> {
+    // The kernel prints the absolute path the file was opened at, symlinks resolved.
+    let absolute = match (path.parent().map(fs::canonicalize), path.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    };
+    let wanted = if removed {
+        format!("{} (deleted)", absolute.display())
+    } else {
+        absolute.display().to_string()
+    };
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(maps) = fs::read_to_string(entry.path().join("maps")) else {
+            continue;
+        };
+        let found = maps.lines().find_map(|line| {
+            // `START-END PERMS OFFSET DEV INODE      PATH`
+            let mut fields = line.splitn(6, ' ');
+            let range = fields.next()?;
+            let mapped = fields.nth(4)?.trim_start();
+            (mapped == wanted).then(|| range.to_owned())
+        });
+        if let Some(range) = found {
+            let command = fs::read_to_string(entry.path().join("comm"))
+                .map(|c| c.trim_end().to_owned())
+                .unwrap_or_default();
+            out.push(Mapper {
+                pid,
+                command,
+                map_file: entry.path().join("map_files").join(range),
+            });
+        }
+    }
+    out.sort_by_key(|m| m.pid);
+    out
+}
+
 pub fn generation_files_in(dir: &Path, instance: &str) -> io::Result<Vec<GenerationFile>> {
     let prefix = format!("switchyard-{instance}.gen-");
     let mut out = Vec::new();

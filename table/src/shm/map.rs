@@ -252,24 +252,7 @@ impl Mapping {
         command: libc::c_int,
         kind: libc::c_int,
     ) -> io::Result<libc::flock> {
-        // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        #[allow(clippy::cast_possible_truncation)] // F_WRLCK/F_UNLCK/SEEK_SET are tiny constants
-        {
-            fl.l_type = kind as libc::c_short;
-            fl.l_whence = libc::SEEK_SET as libc::c_short;
-        }
-        fl.l_start = libc::off_t::from(role.lock_byte());
-        fl.l_len = 1;
-        fl.l_pid = 0;
-        // SAFETY: the fd is open for the lifetime of `self`; `fl` is a valid flock struct that
-        // F_OFD_SETLK/F_OFD_GETLK read and (for GETLK) write.
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), command, &raw mut fl) };
-        if rc == 0 {
-            Ok(fl)
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        role_lock(&self.file, role, command, kind)
     }
 
     /// Takes the role's lock: an open-file-description lock on one byte of the file, released
@@ -308,6 +291,48 @@ impl Mapping {
             Err(_) => false,
         }
     }
+}
+
+/// `fcntl` with an open-file-description lock request on the role's byte of `file`.
+fn role_lock(
+    file: &File,
+    role: Role,
+    command: libc::c_int,
+    kind: libc::c_int,
+) -> io::Result<libc::flock> {
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    #[allow(clippy::cast_possible_truncation)] // F_WRLCK/F_UNLCK/SEEK_SET are tiny constants
+    {
+        fl.l_type = kind as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+    }
+    fl.l_start = libc::off_t::from(role.lock_byte());
+    fl.l_len = 1;
+    fl.l_pid = 0;
+    // SAFETY: the fd is open for the duration of the call (it borrows `file`); `fl` is a valid
+    // flock struct that F_OFD_SETLK/F_OFD_GETLK read and (for GETLK) write.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), command, &raw mut fl) };
+    if rc == 0 {
+        Ok(fl)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether some process holds `role`'s lock on `path` (a segment file, or a `/proc/PID/map_files`
+/// entry naming a removed one), without mapping it or checking its header: what is asked of a
+/// segment whose header is bad, or that was removed while mapped. `None` when the file cannot
+/// be opened.
+pub(crate) fn role_held_at(path: &Path, role: Role) -> Option<bool> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    // Asking about a write lock sees any lock another open file description holds.
+    let fl = role_lock(&file, role, libc::F_OFD_GETLK, libc::F_WRLCK).ok()?;
+    Some(i32::from(fl.l_type) != libc::F_UNLCK)
 }
 
 impl Drop for Mapping {

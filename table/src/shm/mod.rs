@@ -117,6 +117,21 @@ pub enum ShmError {
         role: Role,
         pid: u64,
     },
+    /// The segment's header is bad (`error`), but processes still map it and one holds a role:
+    /// an instance still running on a damaged segment.
+    DamagedInUse {
+        error: Box<ShmError>,
+        role: Role,
+        mappers: Vec<files::Mapper>,
+    },
+    /// The segment file is gone, but another process still runs on the removed segment: a new
+    /// one would split the instance in two.
+    RemovedInUse {
+        path: PathBuf,
+        /// The role that process holds on the removed segment, when it could be checked.
+        role: Option<Role>,
+        mapper: files::Mapper,
+    },
 }
 
 impl std::fmt::Display for ShmError {
@@ -163,6 +178,53 @@ impl std::fmt::Display for ShmError {
                 "control segment {}: another {} is attached (pid {pid})",
                 path.display(),
                 role.name()
+            ),
+            Self::DamagedInUse {
+                error,
+                role,
+                mappers,
+            } => {
+                let who: Vec<String> = mappers
+                    .iter()
+                    .map(|m| format!("pid {} ({})", m.pid, m.command))
+                    .collect();
+                let path = match error.as_ref() {
+                    Self::NotASegment { path, .. }
+                    | Self::AbiMismatch { path, .. }
+                    | Self::SizeMismatch { path, .. } => path.display().to_string(),
+                    _ => "the segment".to_owned(),
+                };
+                write!(
+                    f,
+                    "{error}; but a {} is still attached to it{} and runs on it: do not remove \
+                     the file (a new segment would split the instance in two). To recover: stop \
+                     the processes on it{}, remove {path}, then start the data plane and the \
+                     control plane again",
+                    role.name(),
+                    if who.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", who.join(", "))
+                    },
+                    if *role == Role::Dataplane {
+                        " (the data plane stops forwarding until it restarts)"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Self::RemovedInUse { path, role, mapper } => write!(
+                f,
+                "{} was removed, but pid {} ({}){} still runs on the removed segment; a new \
+                 segment would split the instance in two (the new one with no data plane, the \
+                 old data plane forwarding on what it has). To recover: stop pid {} (it keeps \
+                 forwarding until then), then start the data plane and the control plane again",
+                path.display(),
+                mapper.pid,
+                mapper.command,
+                role.map(|r| format!(", a {},", r.name()))
+                    .unwrap_or_default(),
+                mapper.pid
             ),
         }
     }
@@ -219,12 +281,43 @@ impl Segment {
     }
 
     /// Opens or creates `switchyard-<instance>.ctl` in `dir`.
+    ///
+    /// Refuses to create a segment while another process still runs on a removed one at that
+    /// path ([`ShmError::RemovedInUse`]), and reports a damaged segment that a process still
+    /// runs on as [`ShmError::DamagedInUse`], so that nobody "repairs" either by starting a
+    /// second, disconnected instance.
     pub fn open_or_create_in(dir: &Path, instance: &str) -> Result<Self, ShmError> {
         files::check_instance(instance)?;
         let path = segment_path_in(dir, instance);
-        Ok(Self {
-            map: Arc::new(Mapping::open_or_create(&path)?),
-        })
+        if std::fs::symlink_metadata(&path).is_err() {
+            if let Some(mapper) = files::processes_mapping(&path, true).into_iter().next() {
+                let role = [Role::Dataplane, Role::Control]
+                    .into_iter()
+                    .find(|&r| map::role_held_at(&mapper.map_file, r) == Some(true));
+                return Err(ShmError::RemovedInUse { path, role, mapper });
+            }
+        }
+        match Mapping::open_or_create(&path) {
+            Ok(map) => Ok(Self { map: Arc::new(map) }),
+            Err(
+                e @ (ShmError::NotASegment { .. }
+                | ShmError::AbiMismatch { .. }
+                | ShmError::SizeMismatch { .. }),
+            ) => {
+                let held = [Role::Dataplane, Role::Control]
+                    .into_iter()
+                    .find(|&r| map::role_held_at(&path, r) == Some(true));
+                match held {
+                    Some(role) => Err(ShmError::DamagedInUse {
+                        error: Box::new(e),
+                        role,
+                        mappers: files::processes_mapping(&path, false),
+                    }),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn path(&self) -> &Path {
