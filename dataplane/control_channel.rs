@@ -28,6 +28,7 @@ use switchyard_table::shm::{
 };
 use tracing::{info, warn};
 
+use crate::query::{Query, QueryBoard, QueryDesk, REFUSED};
 use crate::swap::{self, GenerationCell};
 
 /// Messages handled per poll: bounds the main lcore's time in one poll.
@@ -111,6 +112,8 @@ pub struct ControlChannel {
     live: u64,
     workers: usize,
     stats: ChannelStats,
+    /// Flow queries (`trace`, `flows`), once the workers' board is set.
+    queries: Option<QueryDesk>,
 }
 
 impl ControlChannel {
@@ -144,6 +147,7 @@ impl ControlChannel {
             live: NO_GENERATION,
             workers: 0,
             stats: ChannelStats::default(),
+            queries: None,
         };
         info!(
             path = %segment.path().display(),
@@ -186,6 +190,7 @@ impl ControlChannel {
                 Ok(Some(Message::Install(install))) => {
                     self.on_install(cell, install, &mut report);
                 }
+                Ok(Some(m @ (Message::Trace { .. } | Message::Sample(_)))) => self.on_query(&m),
                 // The ring refuses data→control kinds on this side (counted as
                 // `wrong_direction`), so nothing else arrives here.
                 Ok(Some(_)) => {}
@@ -197,8 +202,50 @@ impl ControlChannel {
             }
         }
         self.track_workers(cell, &mut report);
+        self.move_queries();
         self.end.heartbeat();
         report
+    }
+
+    /// Hands flow queries to the workers through `board` (see [`crate::query`]).
+    pub fn set_queries(&mut self, board: std::sync::Arc<QueryBoard>) {
+        self.queries = Some(QueryDesk::new(board));
+    }
+
+    fn on_query(&mut self, m: &Message) {
+        let Some(q) = Query::from_message(m) else {
+            return;
+        };
+        match self.queries.as_mut() {
+            Some(desk) => desk.submit(q),
+            // No workers to ask (a test, or `run --table`): refused at once.
+            None => self.send(&Message::Done {
+                query: q.id(),
+                worker: u32::MAX,
+                matched: 0,
+                scanned: REFUSED,
+            }),
+        }
+    }
+
+    /// Collects workers' answers, posts the next query, sends what the ring has room for.
+    fn move_queries(&mut self) {
+        let Some(desk) = self.queries.as_mut() else {
+            return;
+        };
+        desk.poll(std::time::Instant::now());
+        while let Some(m) = desk.next_message() {
+            match self.end.send(&m) {
+                Ok(()) => {}
+                Err(PushError::Full) => {
+                    desk.unsend(m);
+                    break;
+                }
+                Err(PushError::BadIndices | PushError::WrongDirection) => {
+                    self.stats.send_failures += 1;
+                }
+            }
+        }
     }
 
     fn on_install(&mut self, cell: &GenerationCell, install: Install, report: &mut PollReport) {

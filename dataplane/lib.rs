@@ -16,6 +16,7 @@ pub mod flow;
 #[cfg(feature = "dpdk")]
 pub mod forward;
 pub mod pipeline;
+pub mod query;
 #[cfg(feature = "dpdk")]
 pub mod run;
 #[cfg(feature = "dpdk")]

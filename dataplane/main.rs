@@ -15,6 +15,7 @@ use switchyard::dpdk::PortId;
 use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
 use switchyard::forward::ForwardWorker;
 use switchyard::pipeline::{Counter, PipelineWorker, WorkerConfig};
+use switchyard::query::QueryBoard;
 use switchyard::run::{PipelineCounters, RunWorker};
 use switchyard::runner;
 use switchyard::settings::Settings;
@@ -256,6 +257,10 @@ fn run(args: &RunArgs) -> Result<()> {
     let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
     let port_map = app.port_map();
     let counters = Arc::new(PipelineCounters::new(workers));
+    let queries = Arc::new(QueryBoard::new(workers));
+    if let Some(ch) = channel.as_mut() {
+        ch.set_queries(Arc::clone(&queries));
+    }
     let flow_cfg = settings.flow_table;
     let mut last_counter_publish = std::time::Instant::now();
     let report = runner::run(
@@ -270,6 +275,7 @@ fn run(args: &RunArgs) -> Result<()> {
             let port_map = port_map.clone();
             let cell = Arc::clone(&cell);
             let counters = Arc::clone(&counters);
+            let queries = Arc::clone(&queries);
             let tx_retries = settings.tx_retries;
             move || {
                 // Built on the worker's own lcore so its connection tables are NUMA-local.
@@ -300,6 +306,7 @@ fn run(args: &RunArgs) -> Result<()> {
                     cell,
                     totals,
                     counters,
+                    queries,
                 }
                 .run(&stop)
             }

@@ -19,8 +19,10 @@ use crossbeam_utils::CachePadded;
 
 use crate::appliance::WorkerPlan;
 use crate::dpdk::{self, Burst, PortId, BURST_SIZE};
-use crate::pipeline::{Counter, PipelineWorker, PortIndex, Staged, Verdict};
+use crate::pipeline::{Counter, PipelineWorker, PortIndex, SampleScan, Staged, Verdict};
+use crate::query::{Query, QueryBoard};
 use crate::stats::{Totals, WorkerCounters};
+use switchyard_table::shm::{Message, TRACE_HELD};
 use crate::swap::{GenerationCell, WorkerView};
 
 /// Pipeline counters of every worker, published by each worker for the main lcore.
@@ -79,6 +81,17 @@ pub struct RunWorker {
     pub cell: Arc<GenerationCell>,
     pub totals: Arc<crate::stats::Counters>,
     pub counters: Arc<PipelineCounters>,
+    /// Flow queries from the control plane (`trace`, `flows`), looked at every housekeeping tick.
+    pub queries: Arc<QueryBoard>,
+}
+
+/// A worker's part in flow queries: the last query seen, a sample in progress, answers the
+/// mailbox was too busy to take.
+#[derive(Default)]
+struct Queries {
+    seen: u64,
+    scan: Option<(u64, SampleScan)>,
+    unsent: Option<(u64, Vec<Message>)>,
 }
 
 /// A worker's bursts between polls, and what it needs to send them.
@@ -132,6 +145,7 @@ impl RunWorker {
         let housekeeping_every = (dpdk::tsc_hz() / 10_000).max(1);
         let mut next_housekeeping = t0;
         let mut now_ms = 0;
+        let mut queries = Queries::default();
 
         while !stop.load(Relaxed) {
             if self.cell.changed(&view) {
@@ -197,6 +211,7 @@ impl RunWorker {
             }
             if tsc >= next_housekeeping {
                 self.pipeline.housekeeping(now_ms);
+                self.answer_queries(&mut queries, now_ms);
                 next_housekeeping = tsc + housekeeping_every;
             }
             if tsc >= next_publish {
@@ -211,6 +226,57 @@ impl RunWorker {
         self.counters
             .publish(index, self.pipeline.counters().iter().map(|(_, v)| v));
         0
+    }
+
+    /// Takes, works on and answers flow queries (see [`crate::query`]): a trace at once, a
+    /// sample a slice of the tables per call.
+    fn answer_queries(&mut self, q: &mut Queries, now_ms: u32) {
+        let index = self.plan.index;
+        let worker = u8::try_from(index).unwrap_or(u8::MAX);
+        if let Some((serial, out)) = q.unsent.as_mut() {
+            if !self.queries.answer(index, *serial, out) {
+                return;
+            }
+            q.unsent = None;
+        }
+        if q.scan.is_none() {
+            match self.queries.take(index, &mut q.seen) {
+                Some((serial, Query::Trace { query, flow })) => {
+                    let t = self.pipeline.trace(query, u16::from(worker), &flow, now_ms);
+                    let held = u64::from(t.flags & TRACE_HELD != 0);
+                    let out = vec![
+                        Message::Traced(t),
+                        Message::Done {
+                            query,
+                            worker: u32::from(worker),
+                            matched: held,
+                            scanned: 1,
+                        },
+                    ];
+                    q.unsent = Some((serial, out));
+                }
+                Some((serial, Query::Sample(s))) => q.scan = Some((serial, SampleScan::new(s))),
+                None => {}
+            }
+        }
+        if let Some((serial, scan)) = q.scan.as_mut() {
+            if self.pipeline.sample_step(scan, worker, now_ms) {
+                let mut out = std::mem::take(&mut scan.found);
+                out.push(Message::Done {
+                    query: scan.query.query,
+                    worker: u32::from(worker),
+                    matched: scan.matched,
+                    scanned: scan.scanned,
+                });
+                q.unsent = Some((*serial, out));
+                q.scan = None;
+            }
+        }
+        if let Some((serial, out)) = q.unsent.as_mut() {
+            if self.queries.answer(index, *serial, out) {
+                q.unsent = None;
+            }
+        }
     }
 
     /// Executes the pending burst (if any) and sends it; leaves it empty.

@@ -183,7 +183,7 @@ impl Settings {
     /// Parses and validates settings text; `label` names the source in errors.
     pub fn parse(text: &str, label: &str) -> Result<Self, SettingsError> {
         let settings: Self = serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|e| SettingsError(format_yaml_error(label, &e)))?;
+            .map_err(|e| SettingsError(format_yaml_error(label, text, &e)))?;
         settings
             .validate()
             .map_err(|e| SettingsError(format!("{label}: {e}")))?;
@@ -259,18 +259,103 @@ impl Settings {
     }
 }
 
-fn format_yaml_error(label: &str, e: &serde_saphyr::Error) -> String {
-    // serde-saphyr renders "message at line L, column C" with a source snippet; keep the
-    // operator-facing FILE:LINE:COL: form used across Switchyard.
-    match e.location() {
-        Some(loc) => format!("{label}:{}:{}: {}", loc.line(), loc.column(), first_line(e)),
-        None => format!("{label}: {}", first_line(e)),
+/// `FILE:LINE:COL: MESSAGE`, as policy errors read: the position once, then what was
+/// expected, with a "did you mean" for a misspelt key or value.
+fn format_yaml_error(label: &str, src: &str, e: &serde_saphyr::Error) -> String {
+    let e = e.without_snippet();
+    let message = describe(e);
+    match e.location().filter(|l| l.line() != 0) {
+        Some(loc) => {
+            if let Some((line, column)) = tab_position(src, &message) {
+                return format!(
+                    "{label}:{line}:{column}: a tab in the indentation; YAML indents with spaces only"
+                );
+            }
+            format!("{label}:{}:{}: {message}", loc.line(), loc.column())
+        }
+        None => format!("{label}: {message}"),
     }
 }
 
-fn first_line(e: &serde_saphyr::Error) -> String {
-    let s = e.to_string();
-    s.lines().next().unwrap_or("invalid YAML").to_owned()
+/// The YAML library reports a tab in indentation at the end of the line before it; point at
+/// the tab itself.
+fn tab_position(src: &str, message: &str) -> Option<(u64, u64)> {
+    if !message.to_ascii_lowercase().contains("tab") {
+        return None;
+    }
+    src.lines().enumerate().find_map(|(i, line)| {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let column = line[..indent].find('\t')?;
+        Some((u64::try_from(i + 1).ok()?, u64::try_from(column + 1).ok()?))
+    })
+}
+
+fn describe(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+    match e {
+        Error::AliasError { error, .. } => describe(error),
+        Error::SerdeUnknownField {
+            field, expected, ..
+        } => format!(
+            "unknown field `{field}`{}; expected one of: {}",
+            did_you_mean(field, expected),
+            expected.join(", ")
+        ),
+        Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => format!(
+            "unknown value `{variant}`{}; expected one of: {}",
+            did_you_mean(variant, expected),
+            expected.join(", ")
+        ),
+        Error::Budget { .. } => {
+            "settings exceed the parser budget (anchors and aliases are not accepted, nesting \
+             at most 16 deep, at most 10000 nodes)"
+                .to_owned()
+        }
+        // Quoted settings text may hold control characters: keep them out of the terminal.
+        other => UserMessageFormatter
+            .format_message(other)
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect(),
+    }
+}
+
+/// ` (did you mean `x`?)` when one candidate is within a third of the name's length in edits.
+fn did_you_mean(name: &str, candidates: &[&str]) -> String {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -317,6 +402,44 @@ mod tests {
         assert_eq!(e.0, "s.yaml: ports[1]: device a is listed twice");
         let e = Settings::parse("ports: [{device: a, role: spine}]\n", "s.yaml").unwrap_err();
         assert!(e.0.starts_with("s.yaml:1:"), "{e}");
+    }
+
+    #[test]
+    fn shape_errors_read_like_policy_errors() {
+        let e = Settings::parse(
+            "ports:\n  - { device: net_pcap0, role: uplnk }\n",
+            "badapp.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "badapp.yaml:2:32: unknown value `uplnk` (did you mean `uplink`?); expected one of: uplink, backend, kernel"
+        );
+        let e = Settings::parse("queues:\n  rx_descriptor: 512\n", "s.yaml").unwrap_err();
+        assert_eq!(
+            e.0,
+            "s.yaml:2:3: unknown field `rx_descriptor` (did you mean `rx_descriptors`?); expected one of: rx_descriptors, tx_descriptors"
+        );
+        let e = Settings::parse("tx_retries: many\n", "s.yaml").unwrap_err();
+        assert!(e.0.starts_with("s.yaml:1:13: "), "{e}");
+        assert_eq!(
+            e.0.matches("line").count(),
+            0,
+            "the position is said once: {e}"
+        );
+    }
+
+    #[test]
+    fn a_tab_is_reported_on_its_own_line() {
+        let e = Settings::parse(
+            "queues:\n  rx_descriptors: 512\n\ttx_descriptors: 512\n",
+            "s.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "s.yaml:3:1: a tab in the indentation; YAML indents with spaces only"
+        );
     }
 
     #[test]

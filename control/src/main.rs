@@ -35,6 +35,11 @@ enum Command {
     Show(ShowArgs),
     /// Phased canary rollouts: status, or pause, resume or abort one service's rollout.
     Rollout(RolloutArgs),
+    /// Where a client's flow goes and why: service, region, route, pool, scheduler, backend,
+    /// as the data plane's workers decide it on the live generation.
+    Trace(TraceArgs),
+    /// A bounded sample of live connections from the workers' connection tables.
+    Flows(FlowsArgs),
     /// Remove an instance's files (control segment, generation files, rollout progress);
     /// refused while a control plane or data plane is attached to it.
     RemoveInstance(RemoveInstanceArgs),
@@ -51,6 +56,48 @@ struct RolloutArgs {
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
     /// Print the rollouts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct TraceArgs {
+    /// The client: IP or IP:PORT ([IPv6]:PORT); without a port, 40000.
+    client: String,
+    /// The VIP and port: IP:PORT.
+    vip: String,
+    /// tcp or udp.
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+    proto: String,
+    /// Also show each worker's connection-table entry for the flow.
+    #[arg(long)]
+    live: bool,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct FlowsArgs {
+    /// Only flows of this backend: a name, an address, or POOL/BACKEND.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Only flows to this VIP (IP or IP:PORT).
+    #[arg(long)]
+    vip: Option<String>,
+    /// Only tcp or udp flows.
+    #[arg(long, value_parser = ["tcp", "udp"])]
+    proto: Option<String>,
+    /// Flows per worker at most (1-256).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=256))]
+    limit: u16,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -157,6 +204,26 @@ fn main() -> ExitCode {
             json: args.json,
         }),
         Command::RemoveInstance(args) => remove_instance(&args),
+        Command::Trace(args) => daemon::inspect::trace(&daemon::inspect::TraceOptions {
+            api: args.api,
+            params: daemon::query::TraceParams {
+                client: args.client,
+                vip: args.vip,
+                proto: Some(args.proto),
+            },
+            live: args.live,
+            json: args.json,
+        }),
+        Command::Flows(args) => daemon::inspect::flows(&daemon::inspect::FlowsOptions {
+            api: args.api,
+            params: daemon::query::FlowsParams {
+                vip: args.vip,
+                backend: args.backend,
+                proto: args.proto,
+                limit: Some(args.limit),
+            },
+            json: args.json,
+        }),
         Command::Rollout(args) => daemon::cli::rollout(&daemon::cli::RolloutOptions {
             api: args.api,
             action: args.action,

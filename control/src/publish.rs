@@ -197,7 +197,13 @@ pub struct Publisher {
     latencies: VecDeque<Duration>,
     events: VecDeque<DataplaneEvent>,
     ring_resyncs: u64,
+    /// Workers' answers to flow queries (`Flow`, `Traced`, `Done`), oldest first, until the
+    /// controller takes them; bounded by [`MAX_ANSWERS`].
+    answers: VecDeque<Message>,
 }
+
+/// Query answers kept for the controller (256 flows from each of 64 workers, and their `Done`s).
+pub const MAX_ANSWERS: usize = 64 * 257;
 
 fn remember<V>(map: &mut BTreeMap<u64, V>, key: u64, value: V) {
     map.insert(key, value);
@@ -234,6 +240,7 @@ impl Publisher {
             latencies: VecDeque::new(),
             events: VecDeque::new(),
             ring_resyncs: 0,
+            answers: VecDeque::new(),
         })
     }
 
@@ -455,9 +462,30 @@ impl Publisher {
                     self.events.pop_front();
                 }
             }
+            Message::Flow { .. } | Message::Traced(_) | Message::Done { .. } => {
+                if self.answers.len() >= MAX_ANSWERS {
+                    self.answers.pop_front();
+                }
+                self.answers.push_back(m);
+            }
             // The ring refuses control→data kinds on this side.
-            Message::Install(_) => {}
+            Message::Install(_) | Message::Trace { .. } | Message::Sample(_) => {}
         }
+    }
+
+    /// Asks the data plane's workers a flow query (`Trace` or `Sample`); the answers arrive
+    /// through [`Publisher::poll`] and wait in [`Publisher::take_answers`].
+    ///
+    /// # Errors
+    /// The ring is full or its indices are not ours.
+    pub fn send_query(&mut self, m: &Message) -> Result<(), shm::PushError> {
+        self.resync_ring();
+        self.end.send(m)
+    }
+
+    /// The query answers received so far (and forgets them).
+    pub fn take_answers(&mut self) -> Vec<Message> {
+        self.answers.drain(..).collect()
     }
 
     /// Every in-flight generation up to `live` is settled: `live` itself went live (a latency

@@ -291,7 +291,7 @@ fn diff_names_what_changed() {
         text,
         format!(
             "generation 1 -> 2: 7 changes
-~ service llama-70b: routes changed
+~ service llama-70b: canary llama-v2-us 5% -> 25%
 ~ pool llama-eu: {eu} of 65537 Maglev slots changed
 ~ pool llama-us: {us} of 65537 Maglev slots changed
 + backend llama-eu 192.0.2.14 (id 10, weight 100, healthy)
@@ -368,4 +368,66 @@ fn cached_compiles_rebuild_only_the_pools_a_fleet_change_touches() {
     );
     assert_eq!(cache.misses, tables + 1);
     assert_eq!(cache.hits, tables - 1);
+}
+
+#[test]
+fn diff_says_what_changed_in_routes_and_config() {
+    let state = BackendState::new();
+    let old = compile_with(&demo(), &state, &mut BackendIds::new());
+    // The canary off: the operator sees the share, not "routes changed".
+    let off = demo_edited(|t| t.replace("percent: 5 }", "percent: 0 }"));
+    let d = diff(&old, &compile_with(&off, &state, &mut BackendIds::new()));
+    assert_eq!(
+        d.to_string(),
+        "generation 1 -> 1: 1 change\n~ service llama-70b: canary llama-v2-us 5% -> 0%"
+    );
+    let half = demo_edited(|t| t.replace("percent: 5 }", "percent: 0.5 }"));
+    let d = diff(&old, &compile_with(&half, &state, &mut BackendIds::new()));
+    assert!(
+        d.to_string()
+            .ends_with("~ service llama-70b: canary llama-v2-us 5% -> 0.5%"),
+        "{d}"
+    );
+
+    let p1 = policy(
+        "
+regions: { eu: { prefixes: [10.1.0.0/16] } }
+services:
+  - name: a
+    vip: 203.0.113.10
+    ports: [80]
+    routes: [{ from: eu, pool: x, fallback: [y] }, { pool: y, fallback: [z, w] }]
+pools:
+  x: { region: eu, backends: [{ address: 192.0.2.11 }] }
+  y: { backends: [{ address: 192.0.2.12 }] }
+  z: { backends: [{ address: 192.0.2.13 }] }
+  w: { backends: [{ address: 192.0.2.14 }] }
+",
+    );
+    let p2 = policy(
+        "
+regions: { eu: { prefixes: [10.1.0.0/16] } }
+services:
+  - name: a
+    vip: 203.0.113.10
+    ports: [80]
+    routes: [{ from: eu, pool: x, residency: strict }, { pool: z, fallback: [y] }]
+    canary: { pool: w, percent: 12.25 }
+pools:
+  x: { region: eu, backends: [{ address: 192.0.2.11 }] }
+  y: { backends: [{ address: 192.0.2.12 }] }
+  z: { backends: [{ address: 192.0.2.13 }] }
+  w: { backends: [{ address: 192.0.2.14 }] }
+flow_timeouts: { tcp_established: 10m, udp: 1m }
+backend_mtu: 9000
+",
+    );
+    let d = diff(&compiled(&p1), &compiled(&p2));
+    assert_eq!(
+        d.to_string(),
+        "generation 1 -> 1: 2 changes
+~ service a: route from eu: fallback y -> none; route from eu: residency preferred -> strict; \
+catch-all route: pool y -> z; catch-all route: fallback z, w -> y; catch-all route: canary w 12.25%
+~ config: backend_mtu 1500 -> 9000; flow timeout tcp_established 900s -> 600s; flow timeout udp 30s -> 60s"
+    );
 }

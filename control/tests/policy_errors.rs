@@ -126,7 +126,12 @@ cases! {
         "limits_tables.yaml:21:33: limits.new_flows_per_source.rate: rate 0/s is zero; leave the limit out to not limit",
         "limits_tables.yaml:21:45: limits.new_flows_per_source.burst: burst 0 is out of range 1..=4294967295",
         "limits_tables.yaml:22:20: limits.icmp_per_second: icmp_per_second -1 is out of range 0..=10000000",
-        "limits_tables.yaml:24:21: tables.flows_per_worker: flows_per_worker 10 is out of range 1024..=134217728",
+        "limits_tables.yaml:24:21: tables.flows_per_worker: the connection table is not a policy setting: the data plane allocates it when it starts, sized by its appliance settings (`flow_table.ipv4_flows` and `flow_table.ipv6_flows` in the file given to `switchyard-dataplane --config`, docs/APPLIANCE.md); remove `flows_per_worker` from the policy",
+        "limits_tables.yaml:25:23: encap_source.ipv4: 224.1.0.0/16 is multicast address space; outer sources must be unicast and routable",
+        "limits_tables.yaml:25:43: encap_source.ipv6: fd00::/16 is too broad: the outer source prefix must be /32 to /128 (the flow hash fills at most the low 32 host bits)",
+        "limits_tables.yaml:26:35: flow_timeouts.tcp_established: tcp_established 48h is out of range 1s..=24h",
+        "limits_tables.yaml:26:45: flow_timeouts.udp: udp 1500ms is not a whole number of seconds (the connection table counts in seconds)",
+        "limits_tables.yaml:26:66: flow_timeouts.tcp_closing: tcp_closing 0s is out of range 1s..=24h",
     ],
     load => [
         "load.yaml:14:36: pools.echo.load.metrics.path: HTTP path `metrics` must start with `/`",

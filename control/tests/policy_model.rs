@@ -170,7 +170,13 @@ fn minimal_takes_every_default() {
     assert!(policy.acl.is_empty());
     assert_eq!(policy.limits.new_flows_per_source, None);
     assert_eq!(policy.limits.icmp_per_second, 100);
-    assert_eq!(policy.tables.flows_per_worker, 1_000_000);
+    assert_eq!(policy.encap_source.ipv4.to_string(), "172.16.0.0/16");
+    assert_eq!(policy.encap_source.ipv6.to_string(), "fd00:5359::/64");
+    assert_eq!(
+        policy.flow_timeouts.tcp_established,
+        std::time::Duration::from_secs(900)
+    );
+    assert_eq!(policy.flow_timeouts.udp, std::time::Duration::from_secs(30));
     assert_eq!(policy.tables.maglev_size, 65_537);
     assert_eq!(policy.backend_mtu, 1500);
     let pool = &policy.pools[0];
@@ -535,4 +541,91 @@ fn phased_canary_compiles_at_its_first_step() {
     };
     let g = compile(&input, &mut BackendIds::new()).expect("compiles");
     assert_eq!(g.routes[0].canary_per_million, 20_000);
+}
+
+#[test]
+fn encap_source_and_flow_timeouts_reach_the_compiled_config() {
+    let src = with_pool(
+        "encap_source: { ipv4: 100.64.0.0/24, ipv6: \"2001:db8:5359::/96\" }\n\
+         flow_timeouts: { tcp_handshake: 3s, tcp_established: 2h, tcp_closing: 20s, udp: 1m }",
+        "    backends: [{ address: 192.0.2.10 }]",
+    );
+    let policy = parse(&src);
+    let state = BackendState::new();
+    let input = CompileInput {
+        policy: &policy,
+        generation: 1,
+        state: &state,
+    };
+    let c = compile(&input, &mut BackendIds::new())
+        .expect("compiles")
+        .config;
+    assert_eq!((c.outer_src_v4, c.outer_src_v4_len), ([100, 64, 0, 0], 24));
+    assert_eq!(
+        (std::net::Ipv6Addr::from(c.outer_src_v6), c.outer_src_v6_len),
+        ("2001:db8:5359::".parse().unwrap(), 96)
+    );
+    assert_eq!(
+        (
+            c.tcp_syn_timeout,
+            c.tcp_established_timeout,
+            c.tcp_closing_timeout,
+            c.udp_timeout
+        ),
+        (3, 7200, 20, 60)
+    );
+
+    // Left out: today's defaults, which are also the table's.
+    let plain = parse(&with_pool("", "    backends: [{ address: 192.0.2.10 }]"));
+    let input = CompileInput {
+        policy: &plain,
+        generation: 1,
+        state: &state,
+    };
+    let c = compile(&input, &mut BackendIds::new())
+        .expect("compiles")
+        .config;
+    let d = switchyard_table::generation::Config::default();
+    assert_eq!(
+        (
+            c.outer_src_v4,
+            c.outer_src_v4_len,
+            c.outer_src_v6,
+            c.outer_src_v6_len
+        ),
+        (
+            d.outer_src_v4,
+            d.outer_src_v4_len,
+            d.outer_src_v6,
+            d.outer_src_v6_len
+        )
+    );
+    assert_eq!(
+        (c.tcp_syn_timeout, c.tcp_established_timeout, c.udp_timeout),
+        (5, 900, 30)
+    );
+
+    for (bad, message) in [
+        ("ipv4: 10.0.0.0/4", "10.0.0.0/4 has host bits set"),
+        ("ipv4: 0.0.0.0/8", "\"this network\""),
+        ("ipv4: 127.1.0.0/16", "loopback"),
+        ("ipv4: \"2001:db8::/64\"", "is not an IPv4 prefix"),
+        ("ipv6: \"ff02::/64\"", "multicast"),
+        ("ipv6: \"fe80::/64\"", "link-local"),
+        ("ipv4: 169.254.0.0/16", "link-local"),
+        ("ipv4: 240.0.0.0/8", "reserved"),
+        ("ipv4: 10.0.0.0/7", "is too broad"),
+    ] {
+        let src = with_pool(
+            &format!("encap_source: {{ {bad} }}"),
+            "    backends: [{ address: 192.0.2.10 }]",
+        );
+        let errors = policy::parse_str(&src, "test.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("encap_source.") && errors.contains(message),
+            "{bad}: {errors}"
+        );
+    }
 }

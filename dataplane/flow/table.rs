@@ -741,6 +741,29 @@ impl<K: FlowKey> FlowTable<K> {
         dropped
     }
 
+    /// Calls `f` on every live (unexpired) flow of the buckets in `buckets` (clamped to the
+    /// table), changing nothing: for sampling the table a slice at a time (`flows` queries).
+    pub fn visit_buckets<F>(&self, buckets: Range<usize>, now: u32, mut f: F)
+    where
+        F: FnMut(&K, FlowValue, FlowState),
+    {
+        let end = buckets.end.min(self.buckets.len());
+        for b in buckets.start.min(end)..end {
+            let line = &self.buckets[b].line;
+            for way in 0..WAYS {
+                let raw = line.state[way];
+                let Some(state) = FlowState::from_raw(raw & !SECONDARY) else {
+                    continue;
+                };
+                if is_expired(now, line.last_seen[way], self.timeout(raw)) {
+                    continue;
+                }
+                let entry = &self.buckets[b].entries[way];
+                f(&entry.key, entry.value, state);
+            }
+        }
+    }
+
     /// [`FlowTable::retain_buckets`] over the whole table. O(capacity): at 1 Mi flows this is
     /// milliseconds, so keep it off the per-burst path.
     pub fn retain<F>(&mut self, f: F) -> usize

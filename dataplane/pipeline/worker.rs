@@ -22,6 +22,10 @@ use crate::flow::{
 };
 use crate::wire::{EthernetAddress, IpProtocol};
 
+mod query;
+
+pub use query::{SampleScan, SAMPLE_BUCKETS, SAMPLE_LIMIT};
+
 /// Packets classified ahead (hashed, buckets warmed) before any is executed.
 pub const BURST: usize = 32;
 

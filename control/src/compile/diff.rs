@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use switchyard_table::generation::{name_str, Generation, Scheduler, BACKEND_HEALTHY, NONE};
+use switchyard_table::generation::{
+    name_str, Config, Generation, Scheduler, BACKEND_HEALTHY, ENCAP_GUE, NONE,
+};
 
 use super::address_of;
 
@@ -33,7 +35,8 @@ pub struct GenerationDiff {
     /// Which VIP finds which service differs (VIP tables or groups).
     pub vips_changed: bool,
     pub acl_changed: bool,
-    pub config_changed: bool,
+    /// What differs in the global config, one entry per knob (`encap ipip -> gue`).
+    pub config_changed: Vec<String>,
     pub interfaces_changed: bool,
 }
 
@@ -43,8 +46,9 @@ pub struct ServiceChange {
     pub name: String,
     /// Protocol or port ranges.
     pub ports: bool,
-    /// Routes: regions, pools, fallbacks, canary pool or share, residency.
-    pub routes: bool,
+    /// What differs in the routes (regions, pools, fallbacks, canary pool or share,
+    /// residency), one entry each: `canary llama-v2 20% -> 0%`, `route from eu-west: pool a -> b`.
+    pub routes: Vec<String>,
 }
 
 /// A pool in both generations whose scheduler or Maglev table differs.
@@ -102,11 +106,11 @@ impl GenerationDiff {
             + self.backends_added.len()
             + self.backends_removed.len()
             + self.backends_changed.len()
+            + usize::from(!self.config_changed.is_empty())
             + [
                 self.regions_changed,
                 self.vips_changed,
                 self.acl_changed,
-                self.config_changed,
                 self.interfaces_changed,
             ]
             .iter()
@@ -136,7 +140,7 @@ pub fn diff(old: &Generation, new: &Generation) -> GenerationDiff {
         || old.acl_lpm_v6 != new.acl_lpm_v6
         || old.acl_groups != new.acl_groups
         || old.acl_rules != new.acl_rules;
-    d.config_changed = old.config != new.config;
+    d.config_changed = config_changes(&old.config, &new.config);
     d.interfaces_changed = old.interfaces != new.interfaces;
     d
 }
@@ -164,8 +168,28 @@ fn service_ports(g: &Generation, service: usize) -> Vec<(u8, u16, u16)> {
     ports
 }
 
+/// One route with names for indices.
+#[derive(Debug, PartialEq, Eq)]
+struct RouteView<'a> {
+    /// The region it is from (`None`: the catch-all route).
+    region: Option<&'a str>,
+    /// The primary pool, then the fallbacks.
+    pools: Vec<&'a str>,
+    canary: Option<(&'a str, u32)>,
+    strict: bool,
+}
+
+impl RouteView<'_> {
+    fn label(&self) -> String {
+        match self.region {
+            Some(region) => format!("route from {region}"),
+            None => "catch-all route".to_owned(),
+        }
+    }
+}
+
 /// A service's routes with names for indices.
-fn service_routes(g: &Generation, service: usize) -> Vec<String> {
+fn service_routes(g: &Generation, service: usize) -> Vec<RouteView<'_>> {
     let s = &g.services[service];
     let start = s.first_route as usize;
     let routes = g
@@ -175,28 +199,169 @@ fn service_routes(g: &Generation, service: usize) -> Vec<String> {
     routes
         .iter()
         .map(|r| {
-            let region = if r.region == NONE {
-                "*"
-            } else {
+            let region = (r.region != NONE).then(|| {
                 g.regions
                     .get(r.region as usize)
                     .map_or("?", |x| name_str(&x.name))
-            };
+            });
             let count = (r.pool_count as usize).min(r.pools.len());
-            let pools: Vec<&str> = r.pools[..count].iter().map(|&p| pool_name(g, p)).collect();
-            let canary = if r.canary_pool == NONE {
-                ""
-            } else {
-                pool_name(g, r.canary_pool)
-            };
-            format!(
-                "{region}>{}|{canary}:{}|{}",
-                pools.join(","),
-                r.canary_per_million,
-                r.strict
-            )
+            RouteView {
+                region,
+                pools: r.pools[..count].iter().map(|&p| pool_name(g, p)).collect(),
+                canary: (r.canary_pool != NONE)
+                    .then(|| (pool_name(g, r.canary_pool), r.canary_per_million)),
+                strict: r.strict != 0,
+            }
         })
         .collect()
+}
+
+/// A share in millionths as a percentage: `20%`, `0.5%`, `12.25%`.
+fn percent(per_million: u32) -> String {
+    let hundredths = per_million / 100;
+    let (whole, frac) = (hundredths / 100, hundredths % 100);
+    match frac {
+        0 => format!("{whole}%"),
+        f if f % 10 == 0 => format!("{whole}.{}%", f / 10),
+        f => format!("{whole}.{f:02}%"),
+    }
+}
+
+fn pool_list(pools: &[&str]) -> String {
+    if pools.is_empty() {
+        "none".to_owned()
+    } else {
+        pools.join(", ")
+    }
+}
+
+/// What differs between two route lists, in the operator's terms. Routes are matched by the
+/// region they are from (a region has at most one route; the catch-all is one more). A canary
+/// change is said once per service, whichever routes take it.
+fn route_changes(old: &[RouteView<'_>], new: &[RouteView<'_>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |line: String| {
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    };
+    let push = &mut push;
+    for n in new {
+        let Some(o) = old.iter().find(|o| o.region == n.region) else {
+            push(format!(
+                "{} added (pool {})",
+                n.label(),
+                n.pools.first().copied().unwrap_or("?")
+            ));
+            continue;
+        };
+        let label = n.label();
+        if o.pools.first() != n.pools.first() {
+            push(format!(
+                "{label}: pool {} -> {}",
+                o.pools.first().copied().unwrap_or("?"),
+                n.pools.first().copied().unwrap_or("?")
+            ));
+        }
+        let (of, nf) = (
+            o.pools.get(1..).unwrap_or(&[]),
+            n.pools.get(1..).unwrap_or(&[]),
+        );
+        if of != nf {
+            push(format!(
+                "{label}: fallback {} -> {}",
+                pool_list(of),
+                pool_list(nf)
+            ));
+        }
+        if o.strict != n.strict {
+            let residency = |strict: bool| if strict { "strict" } else { "preferred" };
+            push(format!(
+                "{label}: residency {} -> {}",
+                residency(o.strict),
+                residency(n.strict)
+            ));
+        }
+        match (o.canary, n.canary) {
+            (a, b) if a == b => {}
+            (Some((op, os)), Some((np, ns))) if op == np => {
+                push(format!("canary {np} {} -> {}", percent(os), percent(ns)));
+            }
+            (Some((op, os)), Some((np, ns))) => push(format!(
+                "canary {op} {} -> {np} {}",
+                percent(os),
+                percent(ns)
+            )),
+            (Some((op, os)), None) => {
+                push(format!("{label}: no canary ({op} {} before)", percent(os)))
+            }
+            (None, Some((np, ns))) => push(format!("{label}: canary {np} {}", percent(ns))),
+            (None, None) => {}
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.region == o.region) {
+            push(format!("{} removed", o.label()));
+        }
+    }
+    if out.is_empty()
+        && old
+            .iter()
+            .map(|r| r.region)
+            .ne(new.iter().map(|r| r.region))
+    {
+        out.push("route order changed".to_owned());
+    }
+    out
+}
+
+/// How a config knob reads in a diff line.
+type ShowKnob = fn(&Config) -> String;
+
+/// What differs in the global config, one entry per knob.
+fn config_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let encap = |c: &Config| {
+        if c.encap == ENCAP_GUE {
+            format!("gue port {}", c.gue_port)
+        } else {
+            "ipip".to_owned()
+        }
+    };
+    if encap(old) != encap(new) {
+        out.push(format!("encap {} -> {}", encap(old), encap(new)));
+    }
+    let knobs: [(&str, ShowKnob); 7] = [
+        ("backend_mtu", |c| c.backend_mtu.to_string()),
+        ("ICMP rate", |c| format!("{}/s", c.icmp_rate)),
+        ("new flows per source", |c| {
+            if c.new_flow_rate == 0 {
+                "unlimited".to_owned()
+            } else {
+                format!("{}/s burst {}", c.new_flow_rate, c.new_flow_burst)
+            }
+        }),
+        ("flow timeout tcp_handshake", |c| {
+            format!("{}s", c.tcp_syn_timeout)
+        }),
+        ("flow timeout tcp_established", |c| {
+            format!("{}s", c.tcp_established_timeout)
+        }),
+        ("flow timeout tcp_closing", |c| {
+            format!("{}s", c.tcp_closing_timeout)
+        }),
+        ("flow timeout udp", |c| format!("{}s", c.udp_timeout)),
+    ];
+    for (name, show) in knobs {
+        let (a, b) = (show(old), show(new));
+        if a != b {
+            out.push(format!("{name} {a} -> {b}"));
+        }
+    }
+    if out.is_empty() && old != new {
+        out.push("config changed".to_owned());
+    }
+    out
 }
 
 /// VIP groups with service names for indices.
@@ -232,8 +397,8 @@ fn services(old: &Generation, new: &Generation, d: &mut GenerationDiff) {
             Some(&oi) => {
                 let ports = service_ports(old, oi) != service_ports(new, ni)
                     || old.services[oi].protocol != new.services[ni].protocol;
-                let routes = service_routes(old, oi) != service_routes(new, ni);
-                if ports || routes {
+                let routes = route_changes(&service_routes(old, oi), &service_routes(new, ni));
+                if ports || !routes.is_empty() {
                     d.services_changed.push(ServiceChange {
                         name: name.to_owned(),
                         ports,
@@ -410,12 +575,12 @@ impl fmt::Display for GenerationDiff {
             write!(f, "\n- service {s}")?;
         }
         for s in &self.services_changed {
-            let what: Vec<&str> = [(s.ports, "ports"), (s.routes, "routes")]
-                .iter()
-                .filter(|(b, _)| *b)
-                .map(|&(_, w)| w)
-                .collect();
-            write!(f, "\n~ service {}: {} changed", s.name, what.join(", "))?;
+            let mut what: Vec<&str> = Vec::new();
+            if s.ports {
+                what.push("ports changed");
+            }
+            what.extend(s.routes.iter().map(String::as_str));
+            write!(f, "\n~ service {}: {}", s.name, what.join("; "))?;
         }
         for p in &self.pools_added {
             write!(f, "\n+ pool {p}")?;
@@ -497,12 +662,14 @@ impl fmt::Display for GenerationDiff {
             (self.regions_changed, "regions (prefixes or GeoIP) changed"),
             (self.vips_changed, "VIP table changed"),
             (self.acl_changed, "ACL changed"),
-            (self.config_changed, "config changed"),
             (self.interfaces_changed, "interfaces changed"),
         ] {
             if changed {
                 write!(f, "\n~ {what}")?;
             }
+        }
+        if !self.config_changed.is_empty() {
+            write!(f, "\n~ config: {}", self.config_changed.join("; "))?;
         }
         Ok(())
     }

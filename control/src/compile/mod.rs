@@ -13,8 +13,8 @@
 //! `limits.icmp_per_second` (for the whole appliance; the data plane splits it over its workers)
 //! with a burst of one second's worth; `new_flow_rate` / `new_flow_burst` from
 //! `limits.new_flows_per_source` (0 / 0 = unlimited); `backend_mtu` from the policy (default
-//! 1500). The policy has no outer source prefixes or flow timeouts, so those keep
-//! [`switchyard_table::generation::Config`]'s defaults.
+//! 1500); the outer source prefixes from `encap_source` and the connection-table idle timeouts
+//! (whole seconds) from `flow_timeouts`, whose defaults are [`switchyard_table::generation::Config`]'s.
 //!
 //! **Interfaces.** Name, MAC, gateway MAC (all zero: resolve the gateway by ARP / ND), gateway
 //! addresses (all zero: none) and up to [`MAX_IF_ADDRS`] own addresses per family, in policy
@@ -178,6 +178,18 @@ fn config(policy: &Policy) -> abi::Config {
         }
     }
     c.backend_mtu = policy.backend_mtu;
+    let source = &policy.encap_source;
+    c.outer_src_v4 = source.ipv4.network().octets();
+    c.outer_src_v4_len = source.ipv4.prefix_len();
+    c.outer_src_v6 = source.ipv6.network().octets();
+    c.outer_src_v6_len = source.ipv6.prefix_len();
+    // Validation keeps timeouts within a day, in whole seconds.
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let t = &policy.flow_timeouts;
+    c.tcp_syn_timeout = secs(t.tcp_handshake);
+    c.tcp_established_timeout = secs(t.tcp_established);
+    c.tcp_closing_timeout = secs(t.tcp_closing);
+    c.udp_timeout = secs(t.udp);
     c.icmp_rate = policy.limits.icmp_per_second;
     c.icmp_burst = policy.limits.icmp_per_second;
     if let Some(limit) = policy.limits.new_flows_per_source {

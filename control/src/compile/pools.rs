@@ -7,7 +7,7 @@ use std::sync::Arc;
 use switchyard_table::generation::{self as abi, Generation};
 
 use crate::maglev::{self, MaglevBackend};
-use crate::policy::{Backend, Policy, Pool, Scheduler};
+use crate::policy::{AdminState, Backend, Policy, Pool, Scheduler};
 
 use super::{address_field, index_u32, BackendIds, BackendLive, BackendState, CompileError};
 
@@ -98,7 +98,7 @@ impl MaglevCache {
 
 /// The weight a backend gets in this generation; see the module documentation of `compile`.
 pub(super) fn effective_weight(pool: &Pool, backend: &Backend, live: BackendLive) -> u32 {
-    if backend.weight == 0 {
+    if backend.weight == 0 || backend.admin != AdminState::InService {
         return 0;
     }
     match (live.weight, &pool.load) {
@@ -127,7 +127,9 @@ pub(super) fn build(
                 .get(&pool.name, b.address)
                 .expect("BackendIds::assign gives every backend of the policy an id");
             let live = state.get(&pool.name, b.address);
-            let healthy = pool.health.is_none() || live.healthy;
+            // A disabled backend is out of scheduling as a down one is: its flows move.
+            let healthy =
+                (pool.health.is_none() || live.healthy) && b.admin != AdminState::Disabled;
             let weight = effective_weight(pool, b, live);
             let index = index_u32("backends", g.backends.len())?;
             let (address, family) = address_field(b.address);

@@ -1,5 +1,7 @@
 //! The local HTTP API (`docs/CONTROL.md`): `GET /v1/state`, `POST /v1/apply`, `GET /metrics`,
-//! `GET /v1/rollouts` and `POST /v1/rollouts/{service}/{pause|resume|abort}`.
+//! `GET /v1/rollouts`, `POST /v1/rollouts/{service}/{pause|resume|abort}`, and the flow queries
+//! `GET /v1/trace?client=IP[:PORT]&vip=IP:PORT[&proto=udp]` and
+//! `GET /v1/flows[?vip=IP[:PORT]][&backend=B][&proto=P][&limit=N]` (see [`super::query`]).
 //!
 //! axum on a current-thread tokio runtime of its own thread: the API is a handful of requests a
 //! minute from an operator and a scraper, so one thread serves it, and the controller thread
@@ -25,6 +27,7 @@ use tracing::{error, warn};
 use crate::policy::MAX_POLICY_BYTES;
 
 use super::controller::{ApiFailure, ApplyRequest, Request, RolloutAction};
+use super::query::{FlowsParams, TraceParams};
 use super::metrics::CONTENT_TYPE;
 use super::view::ApiError;
 
@@ -171,11 +174,38 @@ async fn rollout_action(
     }
 }
 
+async fn trace(
+    State(controller): State<Sender<Request>>,
+    Query(params): Query<TraceParams>,
+) -> Response {
+    answer(ask(&controller, |reply| Request::Trace(params, reply)).await)
+}
+
+async fn flows(
+    State(controller): State<Sender<Request>>,
+    Query(params): Query<FlowsParams>,
+) -> Response {
+    answer(ask(&controller, |reply| Request::Flows(params, reply)).await)
+}
+
+/// A controller's answer as JSON, or its failure with its status.
+fn answer<T: serde::Serialize>(result: Option<Result<T, ApiFailure>>) -> Response {
+    match result {
+        Some(Ok(body)) => Json(body).into_response(),
+        Some(Err(ApiFailure { status, body })) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(body)).into_response()
+        }
+        None => stopping(),
+    }
+}
+
 async fn not_found() -> Response {
     failure(
         404,
         "no such endpoint; the API has GET /v1/state, POST /v1/apply, GET /v1/rollouts, \
-         POST /v1/rollouts/SERVICE/{pause,resume,abort} and GET /metrics",
+         POST /v1/rollouts/SERVICE/{pause,resume,abort}, GET /v1/trace, GET /v1/flows and \
+         GET /metrics",
     )
 }
 
@@ -185,6 +215,8 @@ fn router(controller: Sender<Request>) -> Router {
         .route("/v1/apply", post(apply))
         .route("/v1/rollouts", get(rollouts))
         .route("/v1/rollouts/{service}/{action}", post(rollout_action))
+        .route("/v1/trace", get(trace))
+        .route("/v1/flows", get(flows))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         // Room for the largest policy, so the handler can refuse a bigger one with its reason.

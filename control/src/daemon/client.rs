@@ -132,6 +132,47 @@ impl ApiClient {
         self.json(response)
     }
 
+    /// `GET /v1/trace`: what the data plane's workers do with a flow.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a bad address is status 400, no data plane 503.
+    pub fn trace(
+        &self,
+        params: &super::query::TraceParams,
+    ) -> Result<super::query::TraceView, ClientError> {
+        let mut request = self
+            .agent
+            .get(format!("{}/v1/trace", self.base))
+            .query("client", &params.client)
+            .query("vip", &params.vip);
+        if let Some(p) = &params.proto {
+            request = request.query("proto", p);
+        }
+        self.json(request.call())
+    }
+
+    /// `GET /v1/flows`: a sample of the workers' connection tables.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; an unknown backend is status 404, no data plane 503.
+    pub fn flows(
+        &self,
+        params: &super::query::FlowsParams,
+    ) -> Result<super::query::FlowsView, ClientError> {
+        let mut request = self.agent.get(format!("{}/v1/flows", self.base));
+        for (k, v) in [
+            ("vip", params.vip.clone()),
+            ("backend", params.backend.clone()),
+            ("proto", params.proto.clone()),
+            ("limit", params.limit.map(|l| l.to_string())),
+        ] {
+            if let Some(v) = v {
+                request = request.query(k, v);
+            }
+        }
+        self.json(request.call())
+    }
+
     /// `GET /metrics`, as text.
     ///
     /// # Errors

@@ -46,6 +46,7 @@ use crate::rollout::{
 };
 
 use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
+use super::query;
 use super::view::{
     ApiError, ApplyResponse, CheckView, ControlCounters, DataplaneView, GenerationView, LoadView,
     PolicyErrorView, PublishStatus, RejectedView, StateView, WorkerView,
@@ -84,6 +85,16 @@ pub enum Request {
         action: RolloutAction,
         reply: oneshot::Sender<Result<Vec<RolloutStatus>, ApiFailure>>,
     },
+    /// `GET /v1/trace`: what the workers do with a flow.
+    Trace(
+        query::TraceParams,
+        oneshot::Sender<Result<query::TraceView, ApiFailure>>,
+    ),
+    /// `GET /v1/flows`: a sample of the workers' connection tables.
+    Flows(
+        query::FlowsParams,
+        oneshot::Sender<Result<query::FlowsView, ApiFailure>>,
+    ),
     /// Stop (SIGINT, SIGTERM).
     Stop {
         signal: &'static str,
@@ -131,7 +142,7 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    fn new(status: u16, error: impl Into<String>, errors: Vec<String>) -> Self {
+    pub(crate) fn new(status: u16, error: impl Into<String>, errors: Vec<String>) -> Self {
         Self {
             status,
             body: ApiError {
@@ -284,6 +295,9 @@ pub struct Controller {
     last_good_path: PathBuf,
     /// The policy file as last read does not load; `None` when it is what runs.
     policy_problem: Option<PolicyProblem>,
+    /// Flow queries waiting for the workers' answers.
+    queries: Vec<query::Pending>,
+    next_query: u32,
 }
 
 /// How often phased canaries are checked for a step due or a gate tripped.
@@ -589,6 +603,8 @@ impl Controller {
             next_rollout_tick: Instant::now(),
             last_good_path: last_good_path(&options.shm_dir, &options.instance),
             policy_problem,
+            queries: Vec::new(),
+            next_query: 0,
         };
         controller.load_rollouts(&policy);
         // Backends the tables already have down stay down until their checks pass `rise`
@@ -798,6 +814,8 @@ impl Controller {
                 self.watch.poll();
                 self.reload("SIGHUP");
             }
+            Request::Trace(params, reply) => self.start_trace(&params, reply),
+            Request::Flows(params, reply) => self.start_flows(&params, reply),
             Request::Stop { .. } => {}
         }
     }
@@ -808,6 +826,7 @@ impl Controller {
         self.publish_load();
         self.tick_rollouts();
         let summary = self.publisher.poll();
+        self.answer_queries();
         self.observe_dataplane(summary.dataplane_restarted);
         self.check_current();
         self.answer_waiters();
@@ -817,6 +836,244 @@ impl Controller {
                 self.next_watch = now + interval;
                 if self.watch.poll() {
                     self.reload("file changed");
+                }
+            }
+        }
+    }
+
+    /// Sends a flow query to the workers; the answer goes to `reply` from [`Self::answer_queries`].
+    fn start_query(
+        &mut self,
+        make: impl FnOnce(u32) -> Result<(shm::Message, Option<shm::FlowTuple>), ApiFailure>,
+        reply: query::Reply,
+    ) {
+        let fail = |reply: query::Reply, e: ApiFailure| match reply {
+            query::Reply::Trace(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+            query::Reply::Flows(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+        };
+        if !self.publisher.dataplane_attached() {
+            let e = ApiFailure::new(
+                503,
+                "no data plane is running: trace and flows ask its workers, which run the live \
+                 generation and hold the connection tables",
+                Vec::new(),
+            );
+            return fail(reply, e);
+        }
+        self.next_query = self.next_query.wrapping_add(1).max(1);
+        let id = self.next_query;
+        let (message, tuple) = match make(id) {
+            Ok(x) => x,
+            Err(e) => return fail(reply, e),
+        };
+        let workers = self.publisher.segment().dataplane_status().workers;
+        if let Err(e) = self.publisher.send_query(&message) {
+            let e = ApiFailure::new(
+                503,
+                format!("cannot ask the data plane: the control→data ring refused the query ({e:?})"),
+                Vec::new(),
+            );
+            return fail(reply, e);
+        }
+        self.queries.push(query::Pending {
+            id,
+            tuple,
+            workers: u32::try_from(workers).unwrap_or(u32::MAX).max(1),
+            deadline: Instant::now() + query::QUERY_TIMEOUT,
+            answers: Vec::new(),
+            done: BTreeMap::new(),
+            refused: false,
+            reply,
+        });
+    }
+
+    fn start_trace(
+        &mut self,
+        params: &query::TraceParams,
+        reply: oneshot::Sender<Result<query::TraceView, ApiFailure>>,
+    ) {
+        let parsed = query::trace_tuple(params);
+        let default_port = parsed.as_ref().is_ok_and(|p| p.1);
+        self.start_query(
+            |id| {
+                let (flow, _) = parsed?;
+                Ok((shm::Message::Trace { query: id, flow }, Some(flow)))
+            },
+            query::Reply::Trace(reply, default_port),
+        );
+    }
+
+    fn start_flows(
+        &mut self,
+        params: &query::FlowsParams,
+        reply: oneshot::Sender<Result<query::FlowsView, ApiFailure>>,
+    ) {
+        let backend = match params.backend.as_deref().map(|b| self.backend_id(b)) {
+            None => Ok(0),
+            Some(r) => r,
+        };
+        let limit = params
+            .limit
+            .unwrap_or(100)
+            .clamp(1, query::MAX_FLOWS_PER_WORKER);
+        self.start_query(
+            |id| {
+                let sample = query::sample(params, id, backend?)?;
+                Ok((shm::Message::Sample(sample), None))
+            },
+            query::Reply::Flows(reply, limit),
+        );
+    }
+
+    /// The stable id of backend `text`: a name, an address, or `POOL/NAME|ADDRESS`.
+    fn backend_id(&self, text: &str) -> Result<u32, ApiFailure> {
+        let (pool_filter, who) = match text.split_once('/') {
+            Some((p, b)) if !b.is_empty() && !text.contains("::") => (Some(p), b),
+            _ => (None, text),
+        };
+        let address = who.parse::<IpAddr>().ok();
+        let found: Vec<(String, IpAddr)> = self
+            .current
+            .policy
+            .pools
+            .iter()
+            .filter(|p| pool_filter.is_none_or(|f| p.name == f))
+            .flat_map(|p| {
+                p.backends
+                    .iter()
+                    .filter(|b| Some(b.address) == address || b.name.as_deref() == Some(who))
+                    .map(|b| (p.name.clone(), b.address))
+            })
+            .collect();
+        match found.as_slice() {
+            [] => Err(ApiFailure::new(
+                404,
+                format!("no backend `{text}` in the policy (a name, an address, or POOL/BACKEND)"),
+                Vec::new(),
+            )),
+            [(pool, address)] => self.ids.get(pool, *address).ok_or_else(|| {
+                ApiFailure::new(
+                    404,
+                    format!("backend `{text}` is not in the published tables yet"),
+                    Vec::new(),
+                )
+            }),
+            many => Err(ApiFailure::new(
+                400,
+                format!(
+                    "backend `{text}` is in pools {}: say which, as POOL/BACKEND",
+                    many.iter()
+                        .map(|(p, _)| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Vec::new(),
+            )),
+        }
+    }
+
+    /// The policy and tables of generation `n`, if the control plane still has them.
+    fn names_for(&self, n: u64) -> Option<query::Names<'_>> {
+        [Some(&self.current), self.known_live.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|a| a.generation.generation == n)
+            .map(|a| query::Names {
+                g: &a.generation,
+                policy: &a.policy,
+            })
+    }
+
+    /// Hands the workers' answers to their queries; answers finished and timed-out ones.
+    fn answer_queries(&mut self) {
+        for m in self.publisher.take_answers() {
+            let Some(id) = query::answer_id(&m) else {
+                continue;
+            };
+            let Some(i) = self.queries.iter().position(|p| p.id == id) else {
+                continue; // a query that already timed out
+            };
+            if self.queries[i].take(m) {
+                let p = self.queries.remove(i);
+                self.finish_query(p, false);
+            }
+        }
+        let now = Instant::now();
+        while let Some(i) = self.queries.iter().position(|p| now >= p.deadline) {
+            let p = self.queries.remove(i);
+            self.finish_query(p, true);
+        }
+    }
+
+    fn finish_query(&self, p: query::Pending, timed_out: bool) {
+        let busy = || {
+            ApiFailure::new(
+                503,
+                "the data plane refused the query: too many queries queued, or a worker did \
+                 not answer; try again",
+                Vec::new(),
+            )
+        };
+        let answered = u32::try_from(p.done.len()).unwrap_or(u32::MAX);
+        let silent = || {
+            ApiFailure::new(
+                504,
+                format!(
+                    "{answered} of {} workers answered within {:?}",
+                    p.workers,
+                    query::QUERY_TIMEOUT
+                ),
+                Vec::new(),
+            )
+        };
+        match &p.reply {
+            query::Reply::Trace(..) => {
+                let traced: Vec<shm::Traced> = p
+                    .answers
+                    .iter()
+                    .filter_map(|m| match m {
+                        shm::Message::Traced(t) => Some(*t),
+                        _ => None,
+                    })
+                    .collect();
+                let result = if p.refused {
+                    Err(busy())
+                } else if traced.is_empty() || (timed_out && traced.len() < p.workers as usize) {
+                    Err(silent())
+                } else {
+                    let names = self.names_for(traced[0].generation);
+                    let counter_names = self.publisher.segment().counter_names();
+                    let tuple = p.tuple.unwrap_or_default();
+                    let default_port = matches!(p.reply, query::Reply::Trace(_, true));
+                    Ok(query::trace_view(
+                        &tuple,
+                        default_port,
+                        &traced,
+                        names.as_ref(),
+                        &counter_names,
+                    ))
+                };
+                if let query::Reply::Trace(tx, _) = p.reply {
+                    let _ = tx.send(result);
+                }
+            }
+            query::Reply::Flows(_, limit) => {
+                let limit = *limit;
+                let result = if p.refused {
+                    Err(busy())
+                } else if timed_out {
+                    Err(silent())
+                } else {
+                    let live = self.publisher.live_generation();
+                    let names = self.names_for(live);
+                    Ok(query::flows_view(&p, limit, names.as_ref()))
+                };
+                if let query::Reply::Flows(tx, _) = p.reply {
+                    let _ = tx.send(result);
                 }
             }
         }

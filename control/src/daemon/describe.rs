@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use switchyard_table::generation::{name_str, Generation, BACKEND_HEALTHY, FAMILY_V4, FAMILY_V6};
 
-use crate::policy::{Policy, Probe, Residency, Scheduler};
+use crate::policy::{AdminState, Policy, Probe, Residency, Scheduler};
 
 use super::view::{BackendView, CanaryView, PoolView, RouteView, ServiceView};
 
@@ -115,7 +115,9 @@ pub fn pools(policy: &Policy, generation: &Generation) -> Vec<PoolView> {
                 .map(|b| {
                     let c = compiled.get(&(record_name, b.address)).copied();
                     let healthy = c.is_none_or(|c| c.healthy);
-                    let state = if b.weight == 0 {
+                    let state = if b.admin == AdminState::Disabled {
+                        "disabled"
+                    } else if b.weight == 0 || b.admin == AdminState::Drained {
                         "drained"
                     } else if !healthy {
                         "down"

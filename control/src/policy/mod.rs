@@ -18,6 +18,7 @@
 //! The validated [`Policy`] resolves names into typed indices ([`RegionId`], [`PoolId`]) so a
 //! compiler can walk it without lookups; names stay on every object for counters and the CLI.
 
+pub mod edit;
 mod error;
 mod model;
 mod parse;

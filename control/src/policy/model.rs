@@ -21,8 +21,6 @@ pub const DEFAULT_GUE_PORT: u16 = 6080;
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
 /// Largest Maglev lookup-table size a policy may ask for.
 pub const MAX_MAGLEV_SIZE: u32 = 16_777_216;
-/// Default connection-table capacity of each data-plane worker.
-pub const DEFAULT_FLOWS_PER_WORKER: u32 = 1_000_000;
 /// Default weight of a backend that does not set one.
 pub const DEFAULT_BACKEND_WEIGHT: u16 = 100;
 /// Default rate of ICMP replies the appliance sends, per second.
@@ -55,6 +53,53 @@ pub struct Policy {
     pub limits: Limits,
     /// Table sizing for the data plane.
     pub tables: Tables,
+    /// Outer source prefixes of encapsulated packets.
+    pub encap_source: EncapSource,
+    /// Connection-table idle timeouts.
+    pub flow_timeouts: FlowTimeouts,
+}
+
+/// The outer source addresses of IPIP / GUE packets: the prefix's network bits, host bits from
+/// the flow hash (at most the low 32), so backends spread flows over their NIC queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapSource {
+    pub ipv4: ipnet::Ipv4Net,
+    pub ipv6: ipnet::Ipv6Net,
+}
+
+impl Default for EncapSource {
+    fn default() -> Self {
+        Self {
+            ipv4: ipnet::Ipv4Net::new(Ipv4Addr::new(172, 16, 0, 0), 16)
+                .unwrap_or_else(|_| unreachable!("/16 is a valid IPv4 prefix length")),
+            ipv6: ipnet::Ipv6Net::new(Ipv6Addr::new(0xfd00, 0x5359, 0, 0, 0, 0, 0, 0), 64)
+                .unwrap_or_else(|_| unreachable!("/64 is a valid IPv6 prefix length")),
+        }
+    }
+}
+
+/// How long an idle flow keeps its connection-table entry, by state. Whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// TCP: SYN seen, handshake not completed.
+    pub tcp_handshake: Duration,
+    /// TCP: established (or picked up mid-stream).
+    pub tcp_established: Duration,
+    /// TCP: FIN or RST seen.
+    pub tcp_closing: Duration,
+    /// UDP and other protocols.
+    pub udp: Duration,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp_handshake: Duration::from_secs(5),
+            tcp_established: Duration::from_secs(900),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Policy {
@@ -557,6 +602,44 @@ pub struct Backend {
     /// Relative share of new flows; 0 drains the backend (existing flows stay).
     pub weight: u16,
     pub name: Option<String>,
+    /// What the operator set with `state:` (`switchyard-control drain`, `disable`, ...).
+    pub admin: AdminState,
+}
+
+/// A backend's administrative state: the policy's `state:` key, written by
+/// `switchyard-control drain | undrain | disable | enable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminState {
+    /// No `state:`: scheduled at its weight.
+    #[default]
+    InService,
+    /// `state: drained`: no new flows, established flows stay (its weight is kept for later).
+    Drained,
+    /// `state: disabled`: out of scheduling altogether, as if it were down: no new flows, and
+    /// established flows move to another backend at their next packet.
+    Disabled,
+}
+
+impl AdminState {
+    /// The YAML value (`None` for in service: the key is left out).
+    #[must_use]
+    pub fn yaml(self) -> Option<&'static str> {
+        match self {
+            Self::InService => None,
+            Self::Drained => Some("drained"),
+            Self::Disabled => Some("disabled"),
+        }
+    }
+
+    /// From the YAML value.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "drained" => Some(Self::Drained),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
 }
 
 /// What an ACL rule does with matching packets.
@@ -596,7 +679,6 @@ pub struct RateLimit {
 /// Table sizing for the data plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tables {
-    pub flows_per_worker: u32,
     /// Maglev table size of pools that do not set their own.
     pub maglev_size: u32,
 }

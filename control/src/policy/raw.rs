@@ -40,6 +40,32 @@ pub struct RawPolicy {
     pub limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     pub tables: Option<Spanned<RawTables>>,
+    #[serde(default)]
+    pub encap_source: Option<Spanned<RawEncapSource>>,
+    #[serde(default)]
+    pub flow_timeouts: Option<Spanned<RawFlowTimeouts>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncapSource {
+    #[serde(default)]
+    pub ipv4: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ipv6: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlowTimeouts {
+    #[serde(default)]
+    pub tcp_handshake: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tcp_established: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tcp_closing: Option<Spanned<String>>,
+    #[serde(default)]
+    pub udp: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +318,9 @@ pub struct RawBackend {
     pub weight: Option<Spanned<i64>>,
     #[serde(default)]
     pub name: Option<Spanned<String>>,
+    /// `drained` or `disabled`; absent for a backend in service.
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,8 +356,10 @@ pub struct RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTables {
+    /// Not a policy setting (the data plane's appliance settings size the connection table);
+    /// read only to refuse it with a pointer to the right place.
     #[serde(default)]
-    pub flows_per_worker: Option<Spanned<i64>>,
+    pub flows_per_worker: Option<Spanned<serde::de::IgnoredAny>>,
     #[serde(default)]
     pub maglev_size: Option<Spanned<i64>>,
 }

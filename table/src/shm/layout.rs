@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"SWYDCTL\0"` read as a little-endian `u64`.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SWYDCTL\0");
 /// Bumped on any change to this layout, the message formats or their meaning.
-pub const SEGMENT_ABI_VERSION: u32 = 1;
+pub const SEGMENT_ABI_VERSION: u32 = 2;
 pub const CACHE_LINE: usize = 64;
 /// Workers the segment has status and counter slots for.
 pub const MAX_WORKERS: usize = 64;

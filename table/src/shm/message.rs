@@ -11,7 +11,26 @@
 //! 3     Live      data→control    8   generation u64 @0
 //! 4     Rejected  data→control   44   generation u64 @0, code u32 @8, name [u8; 32] @12
 //! 5     Event     data→control   20   a u64 @0, b u64 @8, kind u32 @16
+//! 6     Trace     control→data   44   query u32 @0, family u8 @6, proto u8 @7, src [u8; 16] @8,
+//!                                     dst [u8; 16] @24, sport u16 @40, dport u16 @42
+//! 7     Sample    control→data   32   query u32 @0, limit u16 @4, family u8 @6 (0: any VIP),
+//!                                     proto u8 @7 (0: any), vip [u8; 16] @8, port u16 @24
+//!                                     (0: any), backend u32 @28 (stable id, 0: any)
+//! 8     Flow      data→control   48   query u32 @0, worker u8 @4, state u8 @5, family u8 @6,
+//!                                     proto u8 @7, src @8, dst @24, sport @40, dport @42,
+//!                                     backend u32 @44 (stable id)
+//! 9     Traced    data→control   40   query u32 @0, worker u16 @4, outcome u8 @6, flags u8 @7,
+//!                                     counter u32 @8, service u32 @12, route u32 @16,
+//!                                     pool u32 @20, backend u32 @24, held u32 @28,
+//!                                     generation u64 @32
+//! 10    Done      data→control   24   query u32 @0, worker u32 @4, matched u64 @8,
+//!                                     scanned u64 @16
 //! ```
+//!
+//! Queries (6, 7) ask every worker about its connection table: `Trace` what it does with a
+//! given 5-tuple (one `Traced` per worker), `Sample` up to `limit` live flows matching the
+//! filters (`Flow` messages); each worker ends its answer with `Done`. Addresses are 16 bytes;
+//! IPv4 sits in the first four (family 4).
 //!
 //! Bytes past `len` must be zero. [`Message::decode`] checks the kind, the exact length and the
 //! padding, and reads each field from bytes — no transmute of untrusted bytes into an enum.
@@ -45,6 +64,120 @@ pub const KIND_ACK: u32 = 2;
 pub const KIND_LIVE: u32 = 3;
 pub const KIND_REJECTED: u32 = 4;
 pub const KIND_EVENT: u32 = 5;
+pub const KIND_TRACE: u32 = 6;
+pub const KIND_SAMPLE: u32 = 7;
+pub const KIND_FLOW: u32 = 8;
+pub const KIND_TRACED: u32 = 9;
+pub const KIND_DONE: u32 = 10;
+
+/// A 5-tuple as queries and answers carry it: client → VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowTuple {
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// IPv4 in the first four bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl FlowTuple {
+    pub fn addr(&self, a: &[u8; 16]) -> std::net::IpAddr {
+        if self.family == 6 {
+            std::net::IpAddr::from(*a)
+        } else {
+            std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+        }
+    }
+
+    /// 16 address bytes of `ip` (IPv4 in the first four) and its family.
+    pub fn addr_bytes(ip: std::net::IpAddr) -> ([u8; 16], u8) {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v4.octets());
+                (b, 4)
+            }
+            std::net::IpAddr::V6(v6) => (v6.octets(), 6),
+        }
+    }
+
+    fn put(&self, p: &mut [u8; PAYLOAD_SIZE]) {
+        p[6] = self.family;
+        p[7] = self.proto;
+        put(p, 8, &self.src);
+        put(p, 24, &self.dst);
+        put(p, 40, &self.sport.to_le_bytes());
+        put(p, 42, &self.dport.to_le_bytes());
+    }
+
+    fn get(p: &[u8; PAYLOAD_SIZE]) -> Self {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&p[8..24]);
+        dst.copy_from_slice(&p[24..40]);
+        Self {
+            family: p[6],
+            proto: p[7],
+            src,
+            dst,
+            sport: get_u16(p, 40),
+            dport: get_u16(p, 42),
+        }
+    }
+}
+
+/// What a worker does with a traced 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Traced {
+    pub query: u32,
+    pub worker: u16,
+    /// [`TRACE_FORWARD`], [`TRACE_DROP`] or [`TRACE_LOCAL`].
+    pub outcome: u8,
+    /// [`TRACE_CANARY`], [`TRACE_FALLBACK`], [`TRACE_SPILL`], [`TRACE_HELD`].
+    pub flags: u8,
+    /// Index of the data plane's counter that names the reason (its drop counter, or the
+    /// counter the forwarded packet counts under), in the segment's counter-name order.
+    pub counter: u32,
+    /// Service, route and pool indices in the generation (`u32::MAX`: none).
+    pub service: u32,
+    pub route: u32,
+    pub pool: u32,
+    /// Stable id of the backend a new flow would get (0: none).
+    pub backend: u32,
+    /// Stable id of the backend this worker's connection table holds for the flow (0: none).
+    pub held: u32,
+    /// The generation the worker answered from.
+    pub generation: u64,
+}
+
+pub const TRACE_FORWARD: u8 = 1;
+pub const TRACE_DROP: u8 = 2;
+pub const TRACE_LOCAL: u8 = 3;
+pub const TRACE_CANARY: u8 = 1;
+pub const TRACE_FALLBACK: u8 = 2;
+pub const TRACE_SPILL: u8 = 4;
+pub const TRACE_HELD: u8 = 8;
+
+/// A `Sample` query's filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Sample {
+    pub query: u32,
+    /// Flows per worker at most.
+    pub limit: u16,
+    /// 0: any VIP; else the family of `vip`.
+    pub family: u8,
+    /// 0: any protocol.
+    pub proto: u8,
+    pub vip: [u8; 16],
+    /// 0: any port.
+    pub port: u16,
+    /// Stable backend id; 0: any.
+    pub backend: u32,
+}
 
 /// Which way a message travels; each ring accepts one direction only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +223,31 @@ pub enum Message {
         a: u64,
         b: u64,
     },
+    /// Ask every worker what it does with this 5-tuple.
+    Trace {
+        query: u32,
+        flow: FlowTuple,
+    },
+    /// Ask every worker for live flows matching the filters.
+    Sample(Sample),
+    /// One live flow of a worker's connection table.
+    Flow {
+        query: u32,
+        worker: u8,
+        /// The connection-table state (`FlowState` as a number).
+        state: u8,
+        flow: FlowTuple,
+        backend: u32,
+    },
+    /// A worker's answer to a `Trace`.
+    Traced(Traced),
+    /// A worker finished answering `query`.
+    Done {
+        query: u32,
+        worker: u32,
+        matched: u64,
+        scanned: u64,
+    },
 }
 
 /// Why a received message was refused. Each variant has a stable counter name.
@@ -132,6 +290,10 @@ fn get_u32(p: &[u8; PAYLOAD_SIZE], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
+fn get_u16(p: &[u8; PAYLOAD_SIZE], at: usize) -> u16 {
+    u16::from_le_bytes([p[at], p[at + 1]])
+}
+
 fn put(p: &mut [u8; PAYLOAD_SIZE], at: usize, bytes: &[u8]) {
     p[at..at + bytes.len()].copy_from_slice(bytes);
 }
@@ -144,12 +306,17 @@ impl Message {
             Self::Live { .. } => KIND_LIVE,
             Self::Rejected { .. } => KIND_REJECTED,
             Self::Event { .. } => KIND_EVENT,
+            Self::Trace { .. } => KIND_TRACE,
+            Self::Sample(_) => KIND_SAMPLE,
+            Self::Flow { .. } => KIND_FLOW,
+            Self::Traced(_) => KIND_TRACED,
+            Self::Done { .. } => KIND_DONE,
         }
     }
 
     pub fn direction(&self) -> Direction {
         match self {
-            Self::Install(_) => Direction::ControlToData,
+            Self::Install(_) | Self::Trace { .. } | Self::Sample(_) => Direction::ControlToData,
             _ => Direction::DataToControl,
         }
     }
@@ -171,6 +338,11 @@ impl Message {
             KIND_LIVE => 8,
             KIND_REJECTED => 44,
             KIND_EVENT => 20,
+            KIND_TRACE => 44,
+            KIND_SAMPLE => 32,
+            KIND_FLOW => 48,
+            KIND_TRACED => 40,
+            KIND_DONE => 24,
             _ => return None,
         })
     }
@@ -202,6 +374,60 @@ impl Message {
                 put(&mut p, 0, &a.to_le_bytes());
                 put(&mut p, 8, &b.to_le_bytes());
                 put(&mut p, 16, &kind.to_le_bytes());
+            }
+            Self::Trace { query, flow } => {
+                put(&mut p, 0, &query.to_le_bytes());
+                flow.put(&mut p);
+            }
+            Self::Sample(s) => {
+                put(&mut p, 0, &s.query.to_le_bytes());
+                put(&mut p, 4, &s.limit.to_le_bytes());
+                p[6] = s.family;
+                p[7] = s.proto;
+                put(&mut p, 8, &s.vip);
+                put(&mut p, 24, &s.port.to_le_bytes());
+                put(&mut p, 28, &s.backend.to_le_bytes());
+            }
+            Self::Flow {
+                query,
+                worker,
+                state,
+                flow,
+                backend,
+            } => {
+                put(&mut p, 0, &query.to_le_bytes());
+                flow.put(&mut p);
+                p[4] = worker;
+                p[5] = state;
+                put(&mut p, 44, &backend.to_le_bytes());
+            }
+            Self::Traced(t) => {
+                put(&mut p, 0, &t.query.to_le_bytes());
+                put(&mut p, 4, &t.worker.to_le_bytes());
+                p[6] = t.outcome;
+                p[7] = t.flags;
+                for (at, v) in [
+                    (8, t.counter),
+                    (12, t.service),
+                    (16, t.route),
+                    (20, t.pool),
+                    (24, t.backend),
+                    (28, t.held),
+                ] {
+                    put(&mut p, at, &v.to_le_bytes());
+                }
+                put(&mut p, 32, &t.generation.to_le_bytes());
+            }
+            Self::Done {
+                query,
+                worker,
+                matched,
+                scanned,
+            } => {
+                put(&mut p, 0, &query.to_le_bytes());
+                put(&mut p, 4, &worker.to_le_bytes());
+                put(&mut p, 8, &matched.to_le_bytes());
+                put(&mut p, 16, &scanned.to_le_bytes());
             }
         }
         let kind = self.kind();
@@ -250,6 +476,58 @@ impl Message {
                 a: get_u64(p, 0),
                 b: get_u64(p, 8),
                 kind: get_u32(p, 16),
+            },
+            KIND_TRACE => {
+                // Bytes 4..6 are reserved: zero.
+                if p[4] != 0 || p[5] != 0 {
+                    return Err(MessageError::DirtyPadding);
+                }
+                Self::Trace {
+                    query: get_u32(p, 0),
+                    flow: FlowTuple::get(p),
+                }
+            }
+            KIND_SAMPLE => {
+                if p[26] != 0 || p[27] != 0 {
+                    return Err(MessageError::DirtyPadding);
+                }
+                let mut vip = [0u8; 16];
+                vip.copy_from_slice(&p[8..24]);
+                Self::Sample(Sample {
+                    query: get_u32(p, 0),
+                    limit: get_u16(p, 4),
+                    family: p[6],
+                    proto: p[7],
+                    vip,
+                    port: get_u16(p, 24),
+                    backend: get_u32(p, 28),
+                })
+            }
+            KIND_FLOW => Self::Flow {
+                query: get_u32(p, 0),
+                worker: p[4],
+                state: p[5],
+                flow: FlowTuple::get(p),
+                backend: get_u32(p, 44),
+            },
+            KIND_TRACED => Self::Traced(Traced {
+                query: get_u32(p, 0),
+                worker: get_u16(p, 4),
+                outcome: p[6],
+                flags: p[7],
+                counter: get_u32(p, 8),
+                service: get_u32(p, 12),
+                route: get_u32(p, 16),
+                pool: get_u32(p, 20),
+                backend: get_u32(p, 24),
+                held: get_u32(p, 28),
+                generation: get_u64(p, 32),
+            }),
+            KIND_DONE => Self::Done {
+                query: get_u32(p, 0),
+                worker: get_u32(p, 4),
+                matched: get_u64(p, 8),
+                scanned: get_u64(p, 16),
             },
             _ => return Err(MessageError::UnknownKind),
         })
@@ -408,7 +686,68 @@ mod tests {
                 a: 1,
                 b: u64::MAX,
             },
+            Message::Trace {
+                query: 7,
+                flow: tuple(),
+            },
+            Message::Sample(Sample {
+                query: 8,
+                limit: 500,
+                family: 4,
+                proto: 6,
+                vip: [203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                port: 8000,
+                backend: 12,
+            }),
+            Message::Flow {
+                query: 8,
+                worker: 3,
+                state: 2,
+                flow: tuple(),
+                backend: u32::MAX,
+            },
+            Message::Traced(Traced {
+                query: 7,
+                worker: 1,
+                outcome: TRACE_FORWARD,
+                flags: TRACE_CANARY | TRACE_HELD,
+                counter: 5,
+                service: 1,
+                route: 2,
+                pool: 3,
+                backend: 4,
+                held: 4,
+                generation: 99,
+            }),
+            Message::Done {
+                query: 8,
+                worker: 1,
+                matched: 500,
+                scanned: 1 << 40,
+            },
         ]
+    }
+
+    fn tuple() -> FlowTuple {
+        FlowTuple {
+            family: 6,
+            proto: 6,
+            src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            dst: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            sport: 40000,
+            dport: 443,
+        }
+    }
+
+    #[test]
+    fn query_reserved_bytes_must_be_zero() {
+        let mut raw = Message::Trace {
+            query: 1,
+            flow: tuple(),
+        }
+        .encode(0);
+        raw.payload[4] = 1;
+        assert_eq!(Message::decode(&raw), Err(MessageError::DirtyPadding));
     }
 
     #[test]

@@ -44,7 +44,10 @@ pub use layout::{
     COUNTER_NAME_LEN, MAX_COUNTERS, MAX_WORKERS, NO_GENERATION, SEGMENT_ABI_VERSION, SEGMENT_SIZE,
 };
 pub use map::monotonic_ms;
-pub use message::{Direction, Install, Message, MessageError, RejectReason};
+pub use message::{
+    Direction, FlowTuple, Install, Message, MessageError, RejectReason, Sample, Traced,
+    TRACE_CANARY, TRACE_DROP, TRACE_FALLBACK, TRACE_FORWARD, TRACE_HELD, TRACE_LOCAL, TRACE_SPILL,
+};
 pub use ring::{PushError, RingError, RingErrorCounts};
 
 use layout::COUNTER_NAME_LEN as NAME_BYTES;

@@ -7,10 +7,27 @@ use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::super::error::Position;
-use super::super::model::{Encap, Gateway, Interface, MacAddr, DEFAULT_GUE_PORT};
-use super::super::raw::{RawEncap, RawGateway, RawInterface};
-use super::super::values::{parse_interface_address, parse_ip, parse_mac};
-use super::{at_suffix, Validator};
+use super::super::model::{Encap, EncapSource, Gateway, Interface, MacAddr, DEFAULT_GUE_PORT};
+use super::super::raw::{RawEncap, RawEncapSource, RawGateway, RawInterface};
+use super::super::values::{parse_interface_address, parse_ip, parse_mac, parse_prefix};
+use super::{at_suffix, Validator, ENCAP_SOURCE_MIN_LEN};
+
+/// Ranges an outer source may not reach into: not unicast sources a backend could answer, or
+/// not routable (`0.0.0.0/8`, loopback, link-local, multicast, the reserved `240.0.0.0/4` with
+/// broadcast; IPv6 unspecified and loopback are inside `::/8`).
+const NOT_SOURCES: [(&str, &str); 8] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4, with broadcast)"),
+    (
+        "::/8",
+        "reserved (::/8, with the unspecified and loopback addresses)",
+    ),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+];
 
 /// The appliance's on-link subnets and gateways, for backend reachability.
 pub(super) struct Links {
@@ -249,6 +266,77 @@ impl Validator {
             return None;
         }
         Some(mac)
+    }
+
+    /// `encap_source:`: an IPv4 and an IPv6 prefix, each of a bounded length and outside
+    /// [`NOT_SOURCES`]; a key left out keeps its default.
+    pub(super) fn encap_source(&mut self, raw: Option<&Spanned<RawEncapSource>>) -> EncapSource {
+        let mut source = EncapSource::default();
+        let Some(raw) = raw else {
+            return source;
+        };
+        if let Some(node) = &raw.value.ipv4 {
+            if let Some(IpNet::V4(net)) =
+                self.encap_prefix(node, "ipv4", ENCAP_SOURCE_MIN_LEN.0, 32)
+            {
+                source.ipv4 = net;
+            }
+        }
+        if let Some(node) = &raw.value.ipv6 {
+            if let Some(IpNet::V6(net)) =
+                self.encap_prefix(node, "ipv6", ENCAP_SOURCE_MIN_LEN.1, 128)
+            {
+                source.ipv6 = net;
+            }
+        }
+        source
+    }
+
+    fn encap_prefix(
+        &mut self,
+        node: &Spanned<String>,
+        key: &str,
+        min: u8,
+        max: u8,
+    ) -> Option<IpNet> {
+        let path = format!("encap_source.{key}");
+        let net = self.check(node, &path, parse_prefix(&node.value))?;
+        let family_ok = match net {
+            IpNet::V4(_) => key == "ipv4",
+            IpNet::V6(_) => key == "ipv6",
+        };
+        if !family_ok {
+            let want = if key == "ipv4" { "an IPv4" } else { "an IPv6" };
+            self.error_at(node, &path, format!("{net} is not {want} prefix"));
+            return None;
+        }
+        if net.prefix_len() < min {
+            self.error_at(
+                node,
+                &path,
+                format!(
+                    "{net} is too broad: the outer source prefix must be /{min} to /{max} (the flow \
+                     hash fills at most the low 32 host bits)"
+                ),
+            );
+            return None;
+        }
+        for (range, what) in NOT_SOURCES {
+            let Ok(range) = range.parse::<IpNet>() else {
+                continue;
+            };
+            if range.contains(&net.network()) || net.contains(&range.network()) {
+                self.error_at(
+                    node,
+                    &path,
+                    format!(
+                        "{net} is {what} address space; outer sources must be unicast and routable"
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(net)
     }
 
     pub(super) fn encap(&mut self, raw: Option<&Spanned<RawEncap>>) -> Encap {

@@ -30,8 +30,12 @@ use services::ServiceContext;
 pub const BACKEND_MTU_RANGE: (u16, u16) = (1280, 9600);
 /// `backend_mtu` when the policy does not set it: a standard Ethernet backend network.
 pub const DEFAULT_BACKEND_MTU: u16 = 1500;
-/// Smallest and largest per-worker connection table.
-pub const FLOWS_PER_WORKER_RANGE: (u32, u32) = (1_024, 1 << 27);
+/// Shortest and longest flow idle timeout (whole seconds).
+pub const FLOW_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
+/// Shortest IPv4 and IPv6 `encap_source` prefix: a broader one would reach into ranges that
+/// are not unicast sources.
+pub const ENCAP_SOURCE_MIN_LEN: (u8, u8) = (8, 32);
 /// Health-check interval bounds.
 pub const HEALTH_INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(3_600));
@@ -102,6 +106,8 @@ pub fn validate(raw: &RawPolicy) -> Result<Policy, Vec<Diagnostic>> {
         .unwrap_or(DEFAULT_BACKEND_MTU);
     let regions = v.regions(raw_regions, raw.geoip_database.is_some());
     let tables = v.tables(raw.tables.as_ref());
+    let encap_source = v.encap_source(raw.encap_source.as_ref());
+    let flow_timeouts = v.flow_timeouts(raw.flow_timeouts.as_ref());
 
     let links = Links::of(&interfaces, interfaces_sound);
     let mut pools = Vec::new();
@@ -193,6 +199,8 @@ pub fn validate(raw: &RawPolicy) -> Result<Policy, Vec<Diagnostic>> {
         limits,
         tables,
         backend_mtu,
+        encap_source,
+        flow_timeouts,
     })
 }
 

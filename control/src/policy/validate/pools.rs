@@ -8,11 +8,11 @@ use serde_saphyr::Spanned;
 
 use super::super::error::Position;
 use super::super::model::{
-    Backend, HealthCheck, LoadFeedback, Percent, Pool, Probe, RegionId, Scheduler, SchedulerKind,
-    Tables, DEFAULT_BACKEND_WEIGHT, DEFAULT_FLOWS_PER_WORKER, DEFAULT_MAGLEV_SIZE,
-    KNOWN_SATURATION, MAX_MAGLEV_SIZE,
+    AdminState, Backend, FlowTimeouts, HealthCheck, LoadFeedback, Percent, Pool, Probe, RegionId, Scheduler,
+    SchedulerKind, Tables, DEFAULT_BACKEND_WEIGHT, DEFAULT_MAGLEV_SIZE, KNOWN_SATURATION,
+    MAX_MAGLEV_SIZE,
 };
-use super::super::raw::{RawBackend, RawHealth, RawLoad, RawPool, RawTables};
+use super::super::raw::{RawBackend, RawFlowTimeouts, RawHealth, RawLoad, RawPool, RawTables};
 use super::super::values::{
     check_http_path, is_metric_name, is_prime, neighbouring_primes, parse_duration, parse_ip,
     parse_percent, special_address,
@@ -22,7 +22,7 @@ use super::{
     show_duration, NameIndex, Validator, DEFAULT_EXPECT_STATUS, DEFAULT_FALL, DEFAULT_FULL_AT,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HTTP_PATH, DEFAULT_LOAD_DEAD_BAND,
     DEFAULT_LOAD_INTERVAL, DEFAULT_LOAD_SMOOTHING, DEFAULT_METRICS_PATH,
-    DEFAULT_MIN_REBUILD_INTERVAL, DEFAULT_RISE, FLOWS_PER_WORKER_RANGE, HEALTH_INTERVAL_RANGE,
+    DEFAULT_MIN_REBUILD_INTERVAL, DEFAULT_RISE, FLOW_TIMEOUT_RANGE, HEALTH_INTERVAL_RANGE,
     LOAD_INTERVAL_RANGE, LOAD_TIMING_RANGE, MAX_RISE_FALL,
 };
 
@@ -57,21 +57,20 @@ impl Validator {
 
     pub(super) fn tables(&mut self, raw: Option<&Spanned<RawTables>>) -> Tables {
         let mut tables = Tables {
-            flows_per_worker: DEFAULT_FLOWS_PER_WORKER,
             maglev_size: DEFAULT_MAGLEV_SIZE,
         };
         let Some(raw) = raw else {
             return tables;
         };
-        let (min, max) = FLOWS_PER_WORKER_RANGE;
-        if let Some(flows) = self.int_in(
-            raw.value.flows_per_worker.as_ref(),
-            "tables.flows_per_worker",
-            "flows_per_worker",
-            (i64::from(min), i64::from(max)),
-            DEFAULT_FLOWS_PER_WORKER,
-        ) {
-            tables.flows_per_worker = flows;
+        if let Some(node) = &raw.value.flows_per_worker {
+            self.error_at(
+                node,
+                "tables.flows_per_worker",
+                "the connection table is not a policy setting: the data plane allocates it when it \
+                 starts, sized by its appliance settings (`flow_table.ipv4_flows` and \
+                 `flow_table.ipv6_flows` in the file given to `switchyard-dataplane --config`, \
+                 docs/APPLIANCE.md); remove `flows_per_worker` from the policy",
+            );
         }
         if let Some(node) = &raw.value.maglev_size {
             if let Some(size) = self.maglev_size(node, "tables.maglev_size") {
@@ -79,6 +78,52 @@ impl Validator {
             }
         }
         tables
+    }
+
+    /// `flow_timeouts:`: each a whole number of seconds in [`FLOW_TIMEOUT_RANGE`].
+    pub(super) fn flow_timeouts(&mut self, raw: Option<&Spanned<RawFlowTimeouts>>) -> FlowTimeouts {
+        let mut timeouts = FlowTimeouts::default();
+        let Some(raw) = raw else {
+            return timeouts;
+        };
+        let raw = &raw.value;
+        for (node, key, slot) in [
+            (
+                &raw.tcp_handshake,
+                "tcp_handshake",
+                &mut timeouts.tcp_handshake,
+            ),
+            (
+                &raw.tcp_established,
+                "tcp_established",
+                &mut timeouts.tcp_established,
+            ),
+            (&raw.tcp_closing, "tcp_closing", &mut timeouts.tcp_closing),
+            (&raw.udp, "udp", &mut timeouts.udp),
+        ] {
+            let path = format!("flow_timeouts.{key}");
+            let Some(value) =
+                self.duration_in(node.as_ref(), &path, key, FLOW_TIMEOUT_RANGE, *slot)
+            else {
+                continue;
+            };
+            if value.subsec_nanos() != 0 {
+                if let Some(node) = node {
+                    self.error_at(
+                        node,
+                        &path,
+                        format!(
+                            "{key} {} is not a whole number of seconds (the connection table \
+                             counts in seconds)",
+                            node.value.trim()
+                        ),
+                    );
+                }
+                continue;
+            }
+            *slot = value;
+        }
+        timeouts
     }
 
     /// `Some(None)`: no region; `None`: the region is not defined (reported).
@@ -250,11 +295,30 @@ impl Validator {
                 }
                 name.value.clone()
             });
-            match (address, weight) {
-                (Some(address), Some(weight)) => backends.push(Backend {
+            let admin = match &backend.state {
+                None => Some(AdminState::InService),
+                Some(state) => {
+                    let parsed = AdminState::parse(&state.value);
+                    if parsed.is_none() {
+                        self.error_at(
+                            state,
+                            format!("{backend_path}.state"),
+                            format!(
+                                "unknown state `{}`; expected `drained` (no new flows) or \
+                                 `disabled` (out of scheduling), or leave it out",
+                                state.value
+                            ),
+                        );
+                    }
+                    parsed
+                }
+            };
+            match (address, weight, admin) {
+                (Some(address), Some(weight), Some(admin)) => backends.push(Backend {
                     address,
                     weight,
                     name,
+                    admin,
                 }),
                 _ => ok = false,
             }
