@@ -179,8 +179,8 @@ mod worker;
 pub use counters::{Counter, Counters};
 pub use encap::gue_src_port;
 pub use worker::{
-    ip_hash_v4, ip_hash_v6, PipelineWorker, SampleScan, Staged, WorkerConfig, BURST,
-    IP_HASH_SEED, SAMPLE_BUCKETS, SAMPLE_LIMIT, SWEEP_BUCKETS,
+    ip_hash_v4, ip_hash_v6, PipelineWorker, SampleScan, Staged, WorkerConfig, BURST, IP_HASH_SEED,
+    SAMPLE_BUCKETS, SAMPLE_LIMIT, SWEEP_BUCKETS,
 };
 
 /// A packet's bytes plus the headroom in front of them, as an mbuf has.

@@ -127,12 +127,11 @@ impl PipelineWorker {
     /// the backend port (the backend port itself on a one-armed appliance).
     fn client_port(&self) -> Option<PortIndex> {
         let bound = |i: &usize| self.view.ports.get(*i).is_some_and(Option::is_some);
-        let ports = 0..self.view.ports.len();
-        let pick = ports
-            .clone()
+        let backend = self.view.backend_port.map(usize::from);
+        let pick = (0..self.view.ports.len())
             .filter(bound)
-            .find(|&i| Some(i) != self.view.backend_port.map(usize::from))
-            .or_else(|| ports.filter(bound).next())?;
+            .find(|&i| Some(i) != backend)
+            .or_else(|| (0..self.view.ports.len()).find(bound))?;
         PortIndex::try_from(pick).ok()
     }
 
@@ -254,13 +253,15 @@ impl PipelineWorker {
                     dport: k.dport(),
                 }
             }),
-            1 => sample_table(&self.tables.v6, scan, worker, now, |k: &FlowKeyV6| FlowTuple {
-                family: 6,
-                proto: k.proto(),
-                src: k.src().octets(),
-                dst: k.dst().octets(),
-                sport: k.sport(),
-                dport: k.dport(),
+            1 => sample_table(&self.tables.v6, scan, worker, now, |k: &FlowKeyV6| {
+                FlowTuple {
+                    family: 6,
+                    proto: k.proto(),
+                    src: k.src().octets(),
+                    dst: k.dst().octets(),
+                    sport: k.sport(),
+                    dport: k.dport(),
+                }
             }),
             _ => {}
         }
@@ -306,7 +307,11 @@ fn sample_table<K: FlowKey>(
     scan.bucket = end;
     if end >= table.bucket_count() {
         // The IPv4 table done: on to IPv6 unless the VIP filter is IPv4.
-        scan.table = if scan.table == 0 && q.family == 0 { 1 } else { 2 };
+        scan.table = if scan.table == 0 && q.family == 0 {
+            1
+        } else {
+            2
+        };
         scan.bucket = 0;
     }
 }
