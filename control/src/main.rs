@@ -31,6 +31,16 @@ enum Command {
     Run(RunArgs),
     /// Apply a policy to the running daemon: validate, show the diff, publish, wait until live.
     Apply(ApplyArgs),
+    /// Drain a backend: no new flows, established connections stay. Recorded in the policy
+    /// file (`state: drained`), so a restart keeps it.
+    Drain(BackendArgs),
+    /// Undo `drain`: the backend takes new flows again at its weight.
+    Undrain(BackendArgs),
+    /// Disable a backend: out of scheduling, as if it were down (its flows move at their next
+    /// packet). Recorded in the policy file (`state: disabled`).
+    Disable(BackendArgs),
+    /// Undo `disable`.
+    Enable(BackendArgs),
     /// Show services, pools, backends and the live generation on each worker.
     Show(ShowArgs),
     /// Phased canary rollouts: status, or pause, resume or abort one service's rollout.
@@ -170,6 +180,21 @@ struct ApplyArgs {
 }
 
 #[derive(Debug, Args)]
+struct BackendArgs {
+    /// The backend: its name or address, as POOL/BACKEND when several pools have it.
+    backend: String,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    /// Apply without asking for confirmation.
+    #[arg(short, long)]
+    yes: bool,
+    /// How long to wait for the new generation to go live on every worker.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = daemon::cli::parse_wait)]
+    wait: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
 struct ShowArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
@@ -199,6 +224,10 @@ fn main() -> ExitCode {
             yes: args.yes,
             wait: args.wait,
         }),
+        Command::Drain(args) => backend_state("drain", args),
+        Command::Undrain(args) => backend_state("undrain", args),
+        Command::Disable(args) => backend_state("disable", args),
+        Command::Enable(args) => backend_state("enable", args),
         Command::Show(args) => daemon::cli::show(&daemon::cli::ShowOptions {
             api: args.api,
             json: args.json,
@@ -231,6 +260,16 @@ fn main() -> ExitCode {
             json: args.json,
         }),
     }
+}
+
+fn backend_state(action: &str, args: BackendArgs) -> ExitCode {
+    daemon::cli::backend_state(&daemon::cli::BackendStateOptions {
+        action: action.to_owned(),
+        backend: args.backend,
+        api: args.api,
+        yes: args.yes,
+        wait: args.wait,
+    })
 }
 
 /// Removes an instance's files, naming each; exit 1 while it is in use.

@@ -841,3 +841,81 @@ fn an_apply_that_cannot_publish_leaves_the_policy_file_alone() {
     assert_eq!(std::fs::read_to_string(s.policy()).unwrap(), two_backends());
     assert!(daemon.stop().success());
 }
+
+/// `drain`, `undrain`, `disable`, `enable`: a targeted edit of the policy file (comments kept),
+/// published like `apply`, and clear refusals.
+#[test]
+fn backend_commands_edit_the_policy_file_and_refuse_clearly() {
+    let s = Scratch::new("backend-cmd");
+    let policy =
+        format!("# keep me\n{POLICY}      - address: 192.0.2.11   # second\n        weight: 50\n");
+    s.write_policy(&policy);
+    let daemon = s.start(&["--watch-interval-ms", "50"]);
+    let api = daemon.api.clone();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--api", &api]);
+        s.run(&all)
+    };
+
+    let out = run(&["disable", "192.0.2.11", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("192.0.2.11") && stdout.contains("generation 2 published"),
+        "{stdout}"
+    );
+    let file = std::fs::read_to_string(s.policy()).unwrap();
+    assert_eq!(
+        file,
+        policy.replace("# second\n", "# second\n        state: disabled\n")
+    );
+    assert_eq!(s.last_published(), 2);
+    let state = daemon.state();
+    let b = &state.pools[0].backends[1];
+    assert_eq!((b.state.as_str(), b.healthy), ("disabled", false));
+    let show = text(&run(&["show"]).stdout);
+    assert!(show.contains("disabled"), "{show}");
+    // The daemon wrote the file itself: no reload follows.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!daemon.log().contains("reloading (file changed)"));
+
+    // Again: nothing to do.
+    let out = run(&["disable", "echo/192.0.2.11", "--yes"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("is already disabled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(s.last_published(), 2);
+
+    let out = run(&["enable", "192.0.2.11", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(s.policy()).unwrap(), policy);
+
+    // Refusals: unknown, unknown pool, a file that does not load; nothing changes.
+    let out = run(&["drain", "192.0.2.99", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "no backend `192.0.2.99` in the policy; backends: echo/192.0.2.10, echo/192.0.2.11"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["drain", "other/192.0.2.10", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    s.write_policy(BROKEN);
+    assert!(wait_until(|| daemon.state().policy_error.is_some()));
+    let out = run(&["drain", "192.0.2.10", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the policy file does not load; fix it first"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(s.policy()).unwrap(), BROKEN);
+    assert_eq!(s.last_published(), 3);
+    assert!(daemon.stop().success());
+}

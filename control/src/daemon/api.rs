@@ -24,9 +24,10 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::policy::MAX_POLICY_BYTES;
+use crate::policy::edit::BackendSelector;
+use crate::policy::{AdminState, MAX_POLICY_BYTES};
 
-use super::controller::{ApiFailure, ApplyRequest, Request, RolloutAction};
+use super::controller::{ApiFailure, ApplyRequest, BackendStateRequest, Request, RolloutAction};
 use super::query::{FlowsParams, TraceParams};
 use super::metrics::CONTENT_TYPE;
 use super::view::ApiError;
@@ -141,6 +142,53 @@ async fn apply(
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct BackendQuery {
+    /// `[POOL/]BACKEND`: a backend's name or address.
+    backend: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    wait_ms: Option<u64>,
+}
+
+/// `POST /v1/backends/{drain|undrain|disable|enable}?backend=[POOL/]BACKEND`.
+async fn backend_state(
+    State(controller): State<Sender<Request>>,
+    Path(action): Path<String>,
+    Query(query): Query<BackendQuery>,
+) -> Response {
+    let to = match action.as_str() {
+        "drain" => AdminState::Drained,
+        "disable" => AdminState::Disabled,
+        "undrain" | "enable" => AdminState::InService,
+        _ => {
+            return failure(
+                404,
+                format!("no backend action `{action}`; use drain, undrain, disable or enable"),
+            )
+        }
+    };
+    let Some(backend) = query.backend.filter(|b| !b.is_empty()) else {
+        return failure(400, "name the backend: ?backend=[POOL/]NAME-OR-ADDRESS");
+    };
+    let request = BackendStateRequest {
+        selector: BackendSelector::parse(&backend),
+        to,
+        dry_run: query.dry_run,
+        wait: query
+            .wait_ms
+            .map_or(DEFAULT_APPLY_WAIT, Duration::from_millis),
+    };
+    match ask(&controller, |tx| Request::BackendState(request, tx)).await {
+        Some(Ok(response)) => Json(response).into_response(),
+        Some(Err(ApiFailure { status, body })) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(body)).into_response()
+        }
+        None => stopping(),
+    }
+}
+
 async fn rollouts(State(controller): State<Sender<Request>>) -> Response {
     match ask(&controller, Request::Rollouts).await {
         Some(list) => Json(list).into_response(),
@@ -214,6 +262,7 @@ fn router(controller: Sender<Request>) -> Router {
         .route("/v1/state", get(state))
         .route("/v1/apply", post(apply))
         .route("/v1/rollouts", get(rollouts))
+        .route("/v1/backends/{action}", post(backend_state))
         .route("/v1/rollouts/{service}/{action}", post(rollout_action))
         .route("/v1/trace", get(trace))
         .route("/v1/flows", get(flows))

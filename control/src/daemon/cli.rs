@@ -13,7 +13,7 @@ use crate::policy;
 
 use super::client::{ApiClient, ClientError};
 use super::show;
-use super::view::PublishStatus;
+use super::view::{ApplyResponse, PublishStatus};
 
 /// `switchyard-control apply FILE`.
 #[derive(Debug, Clone)]
@@ -135,6 +135,12 @@ pub fn apply(options: &ApplyOptions) -> ExitCode {
         Ok(d) => d,
         Err(e) => return client_failure(&e),
     };
+    report(&done, options.wait)
+}
+
+/// Prints what became of an applied policy; exit 1 when the data plane refused it.
+fn report(done: &ApplyResponse, wait: Duration) -> ExitCode {
+    let mut out = io::stdout().lock();
     match done.status {
         PublishStatus::Live => {
             let latency = done
@@ -162,7 +168,7 @@ pub fn apply(options: &ApplyOptions) -> ExitCode {
                 "generation {} published; not live on every worker after {:.1} s (is the data \
                  plane running? see `switchyard-control show`)",
                 done.generation,
-                options.wait.as_secs_f64()
+                wait.as_secs_f64()
             );
             ExitCode::SUCCESS
         }
@@ -176,6 +182,51 @@ pub fn apply(options: &ApplyOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `switchyard-control drain | undrain | disable | enable BACKEND`.
+#[derive(Debug, Clone)]
+pub struct BackendStateOptions {
+    /// `drain`, `undrain`, `disable` or `enable`.
+    pub action: String,
+    /// `[POOL/]NAME-OR-ADDRESS`.
+    pub backend: String,
+    pub api: String,
+    pub yes: bool,
+    pub wait: Duration,
+}
+
+/// Sets a backend's state in the daemon's policy file: shows the diff, confirms on a terminal
+/// (unless `--yes`), applies and reports, as `apply` does.
+#[must_use]
+pub fn backend_state(options: &BackendStateOptions) -> ExitCode {
+    let client = ApiClient::new(&options.api, options.wait + Duration::from_secs(30));
+    let preview =
+        match client.backend_state(&options.action, &options.backend, true, Duration::ZERO) {
+            Ok(p) => p,
+            Err(e) => return client_failure(&e),
+        };
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{}", preview.diff);
+    if !preview.changed {
+        return ExitCode::SUCCESS;
+    }
+    if !options.yes
+        && io::stdin().is_terminal()
+        && !confirm(&format!(
+            "{} {} as generation {}?",
+            options.action, options.backend, preview.generation
+        ))
+    {
+        let _ = writeln!(out, "not applied; nothing changed");
+        return ExitCode::FAILURE;
+    }
+    drop(out);
+    let done = match client.backend_state(&options.action, &options.backend, false, options.wait) {
+        Ok(d) => d,
+        Err(e) => return client_failure(&e),
+    };
+    report(&done, options.wait)
 }
 
 /// Prints the daemon's state as tables, or as JSON.

@@ -105,6 +105,30 @@ impl ApiClient {
         self.json(response)
     }
 
+    /// `POST /v1/backends/{action}`: `drain`, `undrain`, `disable` or `enable` the backend
+    /// `backend` (`[POOL/]NAME-OR-ADDRESS`) in the daemon's policy file.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; no such backend is status 404, an ambiguous one or a file the daemon
+    /// cannot edit safely 409, a policy file that does not load 422.
+    pub fn backend_state(
+        &self,
+        action: &str,
+        backend: &str,
+        dry_run: bool,
+        wait: Duration,
+    ) -> Result<ApplyResponse, ClientError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let response = self
+            .agent
+            .post(format!("{}/v1/backends/{action}", self.base))
+            .query("backend", backend)
+            .query("dry_run", if dry_run { "true" } else { "false" })
+            .query("wait_ms", wait_ms.to_string())
+            .send_empty();
+        self.json(response)
+    }
+
     /// `GET /v1/rollouts`.
     ///
     /// # Errors

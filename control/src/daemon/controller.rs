@@ -39,7 +39,8 @@ use crate::compile::{
 use crate::fleet::health::{BackendHealth, Health};
 use crate::fleet::load::BackendLoad;
 use crate::fleet::{self, Monitor, Observation};
-use crate::policy::{self, Policy, PolicyErrors};
+use crate::policy::edit::{self, BackendSelector};
+use crate::policy::{self, AdminState, Policy, PolicyErrors};
 use crate::publish::{LiveReport, PublishError, Publisher, Rejection};
 use crate::rollout::{
     PoolHealth, RolloutError, RolloutEvent, RolloutStatus, Rollouts, SignalReading,
@@ -71,6 +72,12 @@ pub enum Request {
     Metrics(oneshot::Sender<String>),
     Apply(
         ApplyRequest,
+        oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
+    ),
+    /// `POST /v1/backends/{drain|undrain|disable|enable}`: set a backend's `state:` in the
+    /// policy file and apply it.
+    BackendState(
+        BackendStateRequest,
         oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
     ),
     /// Reload the policy file (SIGHUP).
@@ -131,6 +138,16 @@ pub struct ApplyRequest {
     pub source: String,
     pub dry_run: bool,
     /// How long to wait for the generation to go live before answering `pending`.
+    pub wait: Duration,
+}
+
+/// `POST /v1/backends/{action}?backend=[POOL/]BACKEND`: `drain`, `undrain`, `disable` or
+/// `enable` one backend, recorded in the policy file.
+#[derive(Debug)]
+pub struct BackendStateRequest {
+    pub selector: BackendSelector,
+    pub to: AdminState,
+    pub dry_run: bool,
     pub wait: Duration,
 }
 
@@ -808,6 +825,7 @@ impl Controller {
             } => {
                 let _ = reply.send(self.rollout_action(&service, action));
             }
+            Request::BackendState(request, reply) => self.backend_state(request, reply),
             Request::Reload => {
                 // Whatever the file holds now is acted on here; a write racing the load shows
                 // up as one more change for the watcher.
@@ -1434,6 +1452,78 @@ impl Controller {
                 self.policy_path.display()
             );
         }
+    }
+
+    /// Sets one backend's `state:` in the policy file's text — a targeted edit that keeps the
+    /// operator's comments and layout — and applies the result as `apply` would (diff, dry run,
+    /// publish, then save), so the state survives a restart.
+    fn backend_state(
+        &mut self,
+        request: BackendStateRequest,
+        reply: oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
+    ) {
+        let file = self.policy_path.display().to_string();
+        let text = match policy::read_bytes(&self.policy_path).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => {
+                let message = format!("{file}: not UTF-8 text; fix the policy file first");
+                let _ = reply.send(Err(ApiFailure::new(422, message.clone(), vec![message])));
+                return;
+            }
+            Err(e) => {
+                let message = format!("{file}: {e}; fix the policy file first");
+                let _ = reply.send(Err(ApiFailure::new(422, message.clone(), vec![message])));
+                return;
+            }
+        };
+        let edit = match edit::set_backend_state(&text, &file, &request.selector, request.to) {
+            Ok(edit) => edit,
+            Err(e) => {
+                let status = match &e {
+                    edit::EditError::Invalid(_) => 422,
+                    edit::EditError::NotFound { .. } => 404,
+                    edit::EditError::Ambiguous { .. } | edit::EditError::Unsafe { .. } => 409,
+                };
+                let lines: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
+                let headline = lines.last().cloned().unwrap_or_default();
+                let _ = reply.send(Err(ApiFailure::new(status, headline, lines)));
+                return;
+            }
+        };
+        let state = request.to.yaml().unwrap_or("in service");
+        if !edit.changed() {
+            let _ = reply.send(Ok(ApplyResponse {
+                dry_run: request.dry_run,
+                changed: false,
+                diff: format!(
+                    "{} is already {state} ({file}:{}); nothing to do",
+                    edit.backend(),
+                    edit.line
+                ),
+                generation: self.current.number(),
+                status: PublishStatus::Unchanged,
+                publish_to_live_ms: None,
+                reason: None,
+            }));
+            return;
+        }
+        if !request.dry_run {
+            info!(
+                "{}: {} set {state} (line {})",
+                file,
+                edit.backend(),
+                edit.line
+            );
+        }
+        self.apply(
+            ApplyRequest {
+                policy: edit.text,
+                source: file,
+                dry_run: request.dry_run,
+                wait: request.wait,
+            },
+            reply,
+        );
     }
 
     fn status(&self) -> PublishStatus {

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde_saphyr::Spanned;
 
 use super::error::Position;
-use super::model::{AdminState, Policy};
+use super::model::AdminState;
 use super::raw::RawBackend;
 use super::{parse_raw, parse_str, PolicyErrors};
 
@@ -47,10 +47,7 @@ impl BackendSelector {
             return false;
         }
         name == Some(self.backend.as_str())
-            || self
-                .backend
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip == address)
+            || self.backend.parse::<IpAddr>().is_ok_and(|ip| ip == address)
     }
 }
 
@@ -100,11 +97,21 @@ pub enum EditError {
     /// The file does not load as it is: it must be fixed first.
     Invalid(PolicyErrors),
     /// No backend matches.
-    NotFound { selector: String, known: Vec<String> },
+    NotFound {
+        selector: String,
+        known: Vec<String>,
+    },
     /// Several backends match.
-    Ambiguous { selector: String, matches: Vec<String> },
+    Ambiguous {
+        selector: String,
+        matches: Vec<String>,
+    },
     /// The backend's text is laid out in a way this edit does not handle safely.
-    Unsafe { file: String, line: u64, why: String },
+    Unsafe {
+        file: String,
+        line: u64,
+        why: String,
+    },
 }
 
 impl fmt::Display for EditError {
@@ -263,7 +270,10 @@ fn edit_text(
     // A flow mapping on one line: `- { address: 192.0.2.10, weight: 50 }  # comment`.
     if let Some(open) = current[..at].rfind('{') {
         let Some(close_rel) = current[at..].find('}') else {
-            return Err((line, "its flow mapping `{ ... }` spans several lines".into()));
+            return Err((
+                line,
+                "its flow mapping `{ ... }` spans several lines".into(),
+            ));
         };
         let close = at + close_rel;
         let inner = &current[open + 1..close];
@@ -297,7 +307,10 @@ fn edit_text(
 
     // A block mapping: `- address: 192.0.2.10` or `address: ...` at the mapping's key column.
     let Some(key_at) = current[..at].rfind("address") else {
-        return Err((line, "its `address` key is not on the address's line".into()));
+        return Err((
+            line,
+            "its `address` key is not on the address's line".into(),
+        ));
     };
     let key_column = current[..key_at].chars().count();
     if let Some(state) = &raw.state {
@@ -316,11 +329,15 @@ fn edit_text(
             .and_then(|r| r.strip_prefix(':'))
             .is_some_and(|r| r.trim() == state.value);
         if !own_line || state_line == line {
-            return Err((state_line, "its `state:` shares its line with other keys".into()));
+            return Err((
+                state_line,
+                "its `state:` shares its line with other keys".into(),
+            ));
         }
         match value {
             Some(v) => {
-                let indent = &before_comment[..before_comment.len() - before_comment.trim_start().len()];
+                let indent =
+                    &before_comment[..before_comment.len() - before_comment.trim_start().len()];
                 let space = if comment.is_empty() { "" } else { "  " };
                 lines[state_line] = format!("{indent}state: {v}{space}{comment}");
             }
@@ -353,7 +370,11 @@ services:
     ports: [80]
     routes:
       - { pool: echo }
-      - { pool: other, from: 198.51.100.0/24 }
+  - name: two
+    vip: 203.0.113.11
+    ports: [80]
+    routes:
+      - { pool: other }
 pools:
   echo:
     backends:
@@ -372,37 +393,99 @@ pools:
     #[test]
     fn flow_and_block_mappings_round_trip_keeping_comments() {
         let e = set(POLICY, "one", AdminState::Drained).unwrap();
-        assert!(e.text.contains("      - { address: 192.0.2.10, name: one, state: drained }   # the first\n"), "{}", e.text);
-        assert_eq!((e.pool.as_str(), e.line), ("echo", 16));
+        assert!(
+            e.text.contains(
+                "      - { address: 192.0.2.10, name: one, state: drained }   # the first\n"
+            ),
+            "{}",
+            e.text
+        );
+        assert_eq!((e.pool.as_str(), e.line), ("echo", 20));
         let back = set(&e.text, "echo/192.0.2.10", AdminState::InService).unwrap();
         assert_eq!(back.text, POLICY);
 
         let e = set(POLICY, "192.0.2.11", AdminState::Disabled).unwrap();
         assert!(e.text.contains("      - address: 192.0.2.11   # block style\n        state: disabled\n        weight: 50\n"), "{}", e.text);
         let drained = set(&e.text, "192.0.2.11", AdminState::Drained).unwrap();
-        assert!(drained.text.contains("        state: drained\n"), "{}", drained.text);
+        assert!(
+            drained.text.contains("        state: drained\n"),
+            "{}",
+            drained.text
+        );
         let back = set(&drained.text, "192.0.2.11", AdminState::InService).unwrap();
         assert_eq!(back.text, POLICY);
 
         let e = set(POLICY, "other/192.0.2.10", AdminState::Drained).unwrap();
-        assert!(e.text.contains("- {address: 192.0.2.10, weight: 7, state: drained}\n"), "{}", e.text);
+        assert!(
+            e.text
+                .contains("- {address: 192.0.2.10, weight: 7, state: drained}\n"),
+            "{}",
+            e.text
+        );
         assert!(e.text.starts_with("# The fleet.\n"));
+    }
+
+    #[test]
+    fn drained_keeps_health_and_disabled_leaves_scheduling() {
+        use crate::compile::{compile, BackendIds, BackendState, CompileInput};
+        use switchyard_table::generation::BACKEND_HEALTHY;
+        let drained = set(POLICY, "one", AdminState::Drained).unwrap().text;
+        let both = set(&drained, "192.0.2.11", AdminState::Disabled)
+            .unwrap()
+            .text;
+        let policy = parse_str(&both, "p.yaml").unwrap();
+        let g = compile(
+            &CompileInput {
+                policy: &policy,
+                generation: 1,
+                state: &BackendState::new(),
+            },
+            &mut BackendIds::new(),
+        )
+        .unwrap();
+        // echo: one (drained), 192.0.2.11 (disabled); other: 192.0.2.10 (in service).
+        let b = &g.backends;
+        assert_eq!((b[0].weight, b[0].flags & BACKEND_HEALTHY != 0), (0, true));
+        assert_eq!((b[1].weight, b[1].flags & BACKEND_HEALTHY != 0), (0, false));
+        assert_eq!((b[2].weight, b[2].flags & BACKEND_HEALTHY != 0), (7, true));
+        assert_eq!(g.pools[0].healthy_count, 0, "neither takes new flows");
+        let unknown = POLICY.replace("weight: 50", "weight: 50\n        state: off");
+        let e = parse_str(&unknown, "p.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("pools.echo.backends[1].state: unknown state `off`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refusals_say_why() {
         let e = set(POLICY, "192.0.2.10", AdminState::Drained).unwrap_err();
-        assert!(e.to_string().contains("names several backends (echo/one (192.0.2.10), other/192.0.2.10)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("names several backends (echo/one (192.0.2.10), other/192.0.2.10)"),
+            "{e}"
+        );
         let e = set(POLICY, "nope", AdminState::Drained).unwrap_err();
-        assert!(e.to_string().starts_with("no backend `nope` in the policy; backends: echo/one"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("no backend `nope` in the policy; backends: echo/one"),
+            "{e}"
+        );
         let multi = POLICY.replace(
             "      - { address: 192.0.2.10, name: one }   # the first\n",
             "      - { address: 192.0.2.10,\n          name: one }\n",
         );
         let e = set(&multi, "one", AdminState::Drained).unwrap_err();
-        assert!(e.to_string().starts_with("p.yaml:16: cannot edit this backend safely: its flow mapping"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("p.yaml:20: cannot edit this backend safely: its flow mapping"),
+            "{e}"
+        );
         let broken = POLICY.replace("weight: 50", "weight: 70000");
-        assert!(matches!(set(&broken, "one", AdminState::Drained), Err(EditError::Invalid(_))));
+        assert!(matches!(
+            set(&broken, "one", AdminState::Drained),
+            Err(EditError::Invalid(_))
+        ));
         // Already in that state: no change.
         let e = set(POLICY, "one", AdminState::InService).unwrap();
         assert!(!e.changed() && e.text == POLICY);
