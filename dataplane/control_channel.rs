@@ -202,6 +202,8 @@ impl ControlChannel {
             }
         }
         self.track_workers(cell, &mut report);
+        // Replaced generations are freed here, on the main lcore, never on a packet core.
+        cell.reclaim();
         self.move_queries();
         self.end.heartbeat();
         report

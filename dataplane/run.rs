@@ -22,8 +22,8 @@ use crate::dpdk::{self, Burst, PortId, BURST_SIZE};
 use crate::pipeline::{Counter, PipelineWorker, PortIndex, SampleScan, Staged, Verdict};
 use crate::query::{Query, QueryBoard};
 use crate::stats::{Totals, WorkerCounters};
-use switchyard_table::shm::{Message, TRACE_HELD};
 use crate::swap::{GenerationCell, WorkerView};
+use switchyard_table::shm::{Message, TRACE_HELD};
 
 /// Pipeline counters of every worker, published by each worker for the main lcore.
 #[derive(Debug)]
@@ -152,11 +152,10 @@ impl RunWorker {
                 // The pending burst was classified under the old generation: it runs on it,
                 // and only then does this worker take (and report) the new one.
                 self.flush_pending(&mut f, now_ms);
-                if self.cell.refresh(index, &mut view) {
-                    if let Some(g) = &view.generation {
-                        self.pipeline.set_generation(Arc::clone(g));
-                    }
-                }
+                let pipeline = &mut self.pipeline;
+                self.cell.refresh_with(index, &mut view, |g| {
+                    pipeline.set_generation(Arc::clone(g));
+                });
             }
             let tsc = dpdk::rdtsc();
             #[allow(clippy::cast_possible_truncation)] // milliseconds wrap by design (u32 clock)
@@ -304,17 +303,31 @@ impl RunWorker {
         t: &mut Totals,
     ) {
         let kernel = self.pipeline.kernel_port();
-        let dropped = burst.route(outs, |i| match verdicts[i] {
-            Verdict::Forward(port) => Some(usize::from(port)),
-            Verdict::Kernel => kernel.map(usize::from),
-            Verdict::Drop => None,
+        let ports = outs.len();
+        let mut unroutable = 0u64;
+        let dropped = burst.route(outs, |i| {
+            let port = match verdicts[i] {
+                Verdict::Forward(port) => Some(usize::from(port)),
+                Verdict::Kernel => kernel.map(usize::from),
+                // Counted by the pipeline under its reason.
+                Verdict::Drop => return None,
+            };
+            let port = port.filter(|&p| p < ports);
+            unroutable += u64::from(port.is_none());
+            port
         });
         t.dropped += dropped as u64;
+        if unroutable > 0 {
+            self.pipeline.count_n(Counter::DropUnroutable, unroutable);
+        }
         for (i, out) in outs.iter_mut().enumerate() {
             if !out.is_empty() {
                 let (sent, lost) = out.tx(self.ports[i], self.plan.tx_queue, self.tx_retries);
                 t.tx += sent as u64;
                 t.dropped += lost as u64;
+                if lost > 0 {
+                    self.pipeline.count_n(Counter::DropTxQueueFull, lost as u64);
+                }
             }
         }
     }

@@ -5,9 +5,11 @@
 //! nothing changed, so the hot path pays almost nothing. When the version moved, the worker takes
 //! the new `Arc` (a short lock held only by the publisher and swapping workers, never by the
 //! packet loop), drops its reference to the old one, and records the generation it now runs in
-//! its own cache-padded slot: that is its quiescent state. The old generation's memory is freed
-//! when the last worker drops it — no worker can still be reading it by then — and the publisher
-//! learns that a generation is live everywhere from [`GenerationCell::live_everywhere`].
+//! its own cache-padded slot: that is its quiescent state. A replaced generation stays in the
+//! cell's retired list, so no worker ever drops the last reference to it: the main lcore frees it
+//! ([`GenerationCell::reclaim`]) once no worker holds it any more — never a packet core, where
+//! freeing a table of megabytes would stall the burst. The publisher learns that a generation is
+//! live everywhere from [`GenerationCell::live_everywhere`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +25,8 @@ pub const NO_GENERATION: u64 = u64::MAX;
 pub struct GenerationCell {
     version: CachePadded<AtomicU64>,
     current: Mutex<Option<Arc<Generation>>>,
+    /// Replaced generations not freed yet (see [`GenerationCell::reclaim`]).
+    retired: Mutex<Vec<Arc<Generation>>>,
     live: Vec<CachePadded<AtomicU64>>,
 }
 
@@ -38,6 +42,7 @@ impl GenerationCell {
         Self {
             version: CachePadded::new(AtomicU64::new(0)),
             current: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
             live: (0..workers)
                 .map(|_| CachePadded::new(AtomicU64::new(NO_GENERATION)))
                 .collect(),
@@ -47,8 +52,27 @@ impl GenerationCell {
     /// Installs `g` as the current generation (main lcore). Workers pick it up at their next
     /// burst boundary.
     pub fn publish(&self, g: Arc<Generation>) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(g);
+        let old = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(g);
+        if let Some(old) = old {
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(old);
+        }
         self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Main lcore: frees the replaced generations no worker holds any more; returns how many
+    /// are still held. A worker cannot take a retired generation again (only the current one
+    /// is handed out), so a reference count of one — the cell's — means nobody else has it.
+    pub fn reclaim(&self) -> usize {
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        retired.retain(|g| Arc::strong_count(g) > 1);
+        retired.len()
     }
 
     /// The generation most recently published, if any.
@@ -70,12 +94,28 @@ impl GenerationCell {
     /// Returns true when it switched.
     #[inline]
     pub fn refresh(&self, worker: usize, view: &mut WorkerView) -> bool {
+        self.refresh_with(worker, view, |_| {})
+    }
+
+    /// [`GenerationCell::refresh`], calling `switch` with the new generation before reporting
+    /// it live: a worker hands it to its pipeline there, so when its slot says "running N" it
+    /// holds nothing older.
+    #[inline]
+    pub fn refresh_with(
+        &self,
+        worker: usize,
+        view: &mut WorkerView,
+        switch: impl FnOnce(&Arc<Generation>),
+    ) -> bool {
         let v = self.version.load(Ordering::Acquire);
         if v == view.seen_version {
             return false;
         }
         let g = self.current();
         let id = g.as_ref().map_or(NO_GENERATION, |g| g.generation);
+        if let Some(g) = &g {
+            switch(g);
+        }
         view.generation = g;
         view.seen_version = v;
         if let Some(slot) = self.live.get(worker) {
@@ -137,8 +177,17 @@ mod tests {
             weak1.upgrade().is_some(),
             "worker 1 still reads generation 1"
         );
+        assert_eq!(cell.reclaim(), 1, "generation 1 is still held by worker 1");
         assert!(cell.refresh(1, &mut b));
-        assert!(weak1.upgrade().is_none(), "freed once no worker holds it");
+        assert!(
+            weak1.upgrade().is_some(),
+            "a worker never drops the last reference"
+        );
+        assert_eq!(cell.reclaim(), 0);
+        assert!(
+            weak1.upgrade().is_none(),
+            "freed by reclaim once no worker holds it"
+        );
         assert!(cell.live_everywhere(2));
     }
 

@@ -218,6 +218,12 @@ counters! {
     /// A multi-segment packet (the runner drops these before the pipeline; counted here so
     /// every drop has one home).
     DropMultiSegment => "drop_multi_segment",
+    /// A packet the TX queue had no room for after the bounded retries (counted by the
+    /// runner, which sends).
+    DropTxQueueFull => "drop_tx_queue_full",
+    /// A verdict naming a port the worker cannot send on (no exception-path port for a
+    /// `Kernel` verdict, or a port index past the appliance's ports; counted by the runner).
+    DropUnroutable => "drop_unroutable",
 }
 
 impl Counter {
@@ -307,6 +313,12 @@ impl Counters {
     #[inline]
     pub(crate) fn inc(&mut self, counter: Counter) {
         self.0[counter.index()] += 1;
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub(crate) fn add(&mut self, counter: Counter, n: u64) {
+        self.0[counter.index()] += n;
     }
 
     /// Overwrites the flow-table counters with the sum of both tables'.

@@ -98,6 +98,9 @@ impl FlowTables {
 /// The packet pipeline of one worker core. See the module doc of [`super`].
 pub struct PipelineWorker {
     generation: Option<Arc<Generation>>,
+    /// Bumped by every [`PipelineWorker::set_generation`]: what a [`Staged`] burst records
+    /// instead of a reference to the generation, so staging writes no shared reference count.
+    epoch: u64,
     view: View,
     tables: FlowTables,
     sched: SchedState,
@@ -120,9 +123,8 @@ pub struct PipelineWorker {
 pub struct Staged {
     steps: Vec<Step>,
     rx_port: PortIndex,
-    /// The generation the steps were computed under (held, so it cannot be freed and its
-    /// address reused before the burst is finished).
-    generation: Option<Arc<Generation>>,
+    /// The worker's generation epoch the steps were computed under.
+    epoch: u64,
 }
 
 impl Staged {
@@ -162,6 +164,7 @@ impl PipelineWorker {
         let timeouts = Timeouts::default();
         Self {
             generation: None,
+            epoch: 0,
             view: View::default(),
             tables: FlowTables {
                 v4: FlowTable::with_capacity(cfg.flows_v4, timeouts, cfg.insert_limit),
@@ -197,6 +200,7 @@ impl PipelineWorker {
         self.view = View::new(&g, &self.ports);
         self.sched.reset_for(&g);
         self.generation = Some(g);
+        self.epoch += 1;
     }
 
     /// Tells the worker how many workers share the appliance's ICMP budget: `Config.icmp_rate`
@@ -221,6 +225,12 @@ impl PipelineWorker {
     #[inline]
     pub fn count(&mut self, counter: Counter) {
         self.counters.inc(counter);
+    }
+
+    /// Counts `n` events or drops decided outside the pipeline (`drop_tx_queue_full`, ...).
+    #[inline]
+    pub fn count_n(&mut self, counter: Counter, n: u64) {
+        self.counters.add(counter, n);
     }
 
     /// The exception-path port from the [`PortMap`], where [`Verdict::Kernel`] packets go.
@@ -290,7 +300,7 @@ impl PipelineWorker {
                 .map(|pkt| self.classify(pkt.data(), rx_port)),
         );
         staged.rx_port = rx_port;
-        staged.generation.clone_from(&self.generation);
+        staged.epoch = self.epoch;
         for step in &staged.steps {
             if let Some(flow) = step.lb_hash() {
                 self.tables.warm_bucket::<P>(flow);
@@ -325,12 +335,7 @@ impl PipelineWorker {
         verdicts: &mut [Verdict],
     ) {
         let rx_port = staged.rx_port;
-        let same_generation = match (&staged.generation, &self.generation) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same_generation || staged.steps.len() != pkts.len() {
+        if staged.epoch != self.epoch || staged.steps.len() != pkts.len() {
             // Classified under another table, or not these packets: classify them again.
             self.process_burst(pkts, rx_port, now_ms, verdicts);
             return;
@@ -524,6 +529,13 @@ impl PipelineWorker {
             ..
         } = self;
         let g: &Generation = generation.as_deref().ok_or(Counter::DropNoTable)?;
+        // Where the packet would leave, checked before the flow table: a packet that is dropped
+        // leaves no state behind.
+        let egress_port = view.backend_port.unwrap_or(rx_port);
+        let egress = view.port(egress_port).ok_or(Counter::DropPortUnbound)?;
+        if !egress.has_gateway() {
+            return Err(Counter::DropNoGatewayMac);
+        }
         let table = K::table(tables);
         let index = if lb.icmp_error {
             let pinned = table
@@ -562,11 +574,6 @@ impl PipelineWorker {
             return Ok(Verdict::Forward(rx_port));
         }
 
-        let egress_port = view.backend_port.unwrap_or(rx_port);
-        let egress = view.port(egress_port).ok_or(Counter::DropPortUnbound)?;
-        if !egress.has_gateway() {
-            return Err(Counter::DropNoGatewayMac);
-        }
         let inner = EncapInner {
             l3,
             len,

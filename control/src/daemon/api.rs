@@ -28,8 +28,8 @@ use crate::policy::edit::BackendSelector;
 use crate::policy::{AdminState, MAX_POLICY_BYTES};
 
 use super::controller::{ApiFailure, ApplyRequest, BackendStateRequest, Request, RolloutAction};
-use super::query::{FlowsParams, TraceParams};
 use super::metrics::CONTENT_TYPE;
+use super::query::{FlowsParams, TraceParams};
 use super::view::ApiError;
 
 /// How long `apply` waits for its generation to go live unless the request says otherwise.

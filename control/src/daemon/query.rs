@@ -246,12 +246,7 @@ impl Names<'_> {
         if id == 0 {
             return "-".into();
         }
-        let index = self
-            .g
-            .backend_by_id
-            .get(id as usize)
-            .copied()
-            .unwrap_or(0) as usize;
+        let index = self.g.backend_by_id.get(id as usize).copied().unwrap_or(0) as usize;
         let Some(b) = index.checked_sub(1).and_then(|i| self.g.backends.get(i)) else {
             return format!("backend id {id} (not in generation {})", self.g.generation);
         };
@@ -282,10 +277,10 @@ impl Names<'_> {
     }
 
     fn region(&self, index: u32) -> String {
-        self.g
-            .regions
-            .get(index as usize)
-            .map_or_else(|| format!("region {index}"), |r| name_str(&r.name).to_owned())
+        self.g.regions.get(index as usize).map_or_else(
+            || format!("region {index}"),
+            |r| name_str(&r.name).to_owned(),
+        )
     }
 
     fn client_region(&self, t: &FlowTuple) -> Option<u32> {
@@ -381,11 +376,10 @@ pub fn trace_view(
             name_str(&svc.name)
         ));
         let route_index = (svc.first_route as usize).saturating_add(first.route as usize);
-        if let Some(r) = n
-            .g
-            .routes
-            .get(route_index)
-            .filter(|_| first.route != u32::MAX)
+        if let Some(r) =
+            n.g.routes
+                .get(route_index)
+                .filter(|_| first.route != u32::MAX)
         {
             let from = if r.region == NONE {
                 "every client".to_owned()
@@ -396,7 +390,11 @@ pub fn trace_view(
                 .iter()
                 .map(|&p| n.pool(p))
                 .collect();
-            let mut text = format!("route {} (from {from}): {}", first.route + 1, pools.join(" → "));
+            let mut text = format!(
+                "route {} (from {from}): {}",
+                first.route + 1,
+                pools.join(" → ")
+            );
             if r.canary_pool != NONE {
                 text.push_str(&format!(
                     ", canary {} {:.1} %",
@@ -415,14 +413,14 @@ pub fn trace_view(
     }
     if first.backend != 0 {
         view.pool = Some(n.pool(first.pool));
-        let sched = n
-            .g
-            .pools
-            .get(first.pool as usize)
-            .map(|p| scheduler_name(p.scheduler));
+        let sched =
+            n.g.pools
+                .get(first.pool as usize)
+                .map(|p| scheduler_name(p.scheduler));
         view.scheduler = sched.map(str::to_owned);
         if first.flags & TRACE_CANARY != 0 {
-            view.why.push("the flow hash falls in the canary share".into());
+            view.why
+                .push("the flow hash falls in the canary share".into());
         }
         if first.flags & TRACE_FALLBACK != 0 {
             view.why

@@ -180,6 +180,12 @@ impl PipelineWorker {
         t: &mut Traced,
     ) {
         t.service = lb.service;
+        let egress = self.view.backend_port.unwrap_or(rx);
+        match self.view.port(egress) {
+            None => return drop(t, Counter::DropPortUnbound),
+            Some(p) if !p.has_gateway() => return drop(t, Counter::DropNoGatewayMac),
+            Some(_) => {}
+        }
         let mut held_live = false;
         if let Some((v, _)) = table.peek(&lb.key, lb.hash, now) {
             t.held = v.backend;
@@ -224,12 +230,7 @@ impl PipelineWorker {
                         t.flags |= bit;
                     }
                 }
-                let egress = self.view.backend_port.unwrap_or(rx);
-                match self.view.port(egress) {
-                    None => drop(t, Counter::DropPortUnbound),
-                    Some(p) if !p.has_gateway() => drop(t, Counter::DropNoGatewayMac),
-                    Some(_) => t.outcome = TRACE_FORWARD,
-                }
+                t.outcome = TRACE_FORWARD;
             }
             Err(c) => drop(t, c),
         }
