@@ -1,6 +1,6 @@
 //! The data plane's end of the control segment: table installs in, acknowledgements out.
 //!
-//! The main lcore (never a worker) calls [`ControlChannel::poll`] about every millisecond. A poll
+//! The main lcore (never a worker) calls [`ControlChannel::poll`] about every 250 µs. A poll
 //! drains the control→data ring; for each `Install` it reads the generation's blob file,
 //! validates it with `Generation::decode` (the blob is untrusted: any failure is counted under
 //! its reason's name, logged, and answered with `Rejected` while the last good generation stays
@@ -175,7 +175,7 @@ impl ControlChannel {
         Ok(channel)
     }
 
-    /// Polls the channel (main lcore, about every millisecond). Never blocks.
+    /// Polls the channel (main lcore, about every 250 µs). Never blocks.
     pub fn poll(&mut self, cell: &GenerationCell) -> PollReport {
         let mut report = PollReport::default();
         if cell.workers() != self.workers {
@@ -420,6 +420,11 @@ impl ControlChannel {
         } else {
             self.awaiting = Some(awaiting);
         }
+    }
+
+    /// The segment's counter rows, for the workers to write their own.
+    pub fn counter_rows(&self) -> shm::CounterRows {
+        self.end.counter_rows()
     }
 
     /// Copies worker `worker`'s counter snapshot into the segment, in the order of the names

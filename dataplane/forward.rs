@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::appliance::WorkerPlan;
 use crate::dpdk::{Burst, PortId, QueueId};
-use crate::stats::{Totals, WorkerCounters};
+use crate::stats::{Totals, WorkerTotals};
 
 /// The port at position `index` sends to the port at `index ^ 1`, or to itself when that
 /// does not exist.
@@ -48,7 +48,7 @@ impl ForwardWorker {
     }
 
     /// Polls until `stop` is set; publishes totals to `counters` once per round of queues.
-    pub fn run(&self, counters: &WorkerCounters, stop: &AtomicBool) -> i32 {
+    pub fn run(&self, counters: &WorkerTotals, stop: &AtomicBool) -> i32 {
         let mut burst = Burst::new();
         let mut t = Totals::default();
         while !stop.load(Relaxed) {

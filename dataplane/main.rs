@@ -16,9 +16,10 @@ use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
 use switchyard::forward::ForwardWorker;
 use switchyard::pipeline::{Counter, PipelineWorker, WorkerConfig};
 use switchyard::query::QueryBoard;
-use switchyard::run::{PipelineCounters, RunWorker};
+use switchyard::run::RunWorker;
 use switchyard::runner;
 use switchyard::settings::Settings;
+use switchyard::stats::CounterBoard;
 use switchyard::swap::GenerationCell;
 use switchyard_table::generation::Generation;
 
@@ -256,7 +257,12 @@ fn run(args: &RunArgs) -> Result<()> {
     };
     let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
     let port_map = app.port_map();
-    let counters = Arc::new(PipelineCounters::new(workers));
+    // Workers write their pipeline counters straight into their rows of the control segment
+    // (the control plane reads them there); without a segment, into rows of our own.
+    let counters = match channel.as_ref() {
+        Some(ch) => CounterBoard::in_segment(ch.counter_rows(), workers),
+        None => CounterBoard::local(workers),
+    };
     let queries = Arc::new(QueryBoard::new(workers));
     if let Some(ch) = channel.as_mut() {
         ch.set_queries(Arc::clone(&queries));
@@ -274,7 +280,7 @@ fn run(args: &RunArgs) -> Result<()> {
             let ports = ports.clone();
             let port_map = port_map.clone();
             let cell = Arc::clone(&cell);
-            let counters = Arc::clone(&counters);
+            let counters = counters.clone();
             let queries = Arc::clone(&queries);
             let tx_retries = settings.tx_retries;
             move || {
@@ -317,7 +323,6 @@ fn run(args: &RunArgs) -> Result<()> {
                 if last_counter_publish.elapsed() >= Duration::from_millis(100) {
                     last_counter_publish = std::time::Instant::now();
                     for w in 0..workers {
-                        ch.publish_counters(w, &counters.worker(w));
                         let t = totals.worker(w).read();
                         ch.set_worker_totals(w, t.rx, t.dropped);
                     }

@@ -1,7 +1,7 @@
 //! Pipeline mode: each worker receives a burst, runs it through the [`PipelineWorker`], and sends
 //! every packet where its verdict says, on the worker's own TX queue of that port.
 //!
-//! Per poll a worker: checks for a new table generation (one relaxed load when nothing changed),
+//! Per poll a worker: checks for a new table generation (one acquire load when nothing changed),
 //! receives a burst, drops multi-segment packets (counted), and overlaps two bursts: it
 //! classifies the new burst and requests its flow buckets (phase 1), then executes the burst
 //! received one poll earlier (phase 2), whose bucket and entry lines have had the new burst's
@@ -9,67 +9,20 @@
 //! bounded retry. Order is kept: a burst is always executed before the next one. An idle poll,
 //! a generation change, a multi-segment burst and stopping all execute the pending burst first,
 //! so nothing waits longer than one poll and no packet runs against a stale table. A bounded
-//! slice of connection-table housekeeping runs every ~100 µs. Counters are published for the
-//! main lcore a few times per millisecond, never with a lock.
+//! slice of connection-table housekeeping (and a look at the flow-query mailbox) runs every
+//! ~100 µs. Counters are stored into the worker's own row of the control segment a few times per
+//! millisecond, never with a lock.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-
-use crossbeam_utils::CachePadded;
 
 use crate::appliance::WorkerPlan;
 use crate::dpdk::{self, Burst, PortId, BURST_SIZE};
 use crate::pipeline::{Counter, PipelineWorker, PortIndex, SampleScan, Staged, Verdict};
 use crate::query::{Query, QueryBoard};
-use crate::stats::{Totals, WorkerCounters};
+use crate::stats::{CounterBoard, Totals, TotalsBoard, WorkerTotals};
 use crate::swap::{GenerationCell, WorkerView};
 use switchyard_table::shm::{Message, TRACE_HELD};
-
-/// Pipeline counters of every worker, published by each worker for the main lcore.
-#[derive(Debug)]
-pub struct PipelineCounters {
-    workers: Vec<CachePadded<Vec<AtomicU64>>>,
-}
-
-impl PipelineCounters {
-    pub fn new(workers: usize) -> Self {
-        Self {
-            workers: (0..workers)
-                .map(|_| CachePadded::new((0..Counter::COUNT).map(|_| AtomicU64::new(0)).collect()))
-                .collect(),
-        }
-    }
-
-    fn publish(&self, worker: usize, values: impl Iterator<Item = u64>) {
-        if let Some(slots) = self.workers.get(worker) {
-            for (slot, v) in slots.iter().zip(values) {
-                slot.store(v, Relaxed);
-            }
-        }
-    }
-
-    /// One worker's counters, in `Counter::ALL` order.
-    pub fn worker(&self, worker: usize) -> Vec<u64> {
-        self.workers
-            .get(worker)
-            .map(|w| w.iter().map(|c| c.load(Relaxed)).collect())
-            .unwrap_or_default()
-    }
-
-    /// Every counter summed over workers, with its name.
-    pub fn sum(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                (
-                    c.name(),
-                    self.workers.iter().map(|w| w[i].load(Relaxed)).sum(),
-                )
-            })
-            .collect()
-    }
-}
 
 /// What one pipeline worker needs, moved onto its lcore.
 pub struct RunWorker {
@@ -79,8 +32,9 @@ pub struct RunWorker {
     pub tx_retries: u32,
     pub pipeline: PipelineWorker,
     pub cell: Arc<GenerationCell>,
-    pub totals: Arc<crate::stats::Counters>,
-    pub counters: Arc<PipelineCounters>,
+    pub totals: Arc<TotalsBoard>,
+    /// Where this worker's pipeline counters go (its row of the control segment).
+    pub counters: CounterBoard,
     /// Flow queries from the control plane (`trace`, `flows`), looked at every housekeeping tick.
     pub queries: Arc<QueryBoard>,
 }
@@ -113,7 +67,7 @@ impl RunWorker {
     pub fn run(mut self, stop: &AtomicBool) -> i32 {
         let index = self.plan.index;
         let totals = Arc::clone(&self.totals);
-        let me: &WorkerCounters = totals.worker(index);
+        let me: &WorkerTotals = totals.worker(index);
         let rx_queues: Vec<(PortIndex, PortId, dpdk::QueueId)> = self
             .plan
             .rx

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::appliance::{Appliance, WorkerPlan};
 use crate::dpdk;
-use crate::stats::{Counters, Totals};
+use crate::stats::{Totals, TotalsBoard};
 
 /// How a run ended, for the `RESULT` line.
 #[derive(Debug, Clone, Copy)]
@@ -65,13 +65,13 @@ pub fn run<F, J>(
     interval: Duration,
     stop: &Arc<AtomicBool>,
     make_job: F,
-    mut tick: impl FnMut(&Counters),
+    mut tick: impl FnMut(&TotalsBoard),
 ) -> Result<RunReport>
 where
-    F: Fn(&WorkerPlan, Arc<Counters>, Arc<AtomicBool>) -> J,
+    F: Fn(&WorkerPlan, Arc<TotalsBoard>, Arc<AtomicBool>) -> J,
     J: FnOnce() -> i32 + Send + 'static,
 {
-    let counters = Arc::new(Counters::new(app.workers.len()));
+    let counters = Arc::new(TotalsBoard::new(app.workers.len()));
     let started = Instant::now();
     let mut launched = Vec::new();
     for plan in &app.workers {

@@ -1,7 +1,7 @@
 //! Handing table generations to workers without stopping them.
 //!
 //! The main lcore publishes a validated [`Generation`] into a [`GenerationCell`]. Each worker calls
-//! [`GenerationCell::refresh`] at a burst boundary: one relaxed load of a version counter when
+//! [`GenerationCell::refresh`] at a burst boundary: one acquire load of a version counter when
 //! nothing changed, so the hot path pays almost nothing. When the version moved, the worker takes
 //! the new `Arc` (a short lock held only by the publisher and swapping workers, never by the
 //! packet loop), drops its reference to the old one, and records the generation it now runs in

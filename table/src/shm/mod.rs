@@ -566,6 +566,23 @@ impl ControlEnd {
     }
 }
 
+/// The segment's per-worker counter rows (`WorkerCounters[64]`), shared with the data plane's
+/// workers: each worker writes its own row, on cache lines no other worker writes, and the
+/// control plane reads them, so a counter is copied once — from the worker's registers into
+/// the segment. Holds the mapping alive.
+#[derive(Debug, Clone)]
+pub struct CounterRows {
+    segment: Segment,
+}
+
+impl CounterRows {
+    /// Worker `worker`'s row; `None` past [`MAX_WORKERS`].
+    #[must_use]
+    pub fn row(&self, worker: usize) -> Option<&layout::WorkerCounters> {
+        self.segment.map.layout().counters.get(worker)
+    }
+}
+
 /// The data plane's side of the segment: it alone writes the data-plane line, worker slots,
 /// counters and names, produces on the data→control ring and consumes the control→data ring.
 #[derive(Debug)]
@@ -635,6 +652,14 @@ impl DataplaneEnd {
         w.packets.store(packets, Ordering::Relaxed);
         w.drops.store(drops, Ordering::Relaxed);
         true
+    }
+
+    /// The counter rows of the segment, for the workers to write their own (see
+    /// [`CounterRows`]).
+    pub fn counter_rows(&self) -> CounterRows {
+        CounterRows {
+            segment: self.guard.segment.clone(),
+        }
     }
 
     /// Copies worker `worker`'s counter snapshot (at most [`MAX_COUNTERS`] values, in name
