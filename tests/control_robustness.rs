@@ -131,3 +131,140 @@ fn a_damaged_or_removed_segment_under_a_running_data_plane_is_refused() {
     let (status, _) = control.stop(15, WAIT);
     assert!(status.success());
 }
+
+/// Issue 12, item 12: after its own restart the data plane refuses a generation it ran before
+/// (its file was corrupted: `bad_checksum`). The control plane shows the refusal and publishes
+/// the same tables again as a new generation, which goes live.
+#[test]
+fn a_generation_refused_after_a_data_plane_restart_is_shown_and_published_again() {
+    use switchyard_control::daemon::client::ApiClient;
+    use switchyard_control::daemon::view::{PublishStatus, StateView};
+
+    require_root();
+    let dir = scratch("robust-refresh");
+    let _cleanup = RemoveDir(dir.clone());
+    let shm = dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "interfaces:\n  - name: uplink\n    mac: 02:00:00:00:00:01\n    addresses: [192.0.2.1/24]\n\
+         \x20 - name: backend\n    mac: 02:00:00:00:00:02\n    addresses: [10.91.0.1/24]\n\
+         \x20   gateway: { ipv4: 10.91.0.254, mac: 02:00:00:00:00:fe }\n\
+         services:\n  - name: echo\n    vip: 203.0.113.10\n    ports: [80]\n    routes:\n      - { pool: echo }\n\
+         pools:\n  echo:\n    backends:\n      - { address: 10.91.0.2 }\n      - { address: 10.91.0.3 }\n",
+    )
+    .unwrap();
+    let settings = dir.join("appliance.yaml");
+    std::fs::write(
+        &settings,
+        "ports:\n  - { device: net_null0, role: uplink }\n  - { device: net_null1, role: backend }\n\
+         flow_table: { ipv4_flows: 4096, ipv6_flows: 1024 }\nmempool: { mbufs: 8191 }\n",
+    )
+    .unwrap();
+    let instance = unique("refresh");
+    let listen = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let api = ApiClient::new(&listen, Duration::from_secs(5));
+    let wait = |what: &str, done: &dyn Fn(&StateView) -> bool| -> StateView {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let state = api.state();
+            if let Ok(s) = &state {
+                if done(s) {
+                    return s.clone();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not within {WAIT:?}: {what}; last: {state:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let live = |s: &StateView| {
+        s.dataplane.running
+            && s.generation.status == PublishStatus::Live
+            && s.dataplane
+                .workers
+                .iter()
+                .all(|w| w.live_generation == s.generation.current)
+    };
+    let dataplane = || {
+        let mut dp = Background::spawn(
+            Command::new(DATAPLANE)
+                .env("SWITCHYARD_SHM_DIR", &shm)
+                .args(["run", "--instance", &instance, "--config"])
+                .arg(&settings)
+                .args(["--", "-l", "0-1", "--in-memory", "--no-pci"])
+                .args(["--vdev=net_null0,no-rx=1", "--vdev=net_null1,no-rx=1"]),
+        );
+        dp.wait_for_line(WAIT, |l| l.starts_with("table: "));
+        dp
+    };
+
+    let mut control = Background::spawn(
+        Command::new(control_bin())
+            .env("SWITCHYARD_SHM_DIR", &shm)
+            .env("RUST_LOG", "info")
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .args(["--instance", &instance, "--listen", &listen])
+            .args(["--start-wait", "0s"]),
+    );
+    wait("the API answers", &|_| true);
+    let mut dp = dataplane();
+    // Seen live by the control plane too (it measured the publish→live time).
+    let state = wait("generation 1 live", &|s| {
+        live(s) && s.generation.current == 1 && s.generation.last_publish_to_live_ms.is_some()
+    });
+    assert_eq!(state.counters.rejects, 0);
+
+    // Corrupt the live generation's file (a byte of its checksummed body), restart the data plane.
+    let file = shm.join(format!("switchyard-{instance}.gen-1"));
+    let mut blob = std::fs::read(&file).unwrap();
+    let last = blob.len() - 1;
+    blob[last] ^= 0x5a;
+    std::fs::write(&file, &blob).unwrap();
+    let (status, _) = dp.stop(15, WAIT);
+    assert!(status.success());
+    let mut dp = dataplane();
+
+    // The refusal is shown, and the same tables go live again as generation 2.
+    let state = wait("republished and live", &|s| {
+        live(s) && s.generation.current == 2 && s.counters.rejects == 1
+    });
+    let rejected = state
+        .generation
+        .last_rejected
+        .expect("the refusal is shown");
+    assert_eq!(
+        (rejected.generation, rejected.reason.as_str()),
+        (1, "bad_checksum")
+    );
+    assert_eq!(state.counters.dataplane_restarts, 1);
+    let metrics = api.metrics().unwrap();
+    assert!(
+        metrics.contains("switchyard_control_rejects_total 1"),
+        "{metrics}"
+    );
+
+    // A SIGHUP finds nothing to change, and nothing is pending.
+    let _ = Command::new("kill")
+        .args(["-HUP", &control.child.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    let state = wait("still live", &|s| live(s));
+    assert_eq!(state.generation.current, 2);
+
+    let (status, _) = dp.stop(15, WAIT);
+    assert!(status.success());
+    let (status, _) = control.stop(15, WAIT);
+    assert!(status.success());
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use switchyard_table::generation::{Generation, BACKEND_HEALTHY};
-use switchyard_table::shm::{self, MAX_BLOB_SIZE, MAX_WORKERS, NO_GENERATION};
+use switchyard_table::shm::{self, RejectReason, MAX_BLOB_SIZE, MAX_WORKERS, NO_GENERATION};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -308,6 +308,9 @@ pub struct Controller {
     /// Where rollout progress is kept across restarts.
     rollouts_path: PathBuf,
     next_rollout_tick: Instant,
+    /// A generation the data plane refused although it had run it, to publish again. (A
+    /// generation published that way that is refused in turn was never live: no loop.)
+    refresh_due: Option<u64>,
     /// Where the last adopted policy's text is kept (see [`last_good_path`]).
     last_good_path: PathBuf,
     /// The policy file as last read does not load; `None` when it is what runs.
@@ -620,6 +623,7 @@ impl Controller {
             next_rollout_tick: Instant::now(),
             last_good_path: last_good_path(&options.shm_dir, &options.instance),
             policy_problem,
+            refresh_due: None,
             queries: Vec::new(),
             next_query: 0,
         };
@@ -847,6 +851,7 @@ impl Controller {
         self.answer_queries();
         self.observe_dataplane(summary.dataplane_restarted);
         self.check_current();
+        self.refresh_current();
         self.answer_waiters();
         if let Some(interval) = self.watch_interval {
             let now = Instant::now();
@@ -1117,8 +1122,8 @@ impl Controller {
                 );
             }
             // Follow the current generation onto the new data plane (which reports nothing live
-            // until it loaded it).
-            self.settled = status.live_generation < self.current.number();
+            // until it loaded it, and may refuse it: see `on_rejected`).
+            self.settled = false;
         } else if self.dataplane_attached && !attached {
             warn!(
                 "data plane (pid {}) is gone; generation {} goes live again when it restarts",
@@ -1202,6 +1207,19 @@ impl Controller {
             }
         );
         self.last_rejected = Some(r.clone());
+        // The data plane ran exactly these tables before and refuses them now (after its own
+        // restart, say): the refusal is about the file (corrupted, removed), not the tables.
+        // Publish them again, once, from memory, under a new number.
+        let was_live = self
+            .known_live
+            .as_ref()
+            .is_some_and(|k| k.number() == r.generation);
+        if r.generation == self.current.number()
+            && was_live
+            && r.reason() != Some(RejectReason::Stale)
+        {
+            self.refresh_due = Some(r.generation);
+        }
         if r.generation == self.current.number() {
             // Show what forwards, not what was refused; the next reload compiles against it.
             if let Some(known) = &self.known_live {
@@ -1210,6 +1228,32 @@ impl Controller {
                     self.sync_fleet();
                 }
             }
+        }
+    }
+
+    /// Publishes the current tables again under a new number, after the data plane refused the
+    /// file of a generation it had run (see `on_rejected`).
+    fn refresh_current(&mut self) {
+        let Some(refused) = self.refresh_due.take() else {
+            return;
+        };
+        if refused != self.current.number() {
+            return;
+        }
+        warn!(
+            "generation {refused} was live before and the data plane refuses it now: its file went \
+             bad; publishing the same tables again as a new generation"
+        );
+        let candidate = Candidate {
+            generation: self.current.generation.clone(),
+            ids: self.ids.clone(),
+            diff: compile::diff(&self.current.generation, &self.current.generation),
+            changed: true,
+        };
+        let policy = self.current.policy.clone();
+        match self.publish(policy, candidate, QUICK_WAIT) {
+            Ok(number) => info!("generation {refused} published again as generation {number}"),
+            Err(e) => error!("publishing generation {refused} again failed: {e}"),
         }
     }
 
