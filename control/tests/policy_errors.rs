@@ -214,7 +214,7 @@ cases! {
         "undefined_pool.yaml:14:21: services[0].canary.pool: pool `llama-v3` is not defined (did you mean `llama-eu`?)",
     ],
     unknown_field => [
-        "unknown_field.yaml:14:32: unknown field `wieght` (did you mean `weight`?); expected one of: address, weight, name",
+        "unknown_field.yaml:14:32: unknown field `wieght` (did you mean `weight`?); expected one of: address, weight, name, state",
     ],
     unknown_scheduler => [
         "unknown_scheduler.yaml:13:16: unknown value `maglve` (did you mean `maglev`?); expected one of: maglev, ip_hash, round_robin, least_conn, weighted",
