@@ -2,6 +2,7 @@
 //! and the data plane's `ControlChannel` on one segment in a scratch directory, with a
 //! `GenerationCell` and simulated workers. Neither side needs DPDK.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,9 +12,8 @@ use std::os::unix::fs::FileExt;
 use switchyard::control_channel::ControlChannel;
 use switchyard::swap::{GenerationCell, WorkerView};
 use switchyard_control::publish::{PublishError, Publisher};
-use switchyard_table::generation::{
-    name_field, Backend, Generation, Pool, BACKEND_HEALTHY, FAMILY_V4,
-};
+use switchyard_table::builder::{BackendSpec, GenerationBuilder};
+use switchyard_table::generation::{Generation, Scheduler};
 
 use switchyard_table::shm::layout::offsets;
 use switchyard_table::shm::{
@@ -38,34 +38,15 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A small valid generation: one pool with one backend and a 7-slot Maglev table.
 fn small(seed: u32) -> Generation {
-    let mut g = Generation::default();
-    g.config.new_flow_rate = seed;
-    let mut address = [0u8; 16];
-    address[..4].copy_from_slice(&[10, 0, seed.to_be_bytes()[2], seed.to_be_bytes()[3]]);
-    g.backends.push(Backend {
-        address,
-        family: FAMILY_V4,
-        flags: BACKEND_HEALTHY,
-        _pad: [0; 2],
-        weight: 100,
-        id: 1,
-        pool: 0,
-    });
-    g.backend_by_id = vec![0, 1];
-    g.pools.push(Pool {
-        name: name_field("pool"),
-        scheduler: 0,
-        _pad: [0; 3],
-        maglev_offset: 0,
-        maglev_size: 7,
-        first_backend: 0,
-        backend_count: 1,
-        first_healthy: 0,
-        healthy_count: 1,
-    });
-    g.maglev = vec![1; 7];
-    g.healthy_backends = vec![0];
-    g
+    let [_, _, hi, lo] = seed.to_be_bytes();
+    GenerationBuilder::new()
+        .config(|c| c.new_flow_rate = seed)
+        .pool(
+            "pool",
+            Scheduler::Maglev,
+            &[BackendSpec::new(Ipv4Addr::new(10, 0, hi, lo))],
+        )
+        .build()
 }
 
 /// Both processes' parts, stepped by hand in one thread: deterministic interleavings.

@@ -2,14 +2,14 @@
 //! Install messages, acknowledgements, refusals, queueing, restarts of either side, clean-up.
 //! The real data-plane channel is exercised end to end in the root package's `shm_swap` test.
 
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use switchyard_control::publish::{PublishError, Publisher};
-use switchyard_table::generation::{
-    name_field, Backend, Generation, Pool, BACKEND_HEALTHY, FAMILY_V4,
-};
+use switchyard_table::builder::{BackendSpec, GenerationBuilder};
+use switchyard_table::generation::{Generation, Scheduler};
 use switchyard_table::shm::{
     generation_path_in, DataplaneEnd, Install, Message, RejectReason, Segment,
 };
@@ -23,34 +23,14 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A small valid generation: one pool with one backend and a 7-slot Maglev table.
 fn small(seed: u8) -> Generation {
-    let mut g = Generation::default();
-    g.config.new_flow_rate = u32::from(seed);
-    let mut address = [0u8; 16];
-    address[..4].copy_from_slice(&[10, 0, 0, seed]);
-    g.backends.push(Backend {
-        address,
-        family: FAMILY_V4,
-        flags: BACKEND_HEALTHY,
-        _pad: [0; 2],
-        weight: 100,
-        id: 1,
-        pool: 0,
-    });
-    g.backend_by_id = vec![0, 1];
-    g.pools.push(Pool {
-        name: name_field("pool"),
-        scheduler: 0,
-        _pad: [0; 3],
-        maglev_offset: 0,
-        maglev_size: 7,
-        first_backend: 0,
-        backend_count: 1,
-        first_healthy: 0,
-        healthy_count: 1,
-    });
-    g.maglev = vec![1; 7];
-    g.healthy_backends = vec![0];
-    g
+    GenerationBuilder::new()
+        .config(|c| c.new_flow_rate = u32::from(seed))
+        .pool(
+            "pool",
+            Scheduler::Maglev,
+            &[BackendSpec::new(Ipv4Addr::new(10, 0, 0, seed))],
+        )
+        .build()
 }
 
 fn dataplane(dir: &std::path::Path) -> DataplaneEnd {

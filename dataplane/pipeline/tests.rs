@@ -1,9 +1,10 @@
 //! Unit tests of the pipeline's internals on small hand-built generations. The end-to-end
 //! behaviour (fixtures from compiled policies) is in `tests/pipeline_*.rs`.
 
-use switchyard_table::generation::{
-    Backend, Generation, Pool, Route, Scheduler, Service, BACKEND_HEALTHY, FAMILY_V4, NONE,
-};
+use std::net::Ipv4Addr;
+
+use switchyard_table::builder::{BackendSpec, GenerationBuilder};
+use switchyard_table::generation::{Generation, Scheduler, NONE, PROTO_TCP};
 
 use super::classify::{martian_v4, martian_v6, solicited_node};
 use super::counters::{Counter, Counters};
@@ -12,96 +13,31 @@ use crate::flow::FlowValue;
 
 /// One service with the given routes `(region, pools, canary pool, canary per million)` over
 /// pools of `(scheduler, [(weight, healthy)])`, Maglev tables of 7 slots filled round robin
-/// with the healthy backends.
+/// with the healthy backends; backend `i` is 10.0.0.`i + 1`.
 fn generation(
     routes: &[(u32, &[u32], u32, u32)],
     pools: &[(Scheduler, &[(u32, bool)])],
 ) -> Generation {
-    let mut g = Generation::default();
-    g.services.push(Service {
-        name: [0; switchyard_table::generation::NAME_LEN],
-        first_route: 0,
-        route_count: u32::try_from(routes.len()).unwrap(),
-        protocol: 6,
-        _pad: [0; 3],
-    });
+    let mut b = GenerationBuilder::new().service("", PROTO_TCP, &[]);
     for &(region, list, canary_pool, canary_per_million) in routes {
-        let mut p = [0u32; 4];
-        p[..list.len()].copy_from_slice(list);
-        g.routes.push(Route {
-            region,
-            pools: p,
-            pool_count: u32::try_from(list.len()).unwrap(),
-            canary_pool,
-            canary_per_million,
-            strict: 0,
-            _pad: [0; 3],
-        });
+        b = b
+            .route(region, list)
+            .canary(canary_pool, canary_per_million);
     }
-    for (pi, &(scheduler, backends)) in pools.iter().enumerate() {
-        let first_backend = u32::try_from(g.backends.len()).unwrap();
-        let first_healthy = u32::try_from(g.healthy_backends.len()).unwrap();
-        let maglev_offset = u32::try_from(g.maglev.len()).unwrap();
-        for &(weight, healthy) in backends {
-            let index = u32::try_from(g.backends.len()).unwrap();
-            g.backends.push(Backend {
-                address: [
-                    10,
-                    0,
-                    0,
-                    u8::try_from(index + 1).unwrap(),
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ],
-                family: FAMILY_V4,
-                flags: if healthy { BACKEND_HEALTHY } else { 0 },
-                _pad: [0; 2],
-                weight,
-                id: index + 1,
-                pool: u32::try_from(pi).unwrap(),
-            });
-            if healthy && weight > 0 {
-                g.healthy_backends.push(index);
-            }
-        }
-        let healthy = &g.healthy_backends[first_healthy as usize..];
-        let slots: Vec<u32> = (0..7)
-            .map(|i| {
-                if healthy.is_empty() {
-                    0
-                } else {
-                    healthy[i % healthy.len()] + 1
-                }
+    let mut next = 0u8;
+    for &(scheduler, backends) in pools {
+        let specs: Vec<BackendSpec> = backends
+            .iter()
+            .map(|&(weight, healthy)| {
+                next += 1;
+                BackendSpec::new(Ipv4Addr::new(10, 0, 0, next))
+                    .weight(weight)
+                    .healthy(healthy)
             })
             .collect();
-        let healthy_count = u32::try_from(healthy.len()).unwrap();
-        g.maglev.extend(slots);
-        g.pools.push(Pool {
-            name: [0; switchyard_table::generation::NAME_LEN],
-            scheduler: scheduler as u8,
-            _pad: [0; 3],
-            maglev_offset,
-            maglev_size: 7,
-            first_backend,
-            backend_count: u32::try_from(backends.len()).unwrap(),
-            first_healthy,
-            healthy_count,
-        });
+        b = b.pool("", scheduler, &specs);
     }
-    g.backend_by_id = std::iter::once(0)
-        .chain(1..=u32::try_from(g.backends.len()).unwrap())
-        .collect();
-    g
+    b.build()
 }
 
 fn flow(hash: u32, region: u32) -> NewFlow {

@@ -895,113 +895,31 @@ mod tests {
 
     /// A small but complete generation: one region, one service with two routes, two pools.
     pub(crate) fn sample() -> Generation {
-        let mut g = Generation {
-            generation: 7,
-            ..Default::default()
-        };
-        g.interfaces.push(Interface {
-            name: name_field("uplink"),
-            mac: [2, 0, 0, 0, 0, 1],
-            gateway_mac: [2, 0, 0, 0, 0, 0xfe],
-            v4_count: 1,
-            v4: [[198, 51, 100, 1], [0; 4], [0; 4], [0; 4]],
-            ..Zeroable::zeroed()
-        });
-        g.regions.push(Region {
-            name: name_field("eu-west"),
-        });
-        g.geo_lpm_v4 = lpm::build_v4(&[(0x0a01_0000, 16, 1)]).unwrap();
-        g.services.push(Service {
-            name: name_field("llama"),
-            first_route: 0,
-            route_count: 2,
-            protocol: PROTO_TCP,
-            _pad: [0; 3],
-        });
-        g.vip_groups.push(VipGroup {
-            first_entry: 0,
-            entry_count: 1,
-        });
-        g.vip_entries.push(VipEntry {
-            service: 0,
-            port_lo: 443,
-            port_hi: 443,
-            protocol: PROTO_TCP,
-            _pad: [0; 3],
-        });
-        g.vip_lpm_v4 = lpm::build_v4(&[(0xcb00_710a, 32, 1)]).unwrap();
-        g.routes.push(Route {
-            region: 0,
-            pools: [0, 1, 0, 0],
-            pool_count: 2,
-            canary_pool: NONE,
-            canary_per_million: 0,
-            strict: 0,
-            _pad: [0; 3],
-        });
-        g.routes.push(Route {
-            region: NONE,
-            pools: [1, 0, 0, 0],
-            pool_count: 1,
-            canary_pool: 0,
-            canary_per_million: 50_000,
-            strict: 0,
-            _pad: [0; 3],
-        });
-        for (i, addr) in [[192, 0, 2, 11], [192, 0, 2, 12], [192, 0, 2, 21]]
-            .iter()
-            .enumerate()
-        {
-            let mut a = [0u8; 16];
-            a[..4].copy_from_slice(addr);
-            g.backends.push(Backend {
-                address: a,
-                family: FAMILY_V4,
-                flags: BACKEND_HEALTHY,
-                _pad: [0; 2],
-                weight: 100,
-                id: u32::try_from(i).unwrap() + 1,
-                pool: u32::from(i >= 2),
-            });
-        }
-        g.backend_by_id = vec![0, 1, 2, 3];
-        g.maglev = vec![1, 2, 1, 2, 1, 2, 1, 3, 3, 3, 3, 3, 3, 3];
-        g.healthy_backends = vec![0, 1, 2];
-        g.pools.push(Pool {
-            name: name_field("eu"),
-            scheduler: 0,
-            _pad: [0; 3],
-            maglev_offset: 0,
-            maglev_size: 7,
-            first_backend: 0,
-            backend_count: 2,
-            first_healthy: 0,
-            healthy_count: 2,
-        });
-        g.pools.push(Pool {
-            name: name_field("us"),
-            scheduler: 2,
-            _pad: [0; 3],
-            maglev_offset: 7,
-            maglev_size: 7,
-            first_backend: 2,
-            backend_count: 1,
-            first_healthy: 2,
-            healthy_count: 1,
-        });
-        g.acl_rules.push(AclRule {
-            action: ACL_DENY,
-            protocol: 0,
-            port_lo: 0,
-            port_hi: u16::MAX,
-            _pad: [0; 2],
-        });
-        g.acl_groups.push(AclGroup {
-            first_rule: 0,
-            rule_count: 1,
-        });
-        g.acl_lpm_v4 = lpm::build_v4(&[(0xc612_0000, 15, 1)]).unwrap();
-        g
+        use crate::builder::{acl_rule, BackendSpec, GenerationBuilder};
+        use std::net::Ipv4Addr;
+        let backend = |a: [u8; 4]| BackendSpec::new(Ipv4Addr::from(a));
+        GenerationBuilder::new()
+            .generation(7)
+            .interface("uplink", [2, 0, 0, 0, 0, 1], &[[198, 51, 100, 1].into()])
+            .gateway([2, 0, 0, 0, 0, 0xfe], None)
+            .region("eu-west")
+            .geo_v4(Ipv4Addr::new(10, 1, 0, 0), 16)
+            .service("llama", PROTO_TCP, &[(443, 443)])
+            .vip([203, 0, 113, 10].into(), 32)
+            .route(0, &[0, 1])
+            .route(NONE, &[1])
+            .canary(0, 50_000)
+            .pool(
+                "eu",
+                Scheduler::Maglev,
+                &[backend([192, 0, 2, 11]), backend([192, 0, 2, 12])],
+            )
+            .pool("us", Scheduler::RoundRobin, &[backend([192, 0, 2, 21])])
+            .acl(
+                &[acl_rule(ACL_DENY, 0, (0, u16::MAX))],
+                &[(Ipv4Addr::new(198, 18, 0, 0), 15)],
+            )
+            .build()
     }
 
     #[test]
