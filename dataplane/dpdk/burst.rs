@@ -2,7 +2,7 @@
 
 use std::ptr::NonNull;
 
-use super::{sys, Mempool, PortId, QueueId};
+use super::{sys, PortId, QueueId};
 use crate::pipeline::PacketBuf;
 
 /// Packets per RX/TX burst.
@@ -127,28 +127,6 @@ impl Burst {
         unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().add(from), count) };
     }
 
-    /// The bytes of packet `i` (first segment), or `None` when `i` is out of range.
-    #[inline]
-    pub fn data(&self, i: usize) -> Option<&[u8]> {
-        let m = *self.pkts.get(i..self.len)?.first()?;
-        // SAFETY: index < len, so `m` is a valid mbuf owned by this burst; the slice borrows self.
-        Some(unsafe {
-            let (p, n) = segment(m);
-            std::slice::from_raw_parts(p, n)
-        })
-    }
-
-    /// The bytes of packet `i` (first segment), writable.
-    #[inline]
-    pub fn data_mut(&mut self, i: usize) -> Option<&mut [u8]> {
-        let m = *self.pkts.get(i..self.len)?.first()?;
-        // SAFETY: as in `data`; the exclusive borrow of self makes this the only view of `m`.
-        Some(unsafe {
-            let (p, n) = segment(m);
-            std::slice::from_raw_parts_mut(p, n)
-        })
-    }
-
     /// The held packets as [`PacketBuf`]s for the pipeline.
     #[inline]
     pub fn packets_mut(&mut self) -> &mut [PacketRef] {
@@ -203,60 +181,6 @@ impl Drop for Burst {
     }
 }
 
-/// One owned packet buffer; returned to its pool on drop.
-pub struct Mbuf(NonNull<sys::rte_mbuf>);
-
-impl std::fmt::Debug for Mbuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mbuf")
-            .field("len", &self.data().len())
-            .finish()
-    }
-}
-
-impl Mbuf {
-    /// Takes a fresh buffer from `pool`; `None` when the pool is empty.
-    pub fn alloc(pool: &Mempool) -> Option<Self> {
-        // SAFETY: the pool is alive; a non-null result is a fresh mbuf we now own.
-        NonNull::new(unsafe { sys::sy_pktmbuf_alloc(pool.as_ptr()) }).map(Self)
-    }
-
-    /// Appends `len` bytes at the tail; `None` when the buffer has no room.
-    pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
-        // SAFETY: self owns a valid mbuf; on success the returned pointer addresses `len` bytes
-        // inside its buffer, borrowed for as long as &mut self.
-        let p = unsafe { sys::sy_pktmbuf_append(self.0.as_ptr(), len) };
-        if p.is_null() {
-            return None;
-        }
-        // SAFETY: see above.
-        Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
-    }
-
-    pub fn data(&self) -> &[u8] {
-        // SAFETY: self owns a valid mbuf; the slice borrows self.
-        unsafe {
-            let (p, n) = segment(self.0.as_ptr());
-            std::slice::from_raw_parts(p, n)
-        }
-    }
-
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: self owns a valid mbuf; the exclusive borrow makes this the only view.
-        unsafe {
-            let (p, n) = segment(self.0.as_ptr());
-            std::slice::from_raw_parts_mut(p, n)
-        }
-    }
-}
-
-impl Drop for Mbuf {
-    fn drop(&mut self) {
-        // SAFETY: self owns the mbuf and frees it exactly once.
-        unsafe { sys::sy_pktmbuf_free(self.0.as_ptr()) }
-    }
-}
-
 /// A borrowed view of one mbuf of a [`Burst`], as the pipeline's [`PacketBuf`].
 ///
 /// Only the first segment is visible; [`PacketRef::is_contiguous`] says whether that is the whole
@@ -290,13 +214,6 @@ impl PacketRef {
     pub fn is_contiguous(&self) -> bool {
         let m = self.raw();
         m.nb_segs == 1 && m.pkt_len == u32::from(m.data_len)
-    }
-
-    /// The NIC's RSS hash of the packet, when the port computed one.
-    #[inline]
-    pub fn rss_hash(&self) -> u32 {
-        // SAFETY: reads a field of a valid mbuf.
-        unsafe { sys::sy_mbuf_rss_hash(self.0.as_ptr()) }
     }
 }
 

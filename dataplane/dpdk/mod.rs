@@ -14,7 +14,7 @@ mod error;
 mod mempool;
 mod port;
 
-pub use burst::{Burst, Mbuf, PacketRef, BURST_SIZE};
+pub use burst::{Burst, PacketRef, BURST_SIZE};
 pub use eal::{launch, wait_lcore, Eal, LcoreId};
 pub use error::{Error, Result};
 pub use mempool::Mempool;
