@@ -674,6 +674,11 @@ fn a_broken_policy_file_shows_and_a_restart_runs_the_last_known_good_policy() {
         "{out}"
     );
     assert!(out.contains("nothing changed: generation 1 stays"), "{out}");
+    let metrics = daemon.client().metrics().unwrap();
+    assert!(
+        metrics.contains("switchyard_control_policy_file_error 1\n"),
+        "{metrics}"
+    );
     // The copy still holds the last good policy.
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), two_backends());
     assert!(daemon.stop().success());
@@ -706,6 +711,11 @@ fn a_broken_policy_file_shows_and_a_restart_runs_the_last_known_good_policy() {
     );
     let out = text(&s.run(&["show", "--api", &daemon.api]).stdout);
     assert!(out.contains("running the last known good policy"), "{out}");
+    let metrics = daemon.client().metrics().unwrap();
+    assert!(
+        metrics.contains("switchyard_control_running_last_good 1\n"),
+        "{metrics}"
+    );
 
     // Fixing the file clears the error.
     s.write_policy(POLICY);

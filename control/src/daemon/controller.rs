@@ -1654,6 +1654,11 @@ impl Controller {
     pub fn metrics(&self) -> String {
         let summary = self.publisher.latency();
         let control = ControlSample {
+            policy_file_error: self.policy_problem.is_some(),
+            running_last_good: self
+                .policy_problem
+                .as_ref()
+                .is_some_and(|p| p.running_last_good.is_some()),
             current_generation: self.current.number(),
             published_generation: self.publisher.last_published(),
             live_generation: self.publisher.live_generation(),

@@ -34,6 +34,10 @@ pub struct ControlSample {
     pub last_publish_to_live_seconds: Option<f64>,
     /// Publish→live times; `None` until one generation went live from a publish of ours.
     pub latency: Option<LatencySample>,
+    /// The policy file does not load (the daemon runs what it had).
+    pub policy_file_error: bool,
+    /// The daemon started from its last known good copy of the policy.
+    pub running_last_good: bool,
 }
 
 /// Publish→live times as a summary: quantiles over the publisher's recent window, sum and count
@@ -248,6 +252,18 @@ fn control_families(e: &mut Exposition, c: &ControlSample) {
         Int(c.counters.reload_failures),
     );
     e.single(
+        "switchyard_control_policy_file_error",
+        Gauge,
+        "1 while the policy file does not load (the daemon runs the policy it had).",
+        flag(c.policy_file_error),
+    );
+    e.single(
+        "switchyard_control_running_last_good",
+        Gauge,
+        "1 when the daemon started from its last known good copy of the policy.",
+        flag(c.running_last_good),
+    );
+    e.single(
         "switchyard_control_dataplane_restarts_total",
         Counter,
         "Data-plane restarts seen by the control plane (each followed by a republish).",
@@ -412,6 +428,8 @@ mod tests {
                 ..ControlCounters::default()
             },
             last_publish_to_live_seconds: Some(0.000_25),
+            policy_file_error: true,
+            running_last_good: false,
             latency: Some(LatencySample {
                 p50_seconds: 0.000_2,
                 p99_seconds: 0.000_3,
@@ -435,6 +453,8 @@ mod tests {
         };
         let text = render(&control, &dataplane);
         assert!(text.contains("switchyard_control_publishes_total 3\n"));
+        assert!(text.contains("switchyard_control_policy_file_error 1\n"));
+        assert!(text.contains("switchyard_control_running_last_good 0\n"));
         assert!(text.contains("switchyard_control_last_publish_to_live_seconds 0.00025\n"));
         assert!(
             text.contains("switchyard_control_publish_to_live_seconds{quantile=\"0.99\"} 0.0003\n")
