@@ -8,9 +8,9 @@ use serde_saphyr::Spanned;
 
 use super::super::error::Position;
 use super::super::model::{
-    AdminState, Backend, FlowTimeouts, HealthCheck, LoadFeedback, Percent, Pool, Probe, RegionId, Scheduler,
-    SchedulerKind, Tables, DEFAULT_BACKEND_WEIGHT, DEFAULT_MAGLEV_SIZE, KNOWN_SATURATION,
-    MAX_MAGLEV_SIZE,
+    AdminState, Backend, FlowTimeouts, HealthCheck, LoadFeedback, Percent, Pool, Probe, RegionId,
+    Scheduler, SchedulerKind, Tables, DEFAULT_BACKEND_WEIGHT, DEFAULT_MAGLEV_SIZE,
+    KNOWN_SATURATION, MAX_MAGLEV_SIZE,
 };
 use super::super::raw::{RawBackend, RawFlowTimeouts, RawHealth, RawLoad, RawPool, RawTables};
 use super::super::values::{
