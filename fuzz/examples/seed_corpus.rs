@@ -18,7 +18,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use switchyard::wire::{checksum, IpProtocol};
+use switchyard::wire::ArpOp;
+use switchyard_frames::{self as frames, arp, Fragment, Pseudo, Tcp, L2, V4, V6};
 use switchyard_fuzz::{BACKEND4, BACKEND6, GW_MAC, OUR4, OUR6, OUR_MAC, VIP4, VIP6};
 use switchyard_table::generation::Generation;
 use switchyard_table::shm::{Install, Message, RejectReason};
@@ -295,7 +296,7 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
                 CLIENT_MAC,
                 &[],
                 ETH_ARP,
-                &arp(1, CLIENT_MAC, CLIENT4, [0; 6], OUR4),
+                &arp(ArpOp::Request, CLIENT_MAC, CLIENT4, [0; 6], OUR4),
             ),
         ),
         (
@@ -305,7 +306,13 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
                 GW_MAC,
                 &[],
                 ETH_ARP,
-                &arp(2, GW_MAC, Ipv4Addr::new(192, 0, 2, 254), OUR_MAC, OUR4),
+                &arp(
+                    ArpOp::Reply,
+                    GW_MAC,
+                    Ipv4Addr::new(192, 0, 2, 254),
+                    OUR_MAC,
+                    OUR4,
+                ),
             ),
         ),
         (
@@ -315,7 +322,7 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
                 CLIENT_MAC,
                 &[(0x8100, 100)],
                 ETH_ARP,
-                &arp(1, CLIENT_MAC, CLIENT4, [0; 6], OUR4),
+                &arp(ArpOp::Request, CLIENT_MAC, CLIENT4, [0; 6], OUR4),
             ),
         ),
         (
@@ -504,28 +511,17 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
     v
 }
 
+// The shared frame builders (switchyard-frames) with this corpus's header fields: TTL and hop
+// limit 64, IPv4 ident 0x1c46 and DF, no IPv6 flow label.
+
 /// Ethernet header, VLAN tags as (TPID, TCI), ethertype, payload.
 fn eth(dst: [u8; 6], src: [u8; 6], tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    for (tpid, tci) in tags {
-        f.extend_from_slice(&tpid.to_be_bytes());
-        f.extend_from_slice(&tci.to_be_bytes());
-    }
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
-    let mut p = vec![0, 1, 0x08, 0x00, 6, 4];
-    p.extend_from_slice(&op.to_be_bytes());
-    p.extend_from_slice(&sha);
-    p.extend_from_slice(&spa.octets());
-    p.extend_from_slice(&tha);
-    p.extend_from_slice(&tpa.octets());
-    p
+    let l2 = L2 {
+        dst,
+        src,
+        vlans: tags.to_vec(),
+    };
+    frames::frame(&l2, ethertype, payload)
 }
 
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
@@ -541,53 +537,33 @@ fn ipv4_full(
     flags_frag: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    assert_eq!(options.len() % 4, 0);
-    let header_len = 20 + options.len();
-    let total = u16::try_from(header_len + payload.len()).unwrap();
-    let ihl = u8::try_from(header_len / 4).unwrap();
-    let mut p = vec![0x40 | ihl, 0];
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&0x1c46u16.to_be_bytes());
-    p.extend_from_slice(&flags_frag.to_be_bytes());
-    p.extend_from_slice(&[64, protocol, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(options);
-    let check = checksum::checksum(&p);
-    p[10..12].copy_from_slice(&check.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
+    let h = V4 {
+        ttl: 64,
+        ident: 0x1c46,
+        df: flags_frag & 0x4000 != 0,
+        ..V4::new(src, dst, protocol)
+    };
+    let fragment = Fragment {
+        more: flags_frag & 0x2000 != 0,
+        offset: (flags_frag & 0x1fff) << 3,
+    };
+    frames::ipv4_full(&h, options, fragment, payload)
 }
 
 fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x60, 0x00, 0x00, 0x00];
-    p.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
-    p.extend_from_slice(&[next_header, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(payload);
-    p
+    let h = V6 {
+        hop_limit: 64,
+        flow_label: 0,
+        ..V6::new(src, dst, next_header)
+    };
+    frames::ipv6(&h, payload)
 }
 
-fn tcp(sport: u16, dport: u16, flags: u8, options: &[u8], data: &[u8]) -> Vec<u8> {
-    assert_eq!(options.len() % 4, 0);
-    let offset = u8::try_from((20 + options.len()) / 4).unwrap();
-    let mut s = Vec::new();
-    s.extend_from_slice(&sport.to_be_bytes());
-    s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&0x0102_0304u32.to_be_bytes());
-    s.extend_from_slice(
-        &(if flags & TCP_ACK != 0 {
-            0x0a0b_0c0du32
-        } else {
-            0
-        })
-        .to_be_bytes(),
-    );
-    s.extend_from_slice(&[offset << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
-    s.extend_from_slice(options);
-    s.extend_from_slice(data);
-    s
+fn tcp_header(sport: u16, dport: u16, flags: u8, options: &[u8]) -> Tcp<'_> {
+    Tcp {
+        options,
+        ..Tcp::new(sport, dport, flags)
+    }
 }
 
 fn tcp4(
@@ -599,10 +575,8 @@ fn tcp4(
     options: &[u8],
     data: &[u8],
 ) -> Vec<u8> {
-    let mut s = tcp(sport, dport, flags, options, data);
-    let pseudo = checksum::pseudo_header_v4(&src, &dst, IpProtocol::TCP, len32(&s));
-    seal(&mut s, 16, pseudo);
-    s
+    let h = tcp_header(sport, dport, flags, options);
+    frames::tcp_segment(Pseudo::V4(src, dst), &h, data)
 }
 
 fn tcp6(
@@ -614,62 +588,25 @@ fn tcp6(
     options: &[u8],
     data: &[u8],
 ) -> Vec<u8> {
-    let mut s = tcp(sport, dport, flags, options, data);
-    let pseudo = checksum::pseudo_header_v6(&src, &dst, IpProtocol::TCP, len32(&s));
-    seal(&mut s, 16, pseudo);
-    s
-}
-
-fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut d = Vec::new();
-    d.extend_from_slice(&sport.to_be_bytes());
-    d.extend_from_slice(&dport.to_be_bytes());
-    d.extend_from_slice(&u16::try_from(8 + data.len()).unwrap().to_be_bytes());
-    d.extend_from_slice(&[0, 0]);
-    d.extend_from_slice(data);
-    d
+    let h = tcp_header(sport, dport, flags, options);
+    frames::tcp_segment(Pseudo::V6(src, dst), &h, data)
 }
 
 fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut d = udp(sport, dport, data);
-    let pseudo = checksum::pseudo_header_v4(&src, &dst, IpProtocol::UDP, len32(&d));
-    seal(&mut d, 6, pseudo);
-    d
+    frames::udp(Pseudo::V4(src, dst), sport, dport, data)
 }
 
 fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut d = udp(sport, dport, data);
-    let pseudo = checksum::pseudo_header_v6(&src, &dst, IpProtocol::UDP, len32(&d));
-    seal(&mut d, 6, pseudo);
-    d
+    frames::udp(Pseudo::V6(src, dst), sport, dport, data)
 }
 
 /// ICMP: type, code, the 4-byte rest-of-header, data.
 fn icmp(ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest.to_be_bytes());
-    m.extend_from_slice(data);
-    seal(&mut m, 2, 0);
-    m
+    frames::icmp_message(ty, code, rest, data)
 }
 
 fn icmpv6(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest.to_be_bytes());
-    m.extend_from_slice(data);
-    let pseudo = checksum::pseudo_header_v6(&src, &dst, IpProtocol::ICMPV6, len32(&m));
-    seal(&mut m, 2, pseudo);
-    m
-}
-
-fn len32(b: &[u8]) -> u32 {
-    u32::try_from(b.len()).unwrap()
-}
-
-/// Writes the Internet checksum of `b` plus `pseudo` at `at` (where it was zero).
-fn seal(b: &mut [u8], at: usize, pseudo: u64) {
-    let check = checksum::finish(pseudo + checksum::sum(b));
-    b[at..at + 2].copy_from_slice(&check.to_be_bytes());
+    frames::icmpv6_message(src, dst, ty, code, rest, data)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -889,7 +826,7 @@ fn pipeline_inputs(packets: &[(&'static str, Vec<u8>)]) -> Vec<(&'static str, Ve
         CLIENT_MAC,
         &[],
         ETH_ARP,
-        &arp(1, CLIENT_MAC, OUR4, [0; 6], VIP4),
+        &arp(ArpOp::Request, CLIENT_MAC, OUR4, [0; 6], VIP4),
     );
     let inside_mac = [0x02, 0, 0, 0, 0, 0x02];
     let inside_arp = eth(
@@ -898,7 +835,7 @@ fn pipeline_inputs(packets: &[(&'static str, Vec<u8>)]) -> Vec<(&'static str, Ve
         &[],
         ETH_ARP,
         &arp(
-            1,
+            ArpOp::Request,
             CLIENT_MAC,
             Ipv4Addr::new(10, 0, 0, 9),
             [0; 6],

@@ -65,23 +65,7 @@ pub fn unique(tag: &str) -> String {
 
 /// Writes a classic little-endian pcap (microsecond timestamps, Ethernet link type).
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65_535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        let len = u32::try_from(f.len()).unwrap();
-        out.extend_from_slice(&u32::try_from(i / 1000).unwrap().to_le_bytes());
-        out.extend_from_slice(&u32::try_from(i % 1000).unwrap().to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(f);
-    }
-    std::fs::write(path, out).unwrap();
+    switchyard_frames::pcap::write_file(path, frames).unwrap();
 }
 
 /// Reads the frames of a little-endian pcap (microsecond or nanosecond timestamps).
