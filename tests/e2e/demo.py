@@ -6,7 +6,7 @@ and links syd-*, addresses 10.90-95.*, API 127.0.0.1:9180, instance demo, policy
 configs/fleet-demo.yaml. What it shows, with real clients:
 
   1. requests per region and per backend (curl, each request a new TCP connection);
-  2. `switchyard-control show`;
+  2. `switchyard-control trace` of a client, and `switchyard-control show`;
   3. a churn: SSE streams (a token every 5 ms) from both regions while `apply` adds a backend,
      and the streams broken by it (none);
   4. live load: a GPU reporting a queue gets fewer new connections;
@@ -104,6 +104,11 @@ class Demo(Fleet):
         print("  eu-west (10.90.1.0/24) → pool llama-eu (Maglev); us-east (10.90.2.0/24) → "
               "llama-us (round robin)")
         self.requests(4)
+
+        step("switchyard-control trace: where does a client go, and why (asked of the workers)")
+        client = L.sources["eu-west"][0]
+        print(run([self.ctl_bin, "trace", f"{client}:40000", f"{VIP}:{L.port}", "--live",
+                   "--api", L.api], check=False).stdout.rstrip())
 
         step("switchyard-control show")
         print(run([self.ctl_bin, "show", "--api", L.api], check=False).stdout.rstrip())

@@ -42,16 +42,16 @@ pub fn render_trace(v: &TraceView, live: bool) -> String {
     let mut out = String::new();
     let field = |out: &mut String, k: &str, v: &Option<String>| {
         if let Some(v) = v {
-            out.push_str(&format!("{k:<9} {v}\n"));
+            out.push_str(&format!("{k:<10} {v}\n"));
         }
     };
-    out.push_str(&format!("flow      {}\n", v.flow));
+    out.push_str(&format!("flow       {}\n", v.flow));
     out.push_str(&format!("generation {}\n", v.generation));
     let verdict = match &v.reason {
         Some(r) if v.verdict == "drop" => format!("drop ({r})"),
         _ => v.verdict.clone(),
     };
-    out.push_str(&format!("verdict   {verdict}\n"));
+    out.push_str(&format!("verdict    {verdict}\n"));
     field(&mut out, "service", &v.service);
     field(&mut out, "region", &v.region);
     field(&mut out, "route", &v.route);
