@@ -84,11 +84,11 @@ fn demo_config_and_interfaces() {
     assert_eq!(i.v4[0], [198, 51, 100, 1]);
     assert_eq!(i.v6[0], v6("2001:db8:100::1"));
 
-    // The minimal policy: no limits, no gateway.
+    // The minimal policy: no limits; a gateway MAC (required to forward, tests/configs_run.rs).
     let g = compiled(&load("../configs/minimal.yaml"));
     assert_eq!((g.config.new_flow_rate, g.config.new_flow_burst), (0, 0));
-    assert_eq!(g.interfaces[0].gateway_mac, [0; 6]);
-    assert_eq!(g.interfaces[0].gateway_v4, [0; 4]);
+    assert_eq!(g.interfaces[0].gateway_mac, [2, 0, 0, 0, 0, 0xfe]);
+    assert_eq!(g.interfaces[0].gateway_v4, [192, 0, 2, 254]);
     assert_eq!((g.interfaces[0].v4_count, g.interfaces[0].v6_count), (1, 0));
 }
 
