@@ -15,12 +15,12 @@ pub mod control_channel;
 pub mod flow;
 #[cfg(feature = "dpdk")]
 pub mod forward;
+#[cfg(feature = "dpdk")]
+pub mod launch;
 pub mod pipeline;
+#[cfg(feature = "dpdk")]
+pub mod poll;
 pub mod query;
-#[cfg(feature = "dpdk")]
-pub mod run;
-#[cfg(feature = "dpdk")]
-pub mod runner;
 pub mod settings;
 pub mod stats;
 pub mod swap;

@@ -14,10 +14,10 @@ use switchyard::control_channel::ControlChannel;
 use switchyard::dpdk::PortId;
 use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
 use switchyard::forward::ForwardWorker;
+use switchyard::launch;
 use switchyard::pipeline::{Counter, PipelineWorker, WorkerConfig};
+use switchyard::poll::PollLoop;
 use switchyard::query::QueryBoard;
-use switchyard::run::RunWorker;
-use switchyard::runner;
 use switchyard::settings::Settings;
 use switchyard::stats::CounterBoard;
 use switchyard::swap::GenerationCell;
@@ -156,7 +156,7 @@ fn forward(args: &CommonArgs) -> Result<()> {
         println!("{line}");
     }
     let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
-    let report = runner::run(
+    let report = launch::run_workers(
         &app,
         "forward",
         duration,
@@ -269,7 +269,7 @@ fn run(args: &RunArgs) -> Result<()> {
     }
     let flow_cfg = settings.flow_table;
     let mut last_counter_publish = std::time::Instant::now();
-    let report = runner::run(
+    let report = launch::run_workers(
         &app,
         "run",
         duration,
@@ -304,7 +304,7 @@ fn run(args: &RunArgs) -> Result<()> {
                     FlowTable::<FlowKeyV6>::BYTES_PER_FLOW,
                     pipeline.flow_memory_bytes()
                 );
-                RunWorker {
+                PollLoop {
                     plan,
                     ports,
                     tx_retries,

@@ -286,15 +286,15 @@ const NOT_FROM_A_FRAME: &[(&str, &str)] = &[
     ),
     (
         "drop_multi_segment",
-        "the runner, before the pipeline (multi-segment mbufs)",
+        "the poll loop (dataplane/poll.rs), before the pipeline (multi-segment mbufs)",
     ),
     (
         "drop_tx_queue_full",
-        "the runner, when a TX queue stays full",
+        "the poll loop (dataplane/poll.rs), when a TX queue stays full",
     ),
     (
         "drop_unroutable",
-        "the runner, for a verdict naming no port it has",
+        "the poll loop (dataplane/poll.rs), for a verdict naming no port it has",
     ),
     (
         "drop_no_buffer_room",

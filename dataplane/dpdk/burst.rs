@@ -184,7 +184,7 @@ impl Drop for Burst {
 /// A borrowed view of one mbuf of a [`Burst`], as the pipeline's [`PacketBuf`].
 ///
 /// Only the first segment is visible; [`PacketRef::is_contiguous`] says whether that is the whole
-/// packet (the runner drops multi-segment packets before the pipeline sees them).
+/// packet (the poll loop drops multi-segment packets before the pipeline sees them).
 #[repr(transparent)]
 pub struct PacketRef(NonNull<sys::rte_mbuf>);
 

@@ -215,14 +215,14 @@ counters! {
     DropNoGatewayMac => "drop_no_gateway_mac",
     /// Not enough headroom or tailroom in the buffer to build the output.
     DropNoBufferRoom => "drop_no_buffer_room",
-    /// A multi-segment packet (the runner drops these before the pipeline; counted here so
+    /// A multi-segment packet (the poll loop drops these before the pipeline; counted here so
     /// every drop has one home).
     DropMultiSegment => "drop_multi_segment",
     /// A packet the TX queue had no room for after the bounded retries (counted by the
-    /// runner, which sends).
+    /// poll loop, which sends).
     DropTxQueueFull => "drop_tx_queue_full",
     /// A verdict naming a port the worker cannot send on (no exception-path port for a
-    /// `Kernel` verdict, or a port index past the appliance's ports; counted by the runner).
+    /// `Kernel` verdict, or a port index past the appliance's ports; counted by the poll loop).
     DropUnroutable => "drop_unroutable",
 }
 

@@ -58,7 +58,7 @@ pub fn format_rate(pps: f64) -> String {
 /// `duration`. `make_job` builds the job that runs on the worker's lcore; `tick` runs on the main
 /// lcore about every 250 µs while workers poll (the control channel lives there: this is what
 /// bounds publish → live latency).
-pub fn run<F, J>(
+pub fn run_workers<F, J>(
     app: &Appliance,
     mode: &str,
     duration: Option<Duration>,

@@ -1,4 +1,4 @@
-//! Pipeline mode: each worker receives a burst, runs it through the [`PipelineWorker`], and sends
+//! A pipeline worker's poll loop (`run` mode): each worker receives a burst, runs it through the [`PipelineWorker`], and sends
 //! every packet where its verdict says, on the worker's own TX queue of that port.
 //!
 //! Per poll a worker: checks for a new table generation (one acquire load when nothing changed),
@@ -25,7 +25,7 @@ use crate::swap::{GenerationCell, WorkerView};
 use switchyard_table::shm::{Message, TRACE_HELD};
 
 /// What one pipeline worker needs, moved onto its lcore.
-pub struct RunWorker {
+pub struct PollLoop {
     pub plan: WorkerPlan,
     /// Appliance port ids in configured order (a [`PortIndex`] indexes this).
     pub ports: Vec<PortId>,
@@ -62,7 +62,7 @@ struct Flight {
     totals: Totals,
 }
 
-impl RunWorker {
+impl PollLoop {
     /// Polls until `stop`; returns 0.
     pub fn run(mut self, stop: &AtomicBool) -> i32 {
         let index = self.plan.index;
