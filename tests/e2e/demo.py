@@ -22,12 +22,12 @@ import argparse
 import collections
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 
-from topology import Fail, Fleet, Layout, StreamRun, broken_summary, cleanup_from_pidfile, http, run
+from topology import (Fail, Fleet, Layout, StreamRun, broken_summary, cleanup_command, http, run,
+                      signals_ignore, signals_raise)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -205,22 +205,14 @@ def leftovers():
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "cleanup":
-        p = argparse.ArgumentParser()
-        p.add_argument("cmd")
-        p.add_argument("--work", required=True)
-        cleanup_from_pidfile(DEMO, p.parse_args().work)
+    if cleanup_command(DEMO):
         return 0
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
     p.add_argument("--work", required=True)
     args = p.parse_args()
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    signals_raise()
     d = Demo(args.bin, args.work)
     rc = 0
     try:
@@ -236,8 +228,7 @@ def main():
                     print(f"--- {os.path.basename(p.logpath)} (tail)\n{f.read()[-1500:]}")
         rc = 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        signals_ignore()
         d.cleanup()
     step("clean up: processes stopped, namespaces and links removed")
     left = leftovers()

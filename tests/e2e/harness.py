@@ -39,8 +39,8 @@ import subprocess
 import sys
 import time
 
-from topology import (PY, Fail, Fleet, Layout, StreamRun, broken_summary, cleanup_from_pidfile,
-                      describe, http, ipn, log, ns, run)
+from topology import (PY, Fail, Fleet, Layout, StreamRun, broken_summary, cleanup_command,
+                      describe, http, ipn, log, ns, run, signals_ignore, signals_raise)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -560,11 +560,7 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "arp-probe":
         arp_probe(*sys.argv[2:6])
         return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "cleanup":
-        p = argparse.ArgumentParser()
-        p.add_argument("cmd")
-        p.add_argument("--work", required=True)
-        cleanup_from_pidfile(E2E, p.parse_args().work)
+    if cleanup_command(E2E):
         return 0
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
@@ -577,11 +573,7 @@ def main():
         p.error(f"unknown scenario {', '.join(unknown)}; the scenarios: {', '.join(SCENARIOS)}")
     names = [n for n in SCENARIOS if not only or n in only]
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    signals_raise()
 
     t_start = time.time()
     h = Harness(args.bin, args.work)
@@ -636,8 +628,7 @@ def main():
                 print(f"not ok {k} - {name}\n# FAILED: the fleet could not be set up: {e}")
             failed = len(names)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        signals_ignore()
         h.cleanup()
         keep = os.environ.get("E2E_KEEP_LOGS")
         if keep:

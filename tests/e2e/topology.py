@@ -17,6 +17,7 @@ and removes everything it made.
 Backends decapsulate with the kernel's ipip and fou devices where the kernel has both, otherwise
 with tests/tools/decap.py (AF_PACKET in, TUN out; IPIP and GUE alike).
 """
+import argparse
 import collections
 import json
 import os
@@ -523,6 +524,32 @@ class Fleet:
                 else:
                     failed += 1
         return seen, failed
+
+
+def cleanup_command(layout):
+    """`SCRIPT cleanup --work DIR` (what a wrapper's trap runs): True when that was the command."""
+    if len(sys.argv) < 2 or sys.argv[1] != "cleanup":
+        return False
+    p = argparse.ArgumentParser()
+    p.add_argument("cmd")
+    p.add_argument("--work", required=True)
+    cleanup_from_pidfile(layout, p.parse_args().work)
+    return True
+
+
+def signals_raise():
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so a run unwinds into its cleanup."""
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def signals_ignore():
+    """No interruption of the cleanup itself."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def cleanup_from_pidfile(layout, work):
