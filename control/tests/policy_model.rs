@@ -628,4 +628,30 @@ fn encap_source_and_flow_timeouts_reach_the_compiled_config() {
             "{bad}: {errors}"
         );
     }
+
+    // An interface's own prefix: same rules, its own path.
+    let src = with_pool("", "    backends: [{ address: 192.0.2.10 }]").replace(
+        "    addresses: [192.0.2.1/24, 2001:db8::1/64]\n",
+        "    addresses: [192.0.2.1/24, 2001:db8::1/64]\n    encap_source: { ipv4: 224.0.0.0/24, ipv6: \"fd00:1::/48\" }\n",
+    );
+    let errors = policy::parse_str(&src, "test.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("interfaces[0].encap_source.ipv4: 224.0.0.0/24 is multicast"),
+        "{errors}"
+    );
+    assert!(!errors.contains("encap_source.ipv6"), "{errors}");
+    let policy = parse(&src.replace("224.0.0.0/24", "100.64.1.0/24"));
+    let it = &policy.interfaces[0];
+    assert_eq!(
+        (
+            it.encap_source_ipv4.map(|n| n.to_string()),
+            it.encap_source_ipv6.map(|n| n.to_string())
+        ),
+        (
+            Some("100.64.1.0/24".to_owned()),
+            Some("fd00:1::/48".to_owned())
+        )
+    );
 }

@@ -4,7 +4,8 @@
 //! One function per (outer family, IPIP/GUE), monomorphised from [`encap_as`]; the caller
 //! dispatches once on the backend's family and the generation's encapsulation.
 //!
-//! Outer header: source from the generation's outer-source prefix with its host bits taken
+//! Outer header: source from the egress interface's outer-source prefix (the generation's
+//! default unless the interface sets its own) with its host bits taken
 //! from the flow hash (so the backend's RSS spreads flows over its queues), destination the
 //! backend, TTL / hop limit 64, ToS / traffic class copied from the inner packet, IPv4 DF set
 //! and identification 0 (an atomic datagram, RFC 6864), IPv6 flow label = low 20 bits of the
@@ -93,7 +94,7 @@ trait Outer {
     /// Writes the outer IP header into `header` (exactly `HEADER_LEN` bytes).
     fn emit(
         header: &mut [u8],
-        view: &View,
+        egress: &PortBinding,
         dst: &[u8; 16],
         next: IpProtocol,
         payload: usize,
@@ -115,14 +116,14 @@ impl Outer for OuterV4 {
     #[inline]
     fn emit(
         header: &mut [u8],
-        view: &View,
+        egress: &PortBinding,
         dst: &[u8; 16],
         next: IpProtocol,
         payload: usize,
         inner: &Inner,
     ) {
         let bytes = outer_ipv4(
-            view.outer_src_v4(inner.hash),
+            egress.outer_src_v4(inner.hash),
             u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]),
             next,
             payload,
@@ -146,14 +147,14 @@ impl Outer for OuterV6 {
     #[inline]
     fn emit(
         header: &mut [u8],
-        view: &View,
+        egress: &PortBinding,
         dst: &[u8; 16],
         next: IpProtocol,
         payload: usize,
         inner: &Inner,
     ) {
         Ipv6Repr {
-            src_addr: Ipv6Addr::from(view.outer_src_v6(inner.hash)),
+            src_addr: Ipv6Addr::from(egress.outer_src_v6(inner.hash)),
             dst_addr: Ipv6Addr::from(*dst),
             next_header: next,
             payload_len: payload,
@@ -234,7 +235,7 @@ fn encap_as<P: PacketBuf, O: Outer, const GUE: bool>(
     .emit(&mut EthernetFrame::new_unchecked(l2));
     let (ip, tunnel_header) = rest.split_at_mut(O::HEADER_LEN);
     let next = if GUE { IpProtocol::UDP } else { inner.protocol };
-    O::emit(ip, view, backend, next, tunnel + inner.len, inner);
+    O::emit(ip, egress, backend, next, tunnel + inner.len, inner);
     if GUE {
         let (udp_header, gue_header) = tunnel_header.split_at_mut(udp::HEADER_LEN);
         UdpRepr {

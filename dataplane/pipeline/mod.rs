@@ -102,7 +102,8 @@
 //! 9. **Encapsulation** (module `encap`): outer family = the backend's; IPIP (4 / 41) or GUE
 //!    (UDP to `gue_port`, source port `0xC000 | hash & 0x3FFF`, variant-0 header with protocol
 //!    4 / 41; UDP checksum 0 over IPv4, computed over IPv6). Outer TTL 64, ToS copied, DF set,
-//!    IPv4 id 0, IPv6 flow label `hash & 0xFFFFF`. Outer source: `Config.outer_src_v4/v6`
+//!    IPv4 id 0, IPv6 flow label `hash & 0xFFFFF`. Outer source: the egress interface's
+//!    `outer_src_v4/v6` (else `Config`'s)
 //!    network bits, host bits = the flow hash (zero-extended for IPv6). Ethernet: from the
 //!    egress interface's MAC to its gateway MAC (`drop_no_gateway_mac` if it has none); egress
 //!    = [`PortMap::backend`], or the RX port. **VLAN tags on input are not carried to the

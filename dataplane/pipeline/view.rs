@@ -1,8 +1,10 @@
 //! What a worker derives from a table generation once, at `set_generation`, so the hot path
-//! only indexes: which interface each port is bound to (by name), its MAC and gateway MAC, the
-//! own addresses, the encapsulation settings and the outer-source pools.
+//! only indexes: which interface each port is bound to (by name), its MAC and gateway MAC and
+//! outer-source pools, the own addresses and the encapsulation settings.
 
-use switchyard_table::generation::{name_str, Generation, Interface, ENCAP_GUE, MAX_IF_ADDRS};
+use switchyard_table::generation::{
+    name_str, Config, Generation, Interface, ENCAP_GUE, MAX_IF_ADDRS, OUTER_SRC_V4, OUTER_SRC_V6,
+};
 
 use super::{PortIndex, PortMap};
 use crate::wire::EthernetAddress;
@@ -18,12 +20,30 @@ pub(crate) struct PortBinding {
     v4_count: usize,
     v6: [u128; MAX_IF_ADDRS],
     v6_count: usize,
+    /// Outer source of encapsulated packets leaving here: network bits and the host-bit mask
+    /// filled from the flow hash (the interface's own prefix, else the config's).
+    outer_v4_net: u32,
+    outer_v4_host: u32,
+    outer_v6_net: u128,
+    outer_v6_host: u128,
 }
 
 impl PortBinding {
-    fn new(it: &Interface) -> Self {
+    fn new(it: &Interface, c: &Config) -> Self {
         let v4_count = usize::from(it.v4_count).min(MAX_IF_ADDRS);
         let v6_count = usize::from(it.v6_count).min(MAX_IF_ADDRS);
+        let (v4_src, v4_len) = if it.outer_src_flags & OUTER_SRC_V4 != 0 {
+            (it.outer_src_v4, it.outer_src_v4_len)
+        } else {
+            (c.outer_src_v4, c.outer_src_v4_len)
+        };
+        let (v6_src, v6_len) = if it.outer_src_flags & OUTER_SRC_V6 != 0 {
+            (it.outer_src_v6, it.outer_src_v6_len)
+        } else {
+            (c.outer_src_v6, c.outer_src_v6_len)
+        };
+        let v4_host = host_mask_v4(v4_len);
+        let v6_host = host_mask_v6(v6_len);
         Self {
             mac: EthernetAddress(it.mac),
             gateway_mac: EthernetAddress(it.gateway_mac),
@@ -31,7 +51,24 @@ impl PortBinding {
             v4_count,
             v6: it.v6.map(u128::from_be_bytes),
             v6_count,
+            outer_v4_net: u32::from_be_bytes(v4_src) & !v4_host,
+            outer_v4_host: v4_host,
+            outer_v6_net: u128::from_be_bytes(v6_src) & !v6_host,
+            outer_v6_host: v6_host,
         }
+    }
+
+    /// The outer IPv4 source for a flow leaving here: the pool's network bits, host bits from
+    /// the hash.
+    #[inline]
+    pub fn outer_src_v4(&self, hash: u32) -> u32 {
+        self.outer_v4_net | (hash & self.outer_v4_host)
+    }
+
+    /// The outer IPv6 source for a flow leaving here.
+    #[inline]
+    pub fn outer_src_v6(&self, hash: u32) -> u128 {
+        self.outer_v6_net | (u128::from(hash) & self.outer_v6_host)
     }
 
     /// Whether `addr` is one of this interface's IPv4 addresses.
@@ -69,11 +106,6 @@ pub(crate) struct View {
     pub gue: bool,
     pub gue_port: u16,
     pub backend_mtu: u16,
-    /// Outer IPv4 source: network bits and the host-bit mask filled from the flow hash.
-    pub outer_v4_net: u32,
-    pub outer_v4_host: u32,
-    pub outer_v6_net: u128,
-    pub outer_v6_host: u128,
 }
 
 impl View {
@@ -86,19 +118,17 @@ impl View {
                 g.interfaces
                     .iter()
                     .find(|it| name_str(&it.name) == name)
-                    .map(PortBinding::new)
+                    .map(|it| PortBinding::new(it, &g.config))
             })
             .collect();
         let mut own_v4 = Vec::new();
         let mut own_v6 = Vec::new();
         for it in &g.interfaces {
-            let b = PortBinding::new(it);
+            let b = PortBinding::new(it, &g.config);
             own_v4.extend_from_slice(&b.v4[..b.v4_count]);
             own_v6.extend_from_slice(&b.v6[..b.v6_count]);
         }
         let c = &g.config;
-        let v4_host = host_mask_v4(c.outer_src_v4_len);
-        let v6_host = host_mask_v6(c.outer_src_v6_len);
         Self {
             ports: bound,
             kernel: ports.kernel,
@@ -108,10 +138,6 @@ impl View {
             gue: c.encap == ENCAP_GUE,
             gue_port: c.gue_port,
             backend_mtu: c.backend_mtu,
-            outer_v4_net: u32::from_be_bytes(c.outer_src_v4) & !v4_host,
-            outer_v4_host: v4_host,
-            outer_v6_net: u128::from_be_bytes(c.outer_src_v6) & !v6_host,
-            outer_v6_host: v6_host,
         }
     }
 
@@ -142,18 +168,6 @@ impl View {
             }
         }
         false
-    }
-
-    /// The outer IPv4 source for a flow: the pool's network bits, host bits from the hash.
-    #[inline]
-    pub fn outer_src_v4(&self, hash: u32) -> u32 {
-        self.outer_v4_net | (hash & self.outer_v4_host)
-    }
-
-    /// The outer IPv6 source for a flow: the pool's network bits, host bits from the hash.
-    #[inline]
-    pub fn outer_src_v6(&self, hash: u32) -> u128 {
-        self.outer_v6_net | (u128::from(hash) & self.outer_v6_host)
     }
 }
 

@@ -25,7 +25,12 @@ pub const MAGIC: [u8; 8] = *b"SWYDGEN\0";
 /// Bumped on any change to a record layout or its meaning. [`BACKEND_FULL`] came within version
 /// 2: a reader from before it ignores the bit (no bounded load, nothing else changes). Since
 /// then [`Generation::validate`] refuses unknown flag bits, so any further flag needs a bump.
-pub const ABI_VERSION: u32 = 2;
+/// Version 3: per-interface outer source prefixes ([`Interface::outer_src_flags`]).
+pub const ABI_VERSION: u32 = 3;
+/// [`Interface::outer_src_flags`]: the interface's own IPv4 outer source prefix applies.
+pub const OUTER_SRC_V4: u8 = 1;
+/// [`Interface::outer_src_flags`]: the interface's own IPv6 outer source prefix applies.
+pub const OUTER_SRC_V6: u8 = 2;
 /// Most sections a header can describe.
 pub const MAX_SECTIONS: usize = 24;
 /// Fixed length of names carried in records (NUL-padded UTF-8, truncated by the compiler).
@@ -189,7 +194,8 @@ pub struct Config {
     /// Largest L3 packet the path to backends carries; bigger after encapsulation → ICMP
     /// frag-needed / packet-too-big.
     pub backend_mtu: u16,
-    /// Prefix lengths of the outer-source pools below (low bits come from the flow hash).
+    /// Prefix lengths of the outer-source pools below (low bits come from the flow hash), for
+    /// interfaces that do not set their own.
     pub outer_src_v4_len: u8,
     pub outer_src_v6_len: u8,
     /// Outer IPv4 source prefix for IPIP/GUE (network order in the first 4 bytes).
@@ -224,6 +230,16 @@ pub struct Interface {
     pub v4: [[u8; 4]; MAX_IF_ADDRS],
     pub v6: [[u8; 16]; MAX_IF_ADDRS],
     pub gateway_v6: [u8; 16],
+    /// Outer source prefix of encapsulated packets leaving this interface (network order),
+    /// used when [`OUTER_SRC_V4`] is set in `outer_src_flags`; otherwise [`Config`]'s.
+    pub outer_src_v4: [u8; 4],
+    /// The same for IPv6, with [`OUTER_SRC_V6`].
+    pub outer_src_v6: [u8; 16],
+    pub outer_src_v4_len: u8,
+    pub outer_src_v6_len: u8,
+    /// [`OUTER_SRC_V4`] | [`OUTER_SRC_V6`]; no other bit.
+    pub outer_src_flags: u8,
+    pub _pad2: u8,
 }
 
 /// A load-balanced service (one model endpoint).
@@ -347,7 +363,7 @@ assert_layout! {
     SectionRef => 24, 8;
     Header => 48 + 24 * MAX_SECTIONS, 8;
     Config => 76, 4;
-    Interface => 180, 1;
+    Interface => 204, 1;
     Service => 76, 4;
     VipGroup => 8, 4;
     VipEntry => 12, 4;
@@ -875,7 +891,12 @@ impl Generation {
             }
         }
         for (i, it) in self.interfaces.iter().enumerate() {
-            if it.v4_count as usize > MAX_IF_ADDRS || it.v6_count as usize > MAX_IF_ADDRS {
+            if it.v4_count as usize > MAX_IF_ADDRS
+                || it.v6_count as usize > MAX_IF_ADDRS
+                || it.outer_src_flags & !(OUTER_SRC_V4 | OUTER_SRC_V6) != 0
+                || it.outer_src_v4_len > 32
+                || it.outer_src_v6_len > 128
+            {
                 return bad("interface", i);
             }
         }
@@ -999,6 +1020,28 @@ mod tests {
             Generation::decode(&g.encode()).unwrap_err().name(),
             "bad_reference"
         );
+    }
+
+    #[test]
+    fn interface_outer_sources_are_checked() {
+        let mut g = sample();
+        g.interfaces[0].outer_src_flags = OUTER_SRC_V4 | OUTER_SRC_V6;
+        g.interfaces[0].outer_src_v4 = [100, 64, 0, 0];
+        g.interfaces[0].outer_src_v4_len = 24;
+        g.interfaces[0].outer_src_v6_len = 128;
+        assert_eq!(Generation::decode(&g.encode()).unwrap(), g);
+        for bad in [
+            |it: &mut Interface| it.outer_src_flags = 4,
+            |it: &mut Interface| it.outer_src_v4_len = 33,
+            |it: &mut Interface| it.outer_src_v6_len = 129,
+        ] {
+            let mut g = sample();
+            bad(&mut g.interfaces[0]);
+            assert_eq!(
+                Generation::decode(&g.encode()).unwrap_err().name(),
+                "bad_reference"
+            );
+        }
     }
 
     #[test]

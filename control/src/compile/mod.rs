@@ -19,7 +19,9 @@
 //! **Interfaces.** Name, MAC, gateway MAC (all zero: resolve the gateway by ARP / ND), gateway
 //! addresses (all zero: none) and up to [`MAX_IF_ADDRS`] own addresses per family, in policy
 //! order; more is a [`CompileError::InterfaceAddresses`]. The record has no field for the
-//! subnet length of an own address, so it is not carried.
+//! subnet length of an own address, so it is not carried. An interface's own `encap_source`
+//! prefixes go into its record with `OUTER_SRC_V4` / `OUTER_SRC_V6` set; without them the data
+//! plane uses the config's (the top-level `encap_source`).
 //!
 //! **Regions.** One record per region in policy order; the geo LPM value is region index + 1.
 //! Explicit `prefixes` beat GeoIP, as `docs/POLICY.md` says ("if no prefix matches, the region
@@ -218,7 +220,23 @@ fn interfaces(policy: &Policy) -> Result<Vec<abi::Interface>, CompileError> {
                 v4: [[0; 4]; abi::MAX_IF_ADDRS],
                 v6: [[0; 16]; abi::MAX_IF_ADDRS],
                 gateway_v6: [0; 16],
+                outer_src_v4: [0; 4],
+                outer_src_v6: [0; 16],
+                outer_src_v4_len: 0,
+                outer_src_v6_len: 0,
+                outer_src_flags: 0,
+                _pad2: 0,
             };
+            if let Some(net) = i.encap_source_ipv4 {
+                rec.outer_src_v4 = net.network().octets();
+                rec.outer_src_v4_len = net.prefix_len();
+                rec.outer_src_flags |= abi::OUTER_SRC_V4;
+            }
+            if let Some(net) = i.encap_source_ipv6 {
+                rec.outer_src_v6 = net.network().octets();
+                rec.outer_src_v6_len = net.prefix_len();
+                rec.outer_src_flags |= abi::OUTER_SRC_V6;
+            }
             if let Some(gw) = &i.gateway {
                 rec.gateway_mac = gw.mac.map_or([0; 6], |m| m.0);
                 rec.gateway_v4 = gw.ipv4.map_or([0; 4], |a| a.octets());

@@ -215,6 +215,10 @@ pub struct Interface {
     /// Own addresses with their on-link prefix length (`198.51.100.1/24`).
     pub addresses: Vec<IpNet>,
     pub gateway: Option<Gateway>,
+    /// This interface's own outer source prefixes (`interfaces[].encap_source`), per family;
+    /// `None` takes the policy's top-level `encap_source`.
+    pub encap_source_ipv4: Option<ipnet::Ipv4Net>,
+    pub encap_source_ipv6: Option<ipnet::Ipv6Net>,
 }
 
 /// Next hop for destinations that are not on-link.

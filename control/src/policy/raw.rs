@@ -76,6 +76,8 @@ pub struct RawInterface {
     pub addresses: SpannedStrings,
     #[serde(default)]
     pub gateway: Option<Spanned<RawGateway>>,
+    #[serde(default)]
+    pub encap_source: Option<Spanned<RawEncapSource>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,12 +160,33 @@ impl Validator {
                 .as_ref()
                 .and_then(|gateway| self.gateway(&format!("{path}.gateway"), gateway, &addresses));
 
+            let (mut encap_source_ipv4, mut encap_source_ipv6) = (None, None);
+            if let Some(source) = &raw.encap_source {
+                let base = format!("{path}.encap_source");
+                if let Some(node) = &source.value.ipv4 {
+                    if let Some(IpNet::V4(net)) =
+                        self.encap_prefix(node, &base, "ipv4", ENCAP_SOURCE_MIN_LEN.0, 32)
+                    {
+                        encap_source_ipv4 = Some(net);
+                    }
+                }
+                if let Some(node) = &source.value.ipv6 {
+                    if let Some(IpNet::V6(net)) =
+                        self.encap_prefix(node, &base, "ipv6", ENCAP_SOURCE_MIN_LEN.1, 128)
+                    {
+                        encap_source_ipv6 = Some(net);
+                    }
+                }
+            }
+
             if let Some(mac) = mac {
                 interfaces.push(Interface {
                     name: raw.name.value.clone(),
                     mac,
                     addresses,
                     gateway,
+                    encap_source_ipv4,
+                    encap_source_ipv6,
                 });
             }
         }
@@ -277,14 +298,14 @@ impl Validator {
         };
         if let Some(node) = &raw.value.ipv4 {
             if let Some(IpNet::V4(net)) =
-                self.encap_prefix(node, "ipv4", ENCAP_SOURCE_MIN_LEN.0, 32)
+                self.encap_prefix(node, "encap_source", "ipv4", ENCAP_SOURCE_MIN_LEN.0, 32)
             {
                 source.ipv4 = net;
             }
         }
         if let Some(node) = &raw.value.ipv6 {
             if let Some(IpNet::V6(net)) =
-                self.encap_prefix(node, "ipv6", ENCAP_SOURCE_MIN_LEN.1, 128)
+                self.encap_prefix(node, "encap_source", "ipv6", ENCAP_SOURCE_MIN_LEN.1, 128)
             {
                 source.ipv6 = net;
             }
@@ -295,11 +316,12 @@ impl Validator {
     fn encap_prefix(
         &mut self,
         node: &Spanned<String>,
+        base: &str,
         key: &str,
         min: u8,
         max: u8,
     ) -> Option<IpNet> {
-        let path = format!("encap_source.{key}");
+        let path = format!("{base}.{key}");
         let net = self.check(node, &path, parse_prefix(&node.value))?;
         let family_ok = match net {
             IpNet::V4(_) => key == "ipv4",
