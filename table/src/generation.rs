@@ -89,6 +89,32 @@ pub enum Scheduler {
 }
 
 impl Scheduler {
+    pub const ALL: [Scheduler; 5] = [
+        Self::Maglev,
+        Self::IpHash,
+        Self::RoundRobin,
+        Self::LeastConn,
+        Self::Weighted,
+    ];
+
+    /// The name a policy, `show`, diffs and traces use: the one table of them.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Maglev => "maglev",
+            Self::IpHash => "ip_hash",
+            Self::RoundRobin => "round_robin",
+            Self::LeastConn => "least_conn",
+            Self::Weighted => "weighted",
+        }
+    }
+
+    /// The name of scheduler code `v` (as stored in a pool record), or `unknown`.
+    #[must_use]
+    pub fn name_of(v: u8) -> &'static str {
+        Self::from_u8(v).map_or("unknown", Self::name)
+    }
+
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::Maglev,

@@ -527,17 +527,6 @@ fn backends(old: &Generation, new: &Generation, d: &mut GenerationDiff) {
         .collect();
 }
 
-fn scheduler_name(s: u8) -> &'static str {
-    match Scheduler::from_u8(s) {
-        Some(Scheduler::Maglev) => "maglev",
-        Some(Scheduler::IpHash) => "ip_hash",
-        Some(Scheduler::RoundRobin) => "round_robin",
-        Some(Scheduler::LeastConn) => "least_conn",
-        Some(Scheduler::Weighted) => "weighted",
-        None => "unknown",
-    }
-}
-
 fn health(healthy: bool) -> &'static str {
     if healthy {
         "healthy"
@@ -595,8 +584,8 @@ impl fmt::Display for GenerationDiff {
                 write!(
                     f,
                     "{sep}scheduler {} -> {}",
-                    scheduler_name(p.old_scheduler),
-                    scheduler_name(p.new_scheduler)
+                    Scheduler::name_of(p.old_scheduler),
+                    Scheduler::name_of(p.new_scheduler)
                 )?;
                 sep = ", ";
             }

@@ -170,7 +170,7 @@ pub(super) fn build(
         }
         g.pools.push(abi::Pool {
             name: abi::name_field(&pool.name),
-            scheduler: scheduler(pool.scheduler) as u8,
+            scheduler: pool.scheduler.abi() as u8,
             _pad: [0; 3],
             maglev_offset,
             maglev_size: size,
@@ -197,16 +197,6 @@ fn flags(healthy: bool, full: bool) -> u8 {
         (false, _) => 0,
         (true, false) => abi::BACKEND_HEALTHY,
         (true, true) => abi::BACKEND_HEALTHY | abi::BACKEND_FULL,
-    }
-}
-
-fn scheduler(s: Scheduler) -> abi::Scheduler {
-    match s {
-        Scheduler::Maglev { .. } => abi::Scheduler::Maglev,
-        Scheduler::IpHash => abi::Scheduler::IpHash,
-        Scheduler::RoundRobin => abi::Scheduler::RoundRobin,
-        Scheduler::LeastConn => abi::Scheduler::LeastConn,
-        Scheduler::Weighted => abi::Scheduler::Weighted,
     }
 }
 

@@ -92,12 +92,11 @@ pub fn pools(policy: &Policy, generation: &Generation) -> Vec<PoolView> {
         .map(|p| {
             let record_name = switchyard_table::generation::name_field(&p.name);
             let record_name = name_str(&record_name);
-            let (scheduler, maglev_size) = match p.scheduler {
-                Scheduler::Maglev { table_size } => ("maglev", table_size),
-                Scheduler::IpHash => ("ip_hash", policy.tables.maglev_size),
-                Scheduler::RoundRobin => ("round_robin", 0),
-                Scheduler::LeastConn => ("least_conn", 0),
-                Scheduler::Weighted => ("weighted", 0),
+            let scheduler = p.scheduler.abi().name();
+            let maglev_size = match p.scheduler {
+                Scheduler::Maglev { table_size } => table_size,
+                Scheduler::IpHash => policy.tables.maglev_size,
+                Scheduler::RoundRobin | Scheduler::LeastConn | Scheduler::Weighted => 0,
             };
             // The size the generation was built with, when it has the pool.
             let maglev_size = generation

@@ -296,17 +296,6 @@ impl Names<'_> {
     }
 }
 
-fn scheduler_name(code: u8) -> &'static str {
-    match Scheduler::from_u8(code) {
-        Some(Scheduler::Maglev) => "maglev",
-        Some(Scheduler::IpHash) => "ip_hash",
-        Some(Scheduler::RoundRobin) => "round_robin",
-        Some(Scheduler::LeastConn) => "least_conn",
-        Some(Scheduler::Weighted) => "weighted",
-        None => "unknown",
-    }
-}
-
 fn describe(t: &FlowTuple) -> String {
     let p = if t.proto == 6 { "tcp" } else { "udp" };
     let src = SocketAddr::new(t.addr(&t.src), t.sport);
@@ -416,7 +405,7 @@ pub fn trace_view(
         let sched =
             n.g.pools
                 .get(first.pool as usize)
-                .map(|p| scheduler_name(p.scheduler));
+                .map(|p| Scheduler::name_of(p.scheduler));
         view.scheduler = sched.map(str::to_owned);
         if first.flags & TRACE_CANARY != 0 {
             view.why

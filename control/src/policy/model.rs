@@ -490,6 +490,21 @@ pub enum Scheduler {
     Weighted,
 }
 
+impl Scheduler {
+    /// The table's scheduler (its code and its name).
+    #[must_use]
+    pub fn abi(self) -> switchyard_table::generation::Scheduler {
+        match self {
+            Scheduler::Maglev { .. } => SchedulerKind::Maglev,
+            Scheduler::IpHash => SchedulerKind::IpHash,
+            Scheduler::RoundRobin => SchedulerKind::RoundRobin,
+            Scheduler::LeastConn => SchedulerKind::LeastConn,
+            Scheduler::Weighted => SchedulerKind::Weighted,
+        }
+        .abi()
+    }
+}
+
 /// Scheduler names as written in a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -503,16 +518,23 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
-    /// Name as written in the policy.
+    /// The table's scheduler of this kind.
+    #[must_use]
+    pub fn abi(self) -> switchyard_table::generation::Scheduler {
+        use switchyard_table::generation::Scheduler as Abi;
+        match self {
+            SchedulerKind::Maglev => Abi::Maglev,
+            SchedulerKind::IpHash => Abi::IpHash,
+            SchedulerKind::RoundRobin => Abi::RoundRobin,
+            SchedulerKind::LeastConn => Abi::LeastConn,
+            SchedulerKind::Weighted => Abi::Weighted,
+        }
+    }
+
+    /// Name as written in the policy (the table's name for it).
     #[must_use]
     pub fn as_str(self) -> &'static str {
-        match self {
-            SchedulerKind::Maglev => "maglev",
-            SchedulerKind::IpHash => "ip_hash",
-            SchedulerKind::RoundRobin => "round_robin",
-            SchedulerKind::LeastConn => "least_conn",
-            SchedulerKind::Weighted => "weighted",
-        }
+        self.abi().name()
     }
 }
 
@@ -685,4 +707,22 @@ pub struct RateLimit {
 pub struct Tables {
     /// Maglev table size of pools that do not set their own.
     pub maglev_size: u32,
+}
+
+#[cfg(test)]
+mod scheduler_names {
+    use super::SchedulerKind;
+    use switchyard_table::generation::Scheduler;
+
+    /// A policy spells each scheduler by the table's name for it, and every table scheduler
+    /// can be written in a policy.
+    #[test]
+    fn every_table_scheduler_is_a_policy_name() {
+        for s in Scheduler::ALL {
+            let kind: SchedulerKind =
+                serde_saphyr::from_str(s.name()).unwrap_or_else(|e| panic!("{}: {e}", s.name()));
+            assert_eq!(kind.abi(), s);
+            assert_eq!(kind.as_str(), s.name());
+        }
+    }
 }
