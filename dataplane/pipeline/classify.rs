@@ -5,6 +5,63 @@
 //! its key and hash already computed. It changes nothing — no counter, no token, no table —
 //! so a burst can be classified whole (hashing every packet and warming its flow bucket) before
 //! any packet is executed, with the same result as one packet at a time.
+//!
+//! # What it checks, in order
+//!
+//! Each drop is its own [`Counter`] (their meanings are documented there).
+//!
+//! 1. **L2.** Ethernet with up to two VLAN tags ([`crate::wire::ethernet`]). The destination
+//!    MAC must be the MAC of the interface bound to the RX port ([`super::PortMap::interface`] names
+//!    `Generation::interfaces[i].name`), broadcast (ARP only) or `33:33:xx` (IPv6 only); else
+//!    `drop_not_our_mac`. Other EtherTypes: `drop_unknown_ethertype`. A port bound to no
+//!    interface of the generation: `drop_port_unbound`. Short frames and bad tag stacks: the
+//!    wire error's counter (`drop_truncated`, `drop_too_many_vlan_tags`, ...: one counter per
+//!    [`crate::wire::Error`]). Frames from the kernel port ([`super::PortMap::kernel`]) go out of the
+//!    port whose interface owns their source MAC (`kernel_to_wire`), untouched.
+//! 2. **Local traffic.** ARP requests for an address of the RX interface or inside a VIP are
+//!    answered in place (`arp_reply_sent`); ARP replies and gratuitous ARP are
+//!    `drop_arp_ignored` (gateway MACs are configured), requests for other addresses
+//!    `drop_arp_not_for_us`. Neighbour solicitations for an address of the RX interface or a
+//!    VIP are answered with a solicited, override advertisement carrying our MAC
+//!    (`nd_advert_sent`; a DAD probe from `::` is answered to all-nodes, unsolicited) after the
+//!    RFC 4861 §7.1.1 checks (`drop_nd_invalid`; other targets `drop_nd_not_for_us`). Echo
+//!    requests to own addresses and VIPs are answered in place, drawing from the worker's ICMP
+//!    token bucket (`Config.icmp_rate` per second, `icmp_burst` deep; rate 0 sends nothing;
+//!    empty → `drop_icmp_rate_limited`). Anything else to an own address (of any interface) is
+//!    for the host: [`super::Verdict::Kernel`] (`to_kernel`) when a kernel port exists, else
+//!    `drop_for_host_no_kernel_port`. A destination that is neither own nor in a VIP:
+//!    `drop_not_for_us`. Replies keep the request's VLAN tags and leave by the RX port.
+//! 3. **Hostile input**, each its own counter, checked in this order:
+//!    IPv4 — wire errors (IHL, total length), options (`drop_ipv4_options`: nothing we serve
+//!    needs them, and they are a classic evasion tool), fragments (`drop_ipv4_fragment`, see
+//!    below), header checksum (`drop_bad_ipv4_checksum`), martian source; IPv6 — wire errors,
+//!    extension headers (`drop_ipv6_ext_header` for hop-by-hop, routing and destination
+//!    options: TCP/UDP clients of an inference API do not send them, hop-by-hop is a known
+//!    slow-path DoS vector, and an ext-header walk per packet buys nothing; `drop_ipv6_fragment`
+//!    for a fragment header), martian source. Martian sources (`drop_martian_source`):
+//!    0.0.0.0/8, 127/8, 224/4 and 240/4 (broadcast included); `::`, `::1`, ff00::/8; any
+//!    address inside a VIP; any own address. Then, for traffic to a VIP: IPIP / IPv6-in-IP, or
+//!    UDP to `Config.gue_port`, is `drop_already_encapsulated` (never encapsulated twice, so a
+//!    looping or spoofed tunnel packet cannot bounce between balancers); invalid TCP flag
+//!    combinations (`drop_bad_tcp_flags`: the Linux conntrack table of
+//!    [`crate::wire::tcp`] — null, SYN+FIN, XMAS, FIN without ACK...); UDP over IPv6 with
+//!    checksum 0 (`drop_ipv6_udp_zero_checksum`, RFC 8200 §8.1); protocols other than TCP,
+//!    UDP, ICMP (`drop_unsupported_protocol`); TTL / hop limit 0 or 1 on anything forwarded
+//!    (`drop_ttl_expired`; echo requests are answered whatever their TTL).
+//! 4. **ACL** on the source: `acl_lpm` → group → the first rule whose protocol (0 = any) and
+//!    destination port range match decides; deny → `drop_acl`; no match → allowed. Packets
+//!    without ports (ICMP echo and errors to a VIP) match only rules for any protocol covering
+//!    every port, i.e. the policy's plain `deny: PREFIX`.
+//! 5. **Service**: VIP LPM → VIP group → first entry matching protocol and destination port;
+//!    none → `drop_no_service`.
+//! 6. **ICMP errors to a VIP** (IPv4 destination unreachable — frag-needed included — and
+//!    time exceeded; ICMPv6 destination unreachable, packet too big, time exceeded): the
+//!    quote is a packet the backend sent as VIP → client; reversed, it is the client → VIP
+//!    flow. Its entry is read without touching it (`peek`), or the flow is scheduled like a
+//!    new one without inserting, and the whole ICMP packet is encapsulated to that backend
+//!    with the flow's hash (`icmp_error_steered`). Bad quotes: `drop_icmp_error_bad_quote`;
+//!    quotes that are not a TCP/UDP packet from this VIP to one of its services:
+//!    `drop_icmp_error_unmatched`. Other ICMP to a VIP: `drop_icmp_to_vip_ignored`.
 
 use switchyard_table::generation::{Generation, ACL_DENY, PROTO_TCP, PROTO_UDP};
 use switchyard_table::lpm::{lookup_v4, lookup_v6};

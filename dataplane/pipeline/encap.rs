@@ -13,6 +13,13 @@
 //! port, a 4-byte variant-0 data header with the inner protocol (4 or 41); the UDP checksum is
 //! 0 over IPv4 (RFC 6936 allows it for tunnels; the inner packet has its own) and computed over
 //! IPv6. Ethernet: from the egress interface's MAC to its gateway's MAC, untagged.
+//!
+//! Egress is the backend port ([`super::PortMap::backend`]), or the RX port on a one-armed
+//! appliance; an egress interface without a gateway MAC drops the packet before the connection
+//! table is touched (`drop_no_gateway_mac`). **VLAN tags on input are not carried to the
+//! output**: the frame to the backend is built from scratch for the egress interface, and the
+//! policy has no per-interface VLAN (a tagged uplink would need one). Ethernet padding after
+//! the inner packet is cut. Counted `forwarded_{ipip,gue}_{v4,v6}` by outer family.
 
 use std::net::Ipv6Addr;
 

@@ -6,6 +6,16 @@
 //! request's VLAN tags left in place (the reply belongs to the same L2 segment). The request
 //! was validated by phase 1; the views are re-checked here anyway, so no byte is trusted
 //! twice without a check and nothing can panic.
+//!
+//! # Too big after encapsulation
+//!
+//! **Too big after encapsulation** (inner length + overhead > `Config.backend_mtu`):
+//! `too_big_after_encap`, then, drawing an ICMP token, the packet is replaced in place by
+//! an ICMP fragmentation-needed (IPv4 inner; next-hop MTU = `backend_mtu − overhead`;
+//! quotes up to 548 bytes) or ICMPv6 packet-too-big (IPv6 inner; quotes up to 1232 bytes)
+//! from the VIP to the client, sent back out of the RX port (`icmp_frag_needed_sent`,
+//! `icmpv6_too_big_sent`). It is sent whatever the inner DF bit: the balancer never
+//! fragments.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -8,6 +8,25 @@
 //! backend id, so they survive generation swaps; the flow table reports every entry that leaves
 //! (expired, evicted, replaced) and the pipeline reports TCP closes, so the counts stay exact.
 //!
+//! # Route, pool, scheduler
+//!
+//! **Route and pool.** Region = `geo_lpm` of the source (value − 1, or none). The service's
+//! routes in order: the first whose region is the client's or `NONE`; none →
+//! `drop_no_route`. Canary first: when `route.canary_pool != NONE`,
+//! `hash % 1_000_000 < canary_per_million` and the canary pool has a healthy backend
+//! (`canary_selected`). Else the route's pools in order, the first with `healthy_count > 0`
+//! (`pool_fallback` when not the first); none → `drop_no_healthy_backend`. Strict residency
+//! needs nothing here: the compiler lists only the region's pools.
+//!
+//! **Scheduler** of the pool: `maglev` → `maglev[offset + hash % size]` (backend index + 1;
+//! 0 → `drop_no_healthy_backend`; a slot naming a backend that is no longer healthy falls
+//! back to `healthy[hash % n]`); `ip_hash` → the same with [`super::ip_hash_v4`] / [`super::ip_hash_v6`]
+//! of the source only; `round_robin` → a per-worker cursor per pool over the healthy list
+//! (starting at the worker index); `least_conn` → the healthy backend with the fewest live
+//! flows on this worker (counted per stable backend id: +1 on insert, −1 when the flow
+//! closes, expires, is evicted or replaced; ties to the first from the worker index on);
+//! `weighted` → smooth weighted round robin over the healthy backends' weights.
+//!
 //! # Bounded load
 //!
 //! Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam) for `maglev` and

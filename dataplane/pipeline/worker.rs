@@ -1,6 +1,23 @@
 //! [`PipelineWorker`]: one per worker core, owning its flow tables, scheduler state, rate
 //! limiters and counters. Phase 1 ([`classify`]) is pure; phase 2 ([`PipelineWorker::execute`])
 //! does everything with side effects.
+//!
+//! # The connection table
+//!
+//! Key: the client → VIP 5-tuple, [`FlowKeyV4`](crate::flow::FlowKeyV4)
+//! / [`FlowKeyV6`](crate::flow::FlowKeyV6); `key.hash()` is computed once and used by the
+//! table, the canary split, Maglev and the encapsulation. A hit whose backend id maps to
+//! no backend any more (`flow_backend_gone`) or to an unhealthy one
+//! (`flow_backend_unhealthy`) is rescheduled and the entry re-pointed; a drained backend
+//! (weight 0, healthy) keeps its flows. A miss: a TCP packet without SYN counts
+//! `flow_non_syn_miss` (the broken-flow signal) and is still scheduled and inserted (as
+//! established): Maglev is consistent, so a flow this worker lost — restart, eviction, RSS
+//! change — most likely lands on the backend it was on. A RST that misses is forwarded
+//! without creating an entry (`forwarded_without_entry`). New flows draw from the
+//! per-source limiter first (`Config.new_flow_rate` / `new_flow_burst`, 0 = off; 4096
+//! hashed buckets per worker, IPv6 sources keyed by /64) → `drop_rate_limited`. The
+//! table's own insert cap returns `Throttled`: the packet is forwarded statelessly and the
+//! table counts `flow_insert_throttled`. The tables' counters appear as `flow_*`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
