@@ -21,16 +21,16 @@
 //! 2. **Local traffic.** ARP requests for an address of the RX interface or inside a VIP are
 //!    answered in place (`arp_reply_sent`); ARP replies and gratuitous ARP are
 //!    `drop_arp_ignored` (gateway MACs are configured), requests for other addresses
-//!    `drop_arp_not_for_us`. Neighbour solicitations for an address of the RX interface or a
+//!    `drop_arp_not_ours`. Neighbour solicitations for an address of the RX interface or a
 //!    VIP are answered with a solicited, override advertisement carrying our MAC
 //!    (`nd_advert_sent`; a DAD probe from `::` is answered to all-nodes, unsolicited) after the
-//!    RFC 4861 §7.1.1 checks (`drop_nd_invalid`; other targets `drop_nd_not_for_us`). Echo
+//!    RFC 4861 §7.1.1 checks (`drop_nd_invalid`; other targets `drop_nd_not_ours`). Echo
 //!    requests to own addresses and VIPs are answered in place, drawing from the worker's ICMP
 //!    token bucket (`Config.icmp_rate` per second, `icmp_burst` deep; rate 0 sends nothing;
 //!    empty → `drop_icmp_rate_limited`). Anything else to an own address (of any interface) is
 //!    for the host: [`super::Verdict::Kernel`] (`to_kernel`) when a kernel port exists, else
 //!    `drop_for_host_no_kernel_port`. A destination that is neither own nor in a VIP:
-//!    `drop_not_for_us`. Replies keep the request's VLAN tags and leave by the RX port.
+//!    `drop_not_ours`. Replies keep the request's VLAN tags and leave by the RX port.
 //! 3. **Hostile input**, each its own counter, checked in this order:
 //!    IPv4 — wire errors (IHL, total length), options (`drop_ipv4_options`: nothing we serve
 //!    needs them, and they are a classic evasion tool), fragments (`drop_ipv4_fragment`, see
@@ -202,7 +202,7 @@ fn arp(g: &Generation, port: &PortBinding, l3: &[u8], off: u16) -> Result<Step, 
     if port.owns_v4(target) || lookup_v4(&g.vip_lpm_v4, target) != 0 {
         Ok(Step::ArpReply { l3: off })
     } else {
-        Err(Counter::DropArpNotForUs)
+        Err(Counter::DropArpNotOurs)
     }
 }
 
@@ -242,7 +242,7 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
         lookup_v4(&g.vip_lpm_v4, dst)
     };
     if !local && vip == 0 {
-        return Err(Counter::DropNotForUs);
+        return Err(Counter::DropNotOurs);
     }
     if view.is_own_v4(src) || lookup_v4(&g.vip_lpm_v4, src) != 0 {
         return Err(Counter::DropMartianSource);
@@ -400,7 +400,7 @@ fn ipv6(
         lookup_v6(&g.vip_lpm_v6, dst)
     };
     if !local && vip == 0 {
-        return Err(Counter::DropNotForUs);
+        return Err(Counter::DropNotOurs);
     }
     if view.is_own_v6(src) || lookup_v6(&g.vip_lpm_v6, src) != 0 {
         return Err(Counter::DropMartianSource);
@@ -488,7 +488,7 @@ fn neighbor_solicit(
 ) -> Result<Step, Counter> {
     let target = u128::from(icmp.target_addr());
     if !(port.owns_v6(target) || lookup_v6(&g.vip_lpm_v6, target) != 0) {
-        return Err(Counter::DropNdNotForUs);
+        return Err(Counter::DropNdNotOurs);
     }
     if ip.hop_limit() != 255 {
         return Err(Counter::DropNdInvalid);

@@ -153,15 +153,15 @@ counters! {
 
     // ---- drops: local traffic ----
     /// ARP request for an address that is neither the RX interface's nor in a VIP.
-    DropArpNotForUs => "drop_arp_not_for_us",
+    DropArpNotOurs => "drop_arp_not_ours",
     /// ARP reply or gratuitous ARP (the appliance uses configured gateway MACs).
     DropArpIgnored => "drop_arp_ignored",
     /// Neighbour solicitation for an address that is neither the RX interface's nor a VIP.
-    DropNdNotForUs => "drop_nd_not_for_us",
+    DropNdNotOurs => "drop_nd_not_ours",
     /// Neighbour solicitation failing RFC 4861 §7.1.1 (hop limit, target, DAD rules).
     DropNdInvalid => "drop_nd_invalid",
     /// Destination is neither an own address nor in a VIP.
-    DropNotForUs => "drop_not_for_us",
+    DropNotOurs => "drop_not_ours",
     /// Traffic for the host but no exception-path port is configured.
     DropForHostNoKernelPort => "drop_for_host_no_kernel_port",
     /// An ICMP reply or error the ICMP token bucket had no token for.
