@@ -317,7 +317,9 @@ impl Dataplane {
         );
         wait_for_interface(&tap, Duration::from_secs(30));
         sh(&format!(
-            "sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1 && ip link set {tap} up"
+            // A deep kernel queue on the tap: on a busy machine the data plane's lcore is not
+            // always running when tcpreplay writes, and 1000 frames (the default) overflow.
+            "sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1 && ip link set {tap} txqueuelen 20000 up"
         ));
         proc.wait_for_line(Duration::from_secs(30), |l| {
             l.starts_with("table: generation")
@@ -345,7 +347,17 @@ impl Dataplane {
             "tcpreplay: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the capture stops growing (the data plane has drained the tap), at most 10 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = std::fs::metadata(&self.out).map_or(0, |m| m.len());
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = std::fs::metadata(&self.out).map_or(0, |m| m.len());
+            if now == last || std::time::Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
     }
 
     /// Every encapsulated frame forwarded so far, as (client source, source port) → backend.
