@@ -5,10 +5,10 @@ OUT/report.json, PNG plots in OUT/, and the RESULT line last.
     run.py --out DIR --bin DIR --tsc-hz HZ [--target DIR] [--quick] [--rounds N] [--seconds S]
            [--flows N] [--syn-share F] [--ipv6-share F] [--sizes SPEC] [--no-c] [--only NAME,...]
 
-ci/bench builds the binaries (switchyard-dataplane, switchyard-control, the C floor iofwd and
-tsc_hz in OUT) and runs the Maglev criterion bench first; this script does the rest.
+ci/bench builds the binaries (switchyard-dataplane, switchyard-control, bench-data, the C floor
+iofwd and tsc_hz in OUT) and runs the Maglev criterion bench first; this script does the rest.
 
-Every rate is measured the same way: a capture from bench/gen_pipeline.py replayed forever by
+Every rate is measured the same way: a capture written by bench-data (bench/data) replayed forever by
 net_pcap (infinite_rx preloads it into mbufs), net_null as the sink, one process at a time,
 for a fixed time; the rate is the program's own RESULT line (packets it received and handled
 over its run). Scenarios that are compared run alternating, round by round, in the same run,
@@ -45,7 +45,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-INSERT_RATE = 2_000_000  # flow_table.insert_rate default (docs/APPLIANCE.md)
 ALL = ["headline", "workers", "flows", "backends", "prefixes", "services", "mix", "swap", "maglev"]
 
 
@@ -58,23 +57,22 @@ def log(msg: str) -> None:
 
 
 class Dataset:
-    def __init__(self, out: str, ctl: str, **params):
+    def __init__(self, out: str, gen: str, ctl: str, **params):
         self.params = params
         # The directory name ends up in --vdev=net_pcap0,rx_pcap=PATH: no commas in it.
         key = "-".join(f"{k}{v}" for k, v in sorted(params.items())).replace(",", "_").replace("/", "_")
         self.dir = os.path.join(out, "data", key)
         meta_path = os.path.join(self.dir, "meta.json")
-        gen = os.path.join(HERE, "gen_pipeline.py")
-        sources = max(os.path.getmtime(os.path.join(HERE, f)) for f in ("gen_pipeline.py", "mmdb.py"))
-        stale = not os.path.exists(meta_path) or os.path.getmtime(meta_path) < sources
+        # Written again whenever the generator was rebuilt since.
+        stale = not os.path.exists(meta_path) or os.path.getmtime(meta_path) < os.path.getmtime(gen)
         if stale:
             shutil.rmtree(self.dir, ignore_errors=True)
-            args = [sys.executable, gen, "--dir", self.dir]
+            args = [gen, "--dir", self.dir]
             for k, v in params.items():
                 args += ["--" + k.replace("_", "-"), str(v)]
             t = time.monotonic()
             if subprocess.run(args).returncode != 0:
-                raise SystemExit(f"bench/gen_pipeline.py failed for {key} (its message is above): {' '.join(args)}")
+                raise SystemExit(f"bench-data failed for {key} (its message is above): {' '.join(args)}")
             log(f"  generated {key} in {time.monotonic() - t:.1f} s")
         self.meta = json.load(open(meta_path))
         self.pcaps = [os.path.join(self.dir, p) for p in self.meta["pcaps"]]
@@ -92,13 +90,11 @@ class Dataset:
             raise SystemExit(f"compile failed for {key}:\n{r.stdout}{r.stderr}")
         self.compile_output = r.stdout.strip()
         self.table_bytes = os.path.getsize(self.table)
-        text = open(self.settings).read()
-        mbufs = re.search(r"mbufs: (\d+)", text)
-        data_room = re.search(r"data_room: (\d+)", text)
-        if not mbufs or not data_room:
-            raise SystemExit(f"{self.settings}: no mempool mbufs / data_room (written by bench/gen_pipeline.py)")
-        self.mbufs = int(mbufs.group(1))
-        self.data_room = int(data_room.group(1))
+        # What bench-data wrote into settings.yaml, and the data plane's flow-table insert rate.
+        settings = self.meta["settings"]
+        self.mbufs = settings["mbufs"]
+        self.data_room = settings["data_room"]
+        self.insert_rate = settings["insert_rate_per_worker"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +148,7 @@ class Runner:
         self.a = args
         self.dp = os.path.join(args.bin, "switchyard-dataplane")
         self.ctl = os.path.join(args.bin, "switchyard-control")
+        self.gen = os.path.join(args.bin, "bench-data")
         self.iofwd = os.path.join(args.out, "iofwd")
         self.logs = os.path.join(args.out, "logs")
         os.makedirs(self.logs, exist_ok=True)
@@ -171,7 +168,7 @@ class Runner:
         # the first seconds carry throttled, stateless forwarding. Those seconds are skipped;
         # the run is lengthened so at least two measured seconds remain.
         per_worker = ds.meta["frames"] / workers
-        skip = 1 + int(per_worker // INSERT_RATE)
+        skip = 1 + int(per_worker // ds.insert_rate)
         seconds = max(seconds or self.a.seconds, skip + 2)
         cmd = self.command(kind, ds, workers, seconds)
         env = dict(os.environ, IOFWD_DATA_ROOM=str(ds.data_room))
@@ -523,7 +520,7 @@ def main() -> None:
         base["sizes"] = a.sizes
 
     def data(**over) -> Dataset:
-        return Dataset(a.out, runner.ctl, **dict(base, **over))
+        return Dataset(a.out, runner.gen, runner.ctl, **dict(base, **over))
 
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
