@@ -6,9 +6,10 @@
 //! says which backend got it.
 //!
 //! Maglev and IP hash pick from the table (the same table both times), so every flow lands on
-//! its backend again. Round robin, least connections and smooth weighted round robin pick from
-//! the worker's own state, which the restart reset; in another arrival order flows land on
-//! other backends, and those connections break (the backend answers RST). docs/POLICY.md
+//! its backend again. Round robin, least connections and smooth weighted round robin picked
+//! from the worker's own state; after the restart a packet without SYN that misses is placed
+//! by consistent hash (`healthy[hash % n]`), in general another backend, and those
+//! connections break (the backend answers RST). docs/POLICY.md
 //! ("Data-plane restart") and docs/ARCHITECTURE.md ("Restarts") say so.
 
 mod common;

@@ -12,8 +12,15 @@
 //! - **O(1) worst case.** A key can only live in the 8 ways of its primary bucket or, if that was
 //!   full when it was inserted, of its secondary bucket: a lookup reads the primary's 64-byte tag
 //!   line and, on a tag match, one entry; the secondary line is read only for the few buckets
-//!   that overflowed. Nothing is ever relocated. When all 16 candidate ways are live, the way
-//!   closest to its idle timeout is evicted (see [`FlowTable::insert`]).
+//!   that overflowed. Nothing is ever relocated. When all 16 candidate ways are live, an entry
+//!   the new one outranks is evicted — provisional first, then handshakes and closing flows,
+//!   then datagram flows, each the one closest to its idle timeout — and an established TCP
+//!   flow is never pushed out by a new flow: the insert is refused instead
+//!   ([`InsertOutcome::Refused`], see [`FlowTable::insert`]).
+//! - **Flood mode** ([`FlowTable::flooded`]): past [`FLOOD_ENTER_OCCUPANCY`] of capacity, or
+//!   with the insert budget below a quarter of its burst, the table stores no new flow until
+//!   occupancy is back under [`FLOOD_LEAVE_OCCUPANCY`] and the budget above half its burst; the
+//!   pipeline then forwards new flows statelessly by consistent hash.
 //! - **Idle timeouts by protocol and TCP state** ([`Timeouts`]). Expired entries are misses; they
 //!   are reclaimed when a lookup or insert meets them and by the bounded [`FlowTable::sweep`].
 //! - **Flood cap.** Inserts draw from a token bucket ([`InsertLimit`]); when it is empty,
@@ -25,8 +32,12 @@
 //! as long as every entry is looked at (by traffic or [`FlowTable::sweep`]) less than 49 days
 //! after it was last seen — the sweep visits the whole table in far less than that.
 //!
-//! The hash is computed by the caller once per packet ([`FlowKey::hash`]) and passed in, so that
-//! the scheduler, the encapsulation (outer source port) and the table share it.
+//! The bucket hash is computed by the caller once per packet and passed in. It is keyed: a
+//! table built by [`FlowTable::with_seed`] takes `fold32(key.hash_seeded(seed))`
+//! ([`FlowTable::hash`]), with a seed the data plane draws from the OS at every start, so a
+//! sender cannot aim packets at chosen buckets. The scheduler and the encapsulation use the
+//! public, fixed [`FlowKey::hash`] instead, which must be the same on every node and every
+//! start (Maglev consistency); [`FlowTable::with_capacity`] uses that one ([`DEFAULT_SEED`]).
 
 mod key;
 mod table;
@@ -36,7 +47,7 @@ mod tests;
 pub use key::{
     fold32, hash_words, mix64, Align32, Align64, FlowKey, FlowKeyV4, FlowKeyV6, DEFAULT_SEED,
 };
-pub use table::{FlowMut, FlowTable, WAYS};
+pub use table::{FlowMut, FlowTable, FLOOD_ENTER_OCCUPANCY, FLOOD_LEAVE_OCCUPANCY, WAYS};
 
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -72,12 +83,19 @@ pub struct FlowValue {
 pub enum FlowState {
     /// TCP: SYN seen, handshake not yet completed by the client's ACK.
     TcpHandshake = 1,
-    /// TCP: the client acknowledged the handshake (or the flow was picked up mid-stream).
+    /// TCP: the client acknowledged the handshake, or a provisional flow proved itself.
     TcpEstablished = 2,
     /// TCP: FIN or RST seen from the client.
     TcpClosing = 3,
     /// UDP or any other non-TCP protocol.
     Datagram = 4,
+    /// TCP: picked up mid-stream — the first packet seen was not a SYN (a flow this worker lost
+    /// to a restart, an eviction or an RSS change; or a spoofed ACK). It lives as long as a
+    /// handshake (`tcp_handshake_ms`) and is evicted before anything else; the flow's next
+    /// packet without SYN, FIN or RST promotes it to [`FlowState::TcpEstablished`]. A spoofed
+    /// ACK flood from random sources sends one packet per 5-tuple, so its entries never
+    /// outlive or push out real connections.
+    TcpProvisional = 5,
 }
 
 impl FlowState {
@@ -89,6 +107,7 @@ impl FlowState {
             2 => Some(Self::TcpEstablished),
             3 => Some(Self::TcpClosing),
             4 => Some(Self::Datagram),
+            5 => Some(Self::TcpProvisional),
             _ => None,
         }
     }
@@ -96,7 +115,7 @@ impl FlowState {
     /// State for a new flow whose first packet has protocol `proto` and, for TCP, `flags`.
     ///
     /// A TCP flow created from a packet other than a SYN (picked up mid-stream, e.g. after a
-    /// restart) starts established; from a FIN or RST, closing.
+    /// restart) starts provisional; from a FIN or RST, closing.
     #[inline]
     #[must_use]
     pub const fn initial(proto: u8, flags: u8) -> Self {
@@ -107,13 +126,28 @@ impl FlowState {
         } else if flags & tcp_flags::SYN != 0 {
             Self::TcpHandshake
         } else {
-            Self::TcpEstablished
+            Self::TcpProvisional
+        }
+    }
+
+    /// Eviction rank: a new flow may push out only a live entry of a rank no higher than its
+    /// own, lowest rank first. Provisional 0; handshake and closing 1; datagram 2; established 3
+    /// (the pipeline never inserts an established flow, so a new flow never evicts one).
+    #[inline(always)]
+    pub(crate) const fn rank_raw(raw: u8) -> i64 {
+        match raw {
+            5 => 0,
+            1 | 3 => 1,
+            4 => 2,
+            _ => 3,
         }
     }
 
     /// The state after a client packet with TCP `flags`: handshake → established on an ACK
-    /// without SYN; any state → closing on FIN or RST; closing → handshake on a bare SYN (the
-    /// client reuses the 5-tuple; the pipeline may want to reschedule). `Datagram` never moves.
+    /// without SYN; provisional → established on any packet without SYN (the flow's second
+    /// packet: it proved itself), → handshake on a SYN; any state → closing on FIN or RST;
+    /// closing → handshake on a bare SYN (the client reuses the 5-tuple; the pipeline may want
+    /// to reschedule). `Datagram` never moves.
     #[inline]
     #[must_use]
     pub const fn after_tcp_flags(self, flags: u8) -> Self {
@@ -126,6 +160,8 @@ impl FlowState {
         }
         match self {
             Self::TcpHandshake if flags & SYN_ACK == tcp_flags::ACK => Self::TcpEstablished,
+            Self::TcpProvisional if flags & tcp_flags::SYN == 0 => Self::TcpEstablished,
+            Self::TcpProvisional => Self::TcpHandshake,
             Self::TcpClosing if flags & SYN_ACK == tcp_flags::SYN => Self::TcpHandshake,
             other => other,
         }
@@ -138,7 +174,7 @@ impl FlowState {
 /// on the wrapping clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    /// [`FlowState::TcpHandshake`]; default 5 s.
+    /// [`FlowState::TcpHandshake`] and [`FlowState::TcpProvisional`]; default 5 s.
     pub tcp_handshake_ms: u32,
     /// [`FlowState::TcpEstablished`]; default 900 s (inference streams are long and bursty).
     pub tcp_established_ms: u32,
@@ -167,7 +203,7 @@ impl Timeouts {
             clamp(self.tcp_established_ms),
             clamp(self.tcp_closing_ms),
             clamp(self.udp_ms),
-            0,
+            clamp(self.tcp_handshake_ms),
             0,
             0,
         ]
@@ -224,6 +260,20 @@ pub enum InsertOutcome {
     Evicted,
     /// The insert budget is exhausted; nothing was stored. Forward statelessly.
     Throttled,
+    /// Both candidate buckets hold only live entries the new flow may not evict (established
+    /// flows, or entries of a higher rank); nothing was stored. Forward statelessly.
+    Refused,
+}
+
+/// Why [`FlowTable::admit`] will not store a new flow now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The table is in flood mode ([`FlowTable::flooded`]).
+    Flood,
+    /// The insert budget is exhausted (counted `flow_insert_throttled`).
+    Throttled,
+    /// No way the flow may take (counted `flow_insert_refused`).
+    Refused,
 }
 
 /// Flow-table counters of one worker. Plain integers: the worker is their only writer.
@@ -246,11 +296,23 @@ pub struct FlowCounters {
     /// Non-SYN TCP packets with no entry: the broken-flow signal. Counted by the pipeline
     /// ([`FlowTable::count_non_syn_miss`]).
     pub non_syn_miss: u64,
+    /// New entries stored as [`FlowState::TcpProvisional`].
+    pub provisional_inserts: u64,
+    /// New flows refused because their two buckets held only entries they may not evict.
+    pub insert_refused: u64,
+    /// Times the table entered flood mode.
+    pub flood_entered: u64,
+    /// Times the table left flood mode.
+    pub flood_left: u64,
+    /// Milliseconds spent in flood mode (up to the last evaluation).
+    pub flood_ms: u64,
+    /// New flows not stored because the table was in flood mode.
+    pub flood_stateless: u64,
 }
 
 impl FlowCounters {
     /// Counter names, in [`FlowCounters::iter`] order (Prometheus-ready).
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 14] = [
         "flow_hits",
         "flow_misses",
         "flow_inserts",
@@ -259,11 +321,17 @@ impl FlowCounters {
         "flow_expired",
         "flow_insert_throttled",
         "flow_non_syn_miss",
+        "flow_provisional_inserts",
+        "flow_insert_refused",
+        "flow_flood_entered",
+        "flow_flood_left",
+        "flow_flood_ms",
+        "flow_flood_stateless",
     ];
 
     /// Values in [`FlowCounters::NAMES`] order.
     #[must_use]
-    pub const fn values(&self) -> [u64; 8] {
+    pub const fn values(&self) -> [u64; 14] {
         [
             self.hits,
             self.misses,
@@ -273,6 +341,12 @@ impl FlowCounters {
             self.expired,
             self.insert_throttled,
             self.non_syn_miss,
+            self.provisional_inserts,
+            self.insert_refused,
+            self.flood_entered,
+            self.flood_left,
+            self.flood_ms,
+            self.flood_stateless,
         ]
     }
 

@@ -25,9 +25,10 @@ use core::fmt;
 use core::mem::size_of;
 use core::ops::Range;
 
-use super::key::FlowKey;
+use super::key::{fold32, FlowKey, DEFAULT_SEED};
 use super::{
-    FlowCounters, FlowKeyV4, FlowKeyV6, FlowState, FlowValue, InsertLimit, InsertOutcome, Timeouts,
+    FlowCounters, FlowKeyV4, FlowKeyV6, FlowState, FlowValue, InsertLimit, InsertOutcome, NoRoom,
+    Timeouts,
 };
 
 /// Ways per bucket.
@@ -38,6 +39,16 @@ const MAX_BUCKETS: usize = 1 << 24;
 
 /// Bit of a raw state byte marking a flow stored in its secondary bucket.
 const SECONDARY: u8 = 0x80;
+
+/// Flood mode starts when the table holds this share of its capacity (7/8)...
+pub const FLOOD_ENTER_OCCUPANCY: (usize, usize) = (7, 8);
+/// ... and ends when it is back under this share (3/4) and the insert budget is at least half
+/// full again. With 8-way buckets and two choices, new flows start to find both buckets full
+/// past about 3/4.
+pub const FLOOD_LEAVE_OCCUPANCY: (usize, usize) = (3, 4);
+
+/// Score of a way whose live entry may not be evicted by the insert at hand.
+const KEEP: i64 = i64::MAX;
 
 /// Per-bucket metadata, one cache line.
 #[derive(Clone, Copy)]
@@ -140,6 +151,36 @@ impl InsertBudget {
         if self.unlimited {
             return true;
         }
+        self.refill(now);
+        if self.tokens >= 1000 {
+            self.tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether an insert at `now` would find a token (takes none).
+    #[inline]
+    fn has_token(&mut self, now: u32) -> bool {
+        self.unlimited || {
+            self.refill(now);
+            self.tokens >= 1000
+        }
+    }
+
+    /// Under pressure: less than a quarter of the burst left.
+    fn low(&self) -> bool {
+        !self.unlimited && self.tokens < self.cap / 4
+    }
+
+    /// Recovered: at least half the burst back.
+    fn recovered(&self) -> bool {
+        self.unlimited || self.tokens >= self.cap / 2
+    }
+
+    #[inline]
+    fn refill(&mut self, now: u32) {
         if now != self.last_ms {
             let elapsed = now.wrapping_sub(self.last_ms);
             // A clock that stepped back (elapsed "negative") refills nothing.
@@ -150,13 +191,19 @@ impl InsertBudget {
             }
             self.last_ms = now;
         }
-        if self.tokens >= 1000 {
-            self.tokens -= 1000;
-            true
-        } else {
-            false
-        }
     }
+}
+
+/// Flood-mode state of a table (see [`FlowTable::flooded`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Flood {
+    on: bool,
+    /// When flood time was last added to `flood_ms`.
+    mark_ms: u32,
+    /// `len` at or above which flood mode starts.
+    enter_len: usize,
+    /// `len` at or below which it may end.
+    leave_len: usize,
 }
 
 /// A per-worker flow table for one address family (`K` = [`FlowKeyV4`] or [`FlowKeyV6`]).
@@ -168,6 +215,9 @@ pub struct FlowTable<K: FlowKey> {
     budget: InsertBudget,
     sweep_cursor: usize,
     counters: FlowCounters,
+    /// Seed of the bucket hash ([`FlowTable::hash`]).
+    seed: u64,
+    flood: Flood,
 }
 
 /// A live entry found by [`FlowTable::lookup`]: read or update its value and state.
@@ -286,6 +336,15 @@ impl<K: FlowKey> FlowTable<K> {
     /// buckets full and evict a live flow; at 50 %, about 0.02 % (8-way buckets, two choices).
     #[must_use]
     pub fn with_capacity(flows: usize, timeouts: Timeouts, limit: InsertLimit) -> Self {
+        Self::with_seed(flows, timeouts, limit, DEFAULT_SEED)
+    }
+
+    /// [`FlowTable::with_capacity`] with a secret bucket-hash seed: callers must then pass
+    /// [`FlowTable::hash`] of the key (not [`FlowKey::hash`]) to every call taking a hash. The
+    /// data plane draws the seed from the OS at every start, so nobody outside can compute
+    /// which bucket a 5-tuple lands in and aim a flood at the buckets of chosen flows.
+    #[must_use]
+    pub fn with_seed(flows: usize, timeouts: Timeouts, limit: InsertLimit, seed: u64) -> Self {
         let buckets = flows
             .div_ceil(WAYS)
             .clamp(2, MAX_BUCKETS)
@@ -305,7 +364,105 @@ impl<K: FlowKey> FlowTable<K> {
             budget: InsertBudget::new(limit),
             sweep_cursor: 0,
             counters: FlowCounters::default(),
+            seed,
+            flood: Flood {
+                enter_len: buckets * WAYS / FLOOD_ENTER_OCCUPANCY.1 * FLOOD_ENTER_OCCUPANCY.0,
+                leave_len: buckets * WAYS / FLOOD_LEAVE_OCCUPANCY.1 * FLOOD_LEAVE_OCCUPANCY.0,
+                ..Flood::default()
+            },
         }
+    }
+
+    /// The bucket hash of `key` for this table: `fold32(key.hash_seeded(seed))`, which is
+    /// [`FlowKey::hash`] for a table built with [`FlowTable::with_capacity`].
+    #[inline(always)]
+    #[must_use]
+    pub fn hash(&self, key: &K) -> u32 {
+        fold32(key.hash_seeded(self.seed))
+    }
+
+    /// Whether flood mode was on at the last evaluation ([`FlowTable::flooded`]).
+    #[inline]
+    #[must_use]
+    pub fn in_flood(&self) -> bool {
+        self.flood.on
+    }
+
+    /// The bucket-hash seed (to hash keys in phase 1, before the table is borrowed mutably).
+    #[inline(always)]
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Whether the table is in flood mode at `now`, re-evaluated (with hysteresis) on every
+    /// call; [`FlowTable::sweep`] calls it too, so flood mode ends with no traffic as well.
+    ///
+    /// It starts when the table holds [`FLOOD_ENTER_OCCUPANCY`] of its capacity (expired
+    /// entries not yet reclaimed included) or the insert budget is down to a quarter of its
+    /// burst, and ends when occupancy is at most [`FLOOD_LEAVE_OCCUPANCY`] and the budget is
+    /// back to half its burst. Counted: `flow_flood_entered`, `flow_flood_left`, and the time
+    /// in it, `flow_flood_ms`. In flood mode [`FlowTable::admit`] refuses every new flow: the
+    /// flood's own entries (provisional, half-open) expire within the handshake timeout and
+    /// are not replaced, while established flows keep their entries.
+    #[inline]
+    pub fn flooded(&mut self, now: u32) -> bool {
+        self.budget.refill(now);
+        let f = &mut self.flood;
+        if f.on {
+            let elapsed = now.wrapping_sub(f.mark_ms);
+            if elapsed <= Timeouts::MAX_MS {
+                self.counters.flood_ms += u64::from(elapsed);
+                f.mark_ms = now;
+            }
+            if self.len <= f.leave_len && self.budget.recovered() {
+                f.on = false;
+                self.counters.flood_left += 1;
+            }
+        } else if self.len >= f.enter_len || self.budget.low() {
+            f.on = true;
+            f.mark_ms = now;
+            self.counters.flood_entered += 1;
+        }
+        f.on
+    }
+
+    /// Whether a new flow with bucket hash `hash` (a lookup just missed it) in `state` would be
+    /// stored by an insert at `now`: not in flood mode ([`NoRoom::Flood`], counted
+    /// `flow_flood_stateless`), a token left ([`NoRoom::Throttled`]; an empty token bucket is
+    /// counted `flow_insert_throttled` in flood mode too), and a way it may take in one of its
+    /// two buckets ([`NoRoom::Refused`], counted `flow_insert_refused`). Takes no token. Asked
+    /// before the flow is scheduled, so a flow that will not be stored is scheduled by
+    /// consistent hash only, and every later packet of it finds the same backend.
+    ///
+    /// # Errors
+    /// Why the flow would not be stored.
+    #[inline]
+    pub fn admit(&mut self, hash: u32, state: FlowState, now: u32) -> Result<(), NoRoom> {
+        let flood = self.flooded(now);
+        let token = self.budget.has_token(now);
+        if !token {
+            // The cap would refuse it, whatever else does: it shows the cap engaging.
+            self.counters.insert_throttled += 1;
+        }
+        if flood {
+            self.counters.flood_stateless += 1;
+            return Err(NoRoom::Flood);
+        }
+        if !token {
+            return Err(NoRoom::Throttled);
+        }
+        let (b, tag) = split(hash, self.mask);
+        let rank = FlowState::rank_raw(state as u8);
+        let (_, score) = self.victim(b, now, rank);
+        if score >= 0 {
+            let (_, s_score) = self.victim(alt_bucket(b, tag, self.mask), now, rank);
+            if score == KEEP && s_score == KEEP {
+                self.counters.insert_refused += 1;
+                return Err(NoRoom::Refused);
+            }
+        }
+        Ok(())
     }
 
     /// Number of flows the table can hold.
@@ -483,12 +640,15 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
-    /// The way to fill in bucket `b` and its time to live: a free way (`i64::MIN`), else the
-    /// way with the least time left (negative once expired; ties go to the lowest way).
+    /// The way to fill in bucket `b` for a new entry of eviction rank `rank`, and its score: a
+    /// free way (`i64::MIN`), else an expired one (its negative time to live), else the live
+    /// way of the lowest rank, at most `rank` ([`FlowState::rank_raw`]), with the least time
+    /// left (`rank << 32 | ttl`); [`KEEP`] when every way holds a live entry it may not evict.
+    /// Ties go to the lowest way.
     #[inline]
-    fn victim(&self, b: usize, now: u32) -> (usize, i64) {
+    fn victim(&self, b: usize, now: u32, rank: i64) -> (usize, i64) {
         let line = &self.buckets[b].line;
-        let mut victim = (0, i64::MAX);
+        let mut victim = (0, KEEP);
         for way in 0..WAYS {
             let raw = line.state[way];
             if raw == 0 {
@@ -496,8 +656,16 @@ impl<K: FlowKey> FlowTable<K> {
             }
             let age = i64::from(now.wrapping_sub(line.last_seen[way]));
             let ttl = i64::from(self.timeout(raw)) - age;
-            if ttl < victim.1 {
-                victim = (way, ttl);
+            let their = FlowState::rank_raw(raw & !SECONDARY);
+            let score = if ttl < 0 {
+                ttl
+            } else if their <= rank {
+                their << 32 | ttl
+            } else {
+                KEEP
+            };
+            if score < victim.1 {
+                victim = (way, score);
             }
         }
         victim
@@ -569,12 +737,16 @@ impl<K: FlowKey> FlowTable<K> {
     /// Stores `key → value` in `state`, seen at `now`.
     ///
     /// If `key` is live it is overwritten ([`InsertOutcome::Replaced`], no token drawn).
-    /// Otherwise a token is drawn ([`InsertOutcome::Throttled`] if none) and the flow goes to a
-    /// free or expired way of its primary bucket, else of its secondary bucket (two choices keep
-    /// evictions rare at high load), else it evicts the live way of the two buckets with the
-    /// least time left before its idle timeout. For flows in the same state that is the least
-    /// recently seen; across states it sacrifices half-open handshakes (5 s) before established
-    /// streams (900 s), so a SYN flood that gets past the rate cap churns its own entries.
+    /// Otherwise the flow goes to a free or expired way of its primary bucket, else of its
+    /// secondary bucket (two choices keep evictions rare at high load), else it evicts a live
+    /// way of the two buckets it outranks or equals ([`FlowState::rank_raw`]): provisional
+    /// entries first, then half-open handshakes and closing flows, then datagram flows, and
+    /// among those of the lowest rank the one with the least time left before its idle
+    /// timeout (for flows in the same state, the least recently seen). A new provisional entry
+    /// (a spoofed ACK) evicts only provisional ones, a SYN no established flow: when every way
+    /// of both buckets is out of reach nothing is stored ([`InsertOutcome::Refused`]). Only
+    /// then is a token drawn ([`InsertOutcome::Throttled`] if none). An established entry is
+    /// evicted only by another established one, which the pipeline never inserts.
     #[inline]
     pub fn insert(
         &mut self,
@@ -622,19 +794,22 @@ impl<K: FlowKey> FlowTable<K> {
             }
         }
 
+        let rank = FlowState::rank_raw(state as u8);
+        let (mut way, score) = self.victim(b, now, rank);
+        let mut bucket = b;
+        if score >= 0 {
+            let s = alt_bucket(b, tag, self.mask);
+            let (s_way, s_score) = self.victim(s, now, rank);
+            if s_score < score {
+                (bucket, way) = (s, s_way);
+            } else if score == KEEP {
+                self.counters.insert_refused += 1;
+                return InsertOutcome::Refused;
+            }
+        }
         if !self.budget.take(now) {
             self.counters.insert_throttled += 1;
             return InsertOutcome::Throttled;
-        }
-
-        let (mut way, ttl) = self.victim(b, now);
-        let mut bucket = b;
-        if ttl >= 0 {
-            let s = alt_bucket(b, tag, self.mask);
-            let (s_way, s_ttl) = self.victim(s, now);
-            if s_ttl < ttl {
-                (bucket, way) = (s, s_way);
-            }
         }
         let line = &self.buckets[bucket].line;
         let raw = line.state[way];
@@ -669,6 +844,9 @@ impl<K: FlowKey> FlowTable<K> {
         };
         self.len += 1;
         self.counters.inserts += 1;
+        if state == FlowState::TcpProvisional {
+            self.counters.provisional_inserts += 1;
+        }
         outcome
     }
 
@@ -710,6 +888,7 @@ impl<K: FlowKey> FlowTable<K> {
             }
         }
         self.counters.expired += freed as u64;
+        self.flooded(now);
         freed
     }
 
@@ -808,7 +987,7 @@ impl<K: FlowKey> FlowTable<K> {
                 }
                 len += 1;
                 let key = &self.buckets[b].entries[way].key;
-                let (primary, tag) = split(key.hash(), self.mask);
+                let (primary, tag) = split(self.hash(key), self.mask);
                 assert_eq!(tag, line.tags[way]);
                 if raw & SECONDARY == 0 {
                     assert_eq!(primary, b);

@@ -265,9 +265,17 @@ fn v6_table_works() {
 #[test]
 fn tcp_state_machine() {
     use tcp_flags::{ACK, FIN, RST, SYN};
-    use FlowState::{Datagram, TcpClosing, TcpEstablished, TcpHandshake};
+    use FlowState::{Datagram, TcpClosing, TcpEstablished, TcpHandshake, TcpProvisional};
     assert_eq!(FlowState::initial(PROTO_UDP, SYN), Datagram);
-    assert_eq!(FlowState::initial(PROTO_TCP, ACK), TcpEstablished);
+    assert_eq!(FlowState::initial(PROTO_TCP, ACK), TcpProvisional);
+    assert_eq!(TcpProvisional.after_tcp_flags(ACK), TcpEstablished);
+    assert_eq!(TcpProvisional.after_tcp_flags(0x08 | ACK), TcpEstablished);
+    assert_eq!(TcpProvisional.after_tcp_flags(SYN), TcpHandshake);
+    assert_eq!(TcpProvisional.after_tcp_flags(FIN | ACK), TcpClosing);
+    assert_eq!(
+        FlowState::from_raw(TcpProvisional as u8),
+        Some(TcpProvisional)
+    );
     assert_eq!(FlowState::initial(PROTO_TCP, RST), TcpClosing);
     assert_eq!(TcpHandshake.after_tcp_flags(SYN), TcpHandshake);
     assert_eq!(TcpHandshake.after_tcp_flags(SYN | ACK), TcpHandshake);
@@ -928,4 +936,181 @@ fn timing_at(capacity: usize, flows: u32) {
         c.evicted,
         c.evicted as f64 * 100.0 / f64::from(flows),
     );
+}
+
+/// A two-bucket table (16 ways, every key's two candidates) filled with `states[i]` for key i,
+/// key i seen at `T0 + i`.
+fn two_buckets_of(states: &[FlowState]) -> FlowTable<FlowKeyV4> {
+    let mut t = table::<FlowKeyV4>(16);
+    for (i, &st) in states.iter().enumerate() {
+        let k = v4(n32(i));
+        assert_eq!(
+            t.insert(&k, k.hash(), val(n32(i)), st, T0 + n32(i)),
+            InsertOutcome::Inserted
+        );
+    }
+    t
+}
+
+#[test]
+fn provisional_entries_are_evicted_first_and_evict_only_their_own_kind() {
+    use FlowState::{TcpEstablished, TcpHandshake, TcpProvisional};
+    // Oldest first: 4 handshakes, then 4 provisional entries, then 8 established flows.
+    let mut states = vec![TcpHandshake; 4];
+    states.extend([TcpProvisional; 4]);
+    states.extend([TcpEstablished; 8]);
+    let mut t = two_buckets_of(&states);
+    // A SYN pushes out the oldest provisional entry (key 4), not the older handshakes.
+    let k = v4(100);
+    let out = t.insert(&k, k.hash(), val(1), TcpHandshake, T0 + 20);
+    assert_eq!(out, InsertOutcome::Evicted);
+    assert!(t.peek(&v4(4), v4(4).hash(), T0 + 20).is_none());
+    assert!((0..4).all(|i| t.peek(&v4(i), v4(i).hash(), T0 + 20).is_some()));
+    // Three provisional entries left: new provisional ones replace them, then are refused.
+    for i in 0..3 {
+        let k = v4(200 + i);
+        assert_eq!(
+            t.insert(&k, k.hash(), val(2), TcpProvisional, T0 + 21 + i),
+            InsertOutcome::Evicted
+        );
+    }
+    // Now: 5 handshakes, 3 (new) provisional, 8 established. Provisional ones evict each other.
+    let k = v4(300);
+    assert_eq!(
+        t.insert(&k, k.hash(), val(3), TcpProvisional, T0 + 30),
+        InsertOutcome::Evicted
+    );
+    // With no provisional entry left, a provisional insert is refused.
+    let mut t = two_buckets_of(&[[TcpHandshake; 8], [TcpEstablished; 8]].concat());
+    let k = v4(400);
+    assert_eq!(
+        t.insert(&k, k.hash(), val(4), TcpProvisional, T0 + 40),
+        InsertOutcome::Refused
+    );
+    assert_eq!(t.counters().insert_refused, 1);
+    assert_eq!(t.len(), 16);
+    t.check_invariants();
+}
+
+#[test]
+fn a_new_flow_never_evicts_an_established_one() {
+    use FlowState::{Datagram, TcpClosing, TcpEstablished, TcpHandshake};
+    let mut t = two_buckets_of(&[TcpEstablished; 16]);
+    for (i, st) in [TcpHandshake, TcpClosing, Datagram].into_iter().enumerate() {
+        let k = v4(100 + n32(i));
+        assert_eq!(
+            t.insert(&k, k.hash(), val(9), st, T0 + 100),
+            InsertOutcome::Refused,
+            "{st:?}"
+        );
+    }
+    assert_eq!(t.counters().insert_refused, 3);
+    // (A table this full is also in flood mode: `admit` says so before it looks at buckets.)
+    assert_eq!(
+        t.admit(v4(100).hash(), TcpHandshake, T0 + 100),
+        Err(NoRoom::Flood)
+    );
+    assert_eq!(t.counters().evicted, 0);
+    assert!((0..16).all(|i| t.peek(&v4(i), v4(i).hash(), T0 + 100).is_some()));
+    // An expired established flow is fair game.
+    let late = T0 + Timeouts::default().tcp_established_ms + 100;
+    let k = v4(200);
+    assert_eq!(
+        t.insert(&k, k.hash(), val(9), TcpHandshake, late),
+        InsertOutcome::Inserted
+    );
+    t.check_invariants();
+}
+
+#[test]
+fn flood_mode_follows_occupancy_with_hysteresis() {
+    let mut t = table::<FlowKeyV4>(1 << 10);
+    let cap = t.capacity();
+    let enter = cap / FLOOD_ENTER_OCCUPANCY.1 * FLOOD_ENTER_OCCUPANCY.0;
+    let mut i = 0;
+    while t.len() < enter {
+        assert!(!t.flooded(T0), "at {} flows", t.len());
+        let k = v4(i);
+        t.insert(&k, k.hash(), val(1), FlowState::TcpHandshake, T0);
+        i += 1;
+    }
+    assert!(t.flooded(T0));
+    assert_eq!(
+        t.admit(v4(1 << 20).hash(), FlowState::TcpHandshake, T0),
+        Err(NoRoom::Flood)
+    );
+    let c = t.counters();
+    assert_eq!(
+        (c.flood_entered, c.flood_left, c.flood_stateless),
+        (1, 0, 1)
+    );
+    // The half-open entries expire; the sweep reclaims them and ends flood mode.
+    let late = T0 + Timeouts::default().tcp_handshake_ms + 1;
+    t.sweep(late, usize::MAX);
+    assert!(t.is_empty());
+    assert!(!t.in_flood());
+    let c = t.counters();
+    assert_eq!((c.flood_entered, c.flood_left), (1, 1));
+    assert_eq!(c.flood_ms, u64::from(late - T0));
+    assert_eq!(
+        t.admit(v4(1 << 20).hash(), FlowState::TcpHandshake, late),
+        Ok(())
+    );
+}
+
+#[test]
+fn flood_mode_follows_insert_cap_pressure() {
+    let limit = InsertLimit {
+        per_second: 1_000,
+        burst: 100,
+    };
+    let mut t = FlowTable::<FlowKeyV4>::with_capacity(1 << 16, Timeouts::default(), limit);
+    // 76 inserts leave 24 tokens: under a quarter of the burst.
+    for i in 0..76 {
+        let k = v4(i);
+        assert_eq!(t.admit(k.hash(), FlowState::TcpHandshake, T0), Ok(()));
+        t.insert(&k, k.hash(), val(1), FlowState::TcpHandshake, T0);
+    }
+    assert_eq!(
+        t.admit(v4(500).hash(), FlowState::TcpHandshake, T0),
+        Err(NoRoom::Flood)
+    );
+    // 1 000/s: 25 ms later 49 tokens (not yet half), 26 ms later 50.
+    assert!(t.flooded(T0 + 25));
+    assert!(!t.flooded(T0 + 26));
+    let c = t.counters();
+    assert_eq!((c.flood_entered, c.flood_left, c.flood_ms), (1, 1, 26));
+}
+
+#[test]
+fn a_seeded_table_uses_its_own_bucket_hash() {
+    let seeded = |seed| {
+        FlowTable::<FlowKeyV4>::with_seed(
+            1 << 12,
+            Timeouts::default(),
+            InsertLimit::UNLIMITED,
+            seed,
+        )
+    };
+    let (mut a, b) = (seeded(1), seeded(2));
+    assert_eq!(table::<FlowKeyV4>(16).hash(&v4(1)), v4(1).hash());
+    let differ = (0..1_000)
+        .filter(|&i| a.hash(&v4(i)) != b.hash(&v4(i)))
+        .count();
+    assert!(differ > 990, "{differ}");
+    let differ = (0..1_000)
+        .filter(|&i| a.hash(&v4(i)) != v4(i).hash())
+        .count();
+    assert!(differ > 990, "{differ}");
+    // A quarter full: two choices store every one of them.
+    for i in 0..1_000 {
+        let k = v4(i);
+        a.insert(&k, a.hash(&k), val(i), FlowState::TcpEstablished, T0);
+    }
+    a.check_invariants();
+    assert_eq!(a.counters().evicted, 0);
+    assert!((0..1_000).all(|i| {
+        let k = v4(i);
+        a.peek(&k, a.hash(&k), T0).map(|(v, _)| v) == Some(val(i))
+    }));
 }

@@ -103,8 +103,8 @@ impl Step {
     #[inline]
     pub(crate) fn lb_hash(&self) -> Option<(bool, u32)> {
         match self {
-            Self::Lb4(lb) => Some((false, lb.hash)),
-            Self::Lb6(lb) => Some((true, lb.hash)),
+            Self::Lb4(lb) => Some((false, lb.table_hash)),
+            Self::Lb6(lb) => Some((true, lb.table_hash)),
             _ => None,
         }
     }
@@ -117,6 +117,10 @@ pub(crate) struct Lb<K> {
     pub key: K,
     /// `key.hash()`, computed once and used by the flow table, the scheduler and the encap.
     pub hash: u32,
+    /// The connection table's keyed bucket hash of `key` (`FlowTable::hash`, a secret seed per
+    /// worker and start). Classification leaves it 0; the worker fills it in before anything
+    /// reads it.
+    pub table_hash: u32,
     /// The service the VIP, protocol and port select.
     pub service: u32,
     /// Offset of the L3 header in the frame.
@@ -304,6 +308,7 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
     Ok(Step::Lb4(Lb {
         key,
         hash: key.hash(),
+        table_hash: 0,
         service,
         l3: off,
         len: ip.total_len(),
@@ -344,6 +349,7 @@ fn icmp_error_v4(
     Ok(Step::Lb4(Lb {
         key,
         hash: key.hash(),
+        table_hash: 0,
         service,
         l3: off,
         len,
@@ -466,6 +472,7 @@ fn ipv6(
     Ok(Step::Lb6(Lb {
         key,
         hash: key.hash(),
+        table_hash: 0,
         service,
         l3: off,
         len,
@@ -540,6 +547,7 @@ fn icmp_error_v6(
     Ok(Step::Lb6(Lb {
         key,
         hash: key.hash(),
+        table_hash: 0,
         service,
         l3: off,
         len,

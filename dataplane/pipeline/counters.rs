@@ -80,6 +80,14 @@ counters! {
     BoundedLoadAllFull => "bounded_load_all_full",
     /// A TCP RST (or other non-insertable packet) with no flow was forwarded without an entry.
     ForwardedWithoutEntry => "forwarded_without_entry",
+    /// A new flow the connection table would not store (flood mode, insert cap, or both of
+    /// its buckets full of entries it may not evict: `flow_flood_stateless`,
+    /// `flow_insert_throttled`, `flow_insert_refused`) was scheduled by consistent hash and
+    /// forwarded without an entry; its later packets are placed the same way.
+    ForwardedStateless => "forwarded_stateless",
+    /// A provisional flow (created by a TCP packet without SYN) saw its second packet and was
+    /// promoted to established.
+    FlowProvisionalPromoted => "flow_provisional_promoted",
 
     // ---- the flow tables (synchronised from `FlowCounters`) ----
     /// Flow lookups that found a live entry.
@@ -98,6 +106,19 @@ counters! {
     FlowInsertThrottled => "flow_insert_throttled",
     /// TCP packets without SYN that found no flow: the broken-flow signal.
     FlowNonSynMiss => "flow_non_syn_miss",
+    /// Flows stored as provisional (from a TCP packet without SYN): short-lived, evicted first.
+    FlowProvisionalInserts => "flow_provisional_inserts",
+    /// New flows not stored because both their buckets held only entries they may not evict
+    /// (established flows are never evicted by a new flow).
+    FlowInsertRefused => "flow_insert_refused",
+    /// Times a flow table entered flood mode (occupancy or insert-cap pressure).
+    FlowFloodEntered => "flow_flood_entered",
+    /// Times a flow table left flood mode.
+    FlowFloodLeft => "flow_flood_left",
+    /// Milliseconds the flow tables spent in flood mode (summed over the IPv4 and IPv6 tables).
+    FlowFloodMs => "flow_flood_ms",
+    /// New flows not stored because their table was in flood mode (forwarded statelessly).
+    FlowFloodStateless => "flow_flood_stateless",
 
     // ---- drops: table and ports ----
     /// No table generation installed yet.

@@ -25,7 +25,11 @@
 //! (starting at the worker index); `least_conn` → the healthy backend with the fewest live
 //! flows on this worker (counted per stable backend id: +1 on insert, −1 when the flow
 //! closes, expires, is evicted or replaced; ties to the first from the worker index on);
-//! `weighted` → smooth weighted round robin over the healthy backends' weights.
+//! `weighted` → smooth weighted round robin over the healthy backends' weights. A flow the
+//! connection table will not store (flood mode, insert cap, no way it may take) and a TCP
+//! packet without SYN that missed are placed by consistent hash whatever the scheduler
+//! ([`NewFlow::consistent`]: `healthy[hash % n]` for the three stateful ones), so each of
+//! their packets, scheduled on its own, gets the same backend.
 //!
 //! # Bounded load
 //!
@@ -153,6 +157,12 @@ pub(crate) struct NewFlow {
     pub hash: u32,
     /// The source-address hash (IP hash).
     pub src_hash: u32,
+    /// Place the flow by consistent hash whatever the pool's scheduler: it will not be stored
+    /// (or was lost, a TCP packet without SYN), so each of its packets is scheduled on its
+    /// own and must get the same backend. Maglev and IP hash pools are consistent anyway;
+    /// `round_robin`, `least_conn` and `weighted` pools (no Maglev table) take
+    /// `healthy[hash % n]`.
+    pub consistent: bool,
 }
 
 /// Picks a backend index for a new flow.
@@ -227,6 +237,7 @@ fn pick(
     let index = match Scheduler::from_u8(pool.scheduler) {
         Some(Scheduler::Maglev) => maglev(g, pool, healthy, flow.hash, counters)?,
         Some(Scheduler::IpHash) => maglev(g, pool, healthy, flow.src_hash, counters)?,
+        Some(_) if flow.consistent => healthy[flow.hash as usize % n],
         Some(Scheduler::RoundRobin) => {
             let cursor = st
                 .rr

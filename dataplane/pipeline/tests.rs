@@ -46,6 +46,7 @@ fn flow(hash: u32, region: u32) -> NewFlow {
         region,
         hash,
         src_hash: hash.rotate_left(7),
+        consistent: false,
     }
 }
 
@@ -572,6 +573,7 @@ pools:
                     region: switchyard_table::generation::NONE,
                     hash: hash((u32::from(i) << 8) | k),
                     src_hash,
+                    consistent: false,
                 };
                 pick(g, c, &f)
             };

@@ -6,18 +6,22 @@
 //!
 //! Key: the client → VIP 5-tuple, [`FlowKeyV4`](crate::flow::FlowKeyV4)
 //! / [`FlowKeyV6`](crate::flow::FlowKeyV6); `key.hash()` is computed once and used by the
-//! table, the canary split, Maglev and the encapsulation. A hit whose backend id maps to
-//! no backend any more (`flow_backend_gone`) or to an unhealthy one
+//! canary split, Maglev and the encapsulation; the table takes its own keyed hash of the key,
+//! with a secret seed per worker and start ([`FlowTable::hash`]). A hit whose backend id maps
+//! to no backend any more (`flow_backend_gone`) or to an unhealthy one
 //! (`flow_backend_unhealthy`) is rescheduled and the entry re-pointed; a drained backend
 //! (weight 0, healthy) keeps its flows. A miss: a TCP packet without SYN counts
-//! `flow_non_syn_miss` (the broken-flow signal) and is still scheduled and inserted (as
-//! established): Maglev is consistent, so a flow this worker lost — restart, eviction, RSS
-//! change — most likely lands on the backend it was on. A RST that misses is forwarded
-//! without creating an entry (`forwarded_without_entry`). New flows draw from the
-//! per-source limiter first (`Config.new_flow_rate` / `new_flow_burst`, 0 = off; 4096
-//! hashed buckets per worker, IPv6 sources keyed by /64) → `drop_rate_limited`. The
-//! table's own insert cap returns `Throttled`: the packet is forwarded statelessly and the
-//! table counts `flow_insert_throttled`. The tables' counters appear as `flow_*`.
+//! `flow_non_syn_miss` (the broken-flow signal), is placed by consistent hash and inserted
+//! **provisional** (promoted to established by the flow's next packet): Maglev is
+//! consistent, so a flow this worker lost — restart, eviction, RSS change — most likely
+//! lands on the backend it was on, while a spoofed ACK's entry dies young. A RST that misses
+//! is forwarded without creating an entry (`forwarded_without_entry`). New flows draw from
+//! the per-source limiter first (`Config.new_flow_rate` / `new_flow_burst`, 0 = off; 4096
+//! hashed buckets per worker, IPv6 sources keyed by /64) → `drop_rate_limited`. Then the
+//! table says whether it would store the flow (flood mode, insert cap, a way the flow may
+//! take: established flows are never evicted by a new one); if not, the flow is scheduled by
+//! consistent hash and forwarded without an entry (`forwarded_stateless`). See
+//! [`flow_backend`]. The tables' counters appear as `flow_*`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -37,6 +41,16 @@ use crate::flow::{
     fold32, hash_words, tcp_flags, FlowKey, FlowKeyV4, FlowKeyV6, FlowMut, FlowState, FlowTable,
     FlowValue, InsertLimit, InsertOutcome, Timeouts,
 };
+
+/// A fresh secret for the connection table's bucket hash: std's `RandomState` keys come from
+/// the OS (getrandom) the first time a thread asks, so every data-plane start, and every worker
+/// thread, gets its own. Not the scheduling hash, which must stay the same everywhere.
+fn random_table_seed(worker: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(worker);
+    h.finish()
+}
 use crate::wire::{EthernetAddress, IpProtocol};
 
 mod query;
@@ -179,13 +193,14 @@ impl PipelineWorker {
     #[must_use]
     pub fn new(cfg: WorkerConfig) -> Self {
         let timeouts = Timeouts::default();
+        let seed = random_table_seed(cfg.worker);
         Self {
             generation: None,
             epoch: 0,
             view: View::default(),
             tables: FlowTables {
-                v4: FlowTable::with_capacity(cfg.flows_v4, timeouts, cfg.insert_limit),
-                v6: FlowTable::with_capacity(cfg.flows_v6, timeouts, cfg.insert_limit),
+                v4: FlowTable::with_seed(cfg.flows_v4, timeouts, cfg.insert_limit, seed),
+                v6: FlowTable::with_seed(cfg.flows_v6, timeouts, cfg.insert_limit, seed),
             },
             sched: SchedState::new(cfg.worker),
             icmp: TokenBucket::new(0, 0),
@@ -377,12 +392,13 @@ impl PipelineWorker {
     /// releasing the least-connection counts of expired flows.
     pub fn housekeeping(&mut self, now_ms: u32) {
         let sched = &mut self.sched;
-        if !self.tables.v4.is_empty() {
+        // An empty table in flood mode is still swept: the sweep is what ends flood mode.
+        if !self.tables.v4.is_empty() || self.tables.v4.in_flood() {
             self.tables
                 .v4
                 .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
         }
-        if !self.tables.v6.is_empty() {
+        if !self.tables.v6.is_empty() || self.tables.v6.in_flood() {
             self.tables
                 .v6
                 .sweep_with(now_ms, SWEEP_BUCKETS, |v| sched.release(v));
@@ -417,19 +433,15 @@ impl PipelineWorker {
     /// The backend id an IPv4 flow is pinned to, if it is live (no side effects).
     #[must_use]
     pub fn flow_backend_v4(&self, key: &FlowKeyV4, now_ms: u32) -> Option<u32> {
-        self.tables
-            .v4
-            .peek(key, key.hash(), now_ms)
-            .map(|(v, _)| v.backend)
+        let t = &self.tables.v4;
+        t.peek(key, t.hash(key), now_ms).map(|(v, _)| v.backend)
     }
 
     /// The backend id an IPv6 flow is pinned to, if it is live (no side effects).
     #[must_use]
     pub fn flow_backend_v6(&self, key: &FlowKeyV6, now_ms: u32) -> Option<u32> {
-        self.tables
-            .v6
-            .peek(key, key.hash(), now_ms)
-            .map(|(v, _)| v.backend)
+        let t = &self.tables.v6;
+        t.peek(key, t.hash(key), now_ms).map(|(v, _)| v.backend)
     }
 
     /// Live flows this worker tracks on backend `id` (what `least_conn` compares).
@@ -444,12 +456,20 @@ impl PipelineWorker {
             .set_flow(self.tables.v4.counters(), self.tables.v6.counters());
     }
 
+    /// Phase 1 of one packet, plus the connection table's keyed bucket hash (one more hash of
+    /// the key, with this worker's secret seed).
     #[inline]
     fn classify(&self, data: &[u8], rx_port: PortIndex) -> Step {
-        match self.generation.as_deref() {
+        let mut step = match self.generation.as_deref() {
             Some(g) => classify(g, &self.view, data, rx_port),
             None => Step::Drop(Counter::DropNoTable),
+        };
+        match &mut step {
+            Step::Lb4(lb) => lb.table_hash = self.tables.v4.hash(&lb.key),
+            Step::Lb6(lb) => lb.table_hash = self.tables.v6.hash(&lb.key),
+            _ => {}
         }
+        step
     }
 
     /// Phase 2: everything with side effects (counters, tokens, flow table, rewriting).
@@ -556,7 +576,7 @@ impl PipelineWorker {
         let table = K::table(tables);
         let index = if lb.icmp_error {
             let pinned = table
-                .peek(&lb.key, lb.hash, now)
+                .peek(&lb.key, lb.table_hash, now)
                 .and_then(|(v, _)| live_backend(g, v.backend).ok());
             match pinned {
                 Some(index) => index,
@@ -616,11 +636,30 @@ fn new_flow<K: Family>(g: &Generation, lb: &Lb<K>) -> NewFlow {
         region: lb.key.region(g),
         hash: lb.hash,
         src_hash: lb.key.src_hash(),
+        consistent: false,
     }
 }
 
 /// The backend of a TCP/UDP packet's flow: the table's entry when it is live and its backend
 /// healthy, else a new choice (inserted or re-pointed).
+///
+/// A miss is a new flow, or one this worker lost (restart, eviction, RSS change). Before it is
+/// scheduled the table says whether it would store it ([`FlowTable::admit`]):
+/// - stored: a SYN (or a UDP flow's first datagram) is scheduled by the pool's scheduler and
+///   inserted (handshake, datagram); a TCP packet without SYN (`flow_non_syn_miss`) is placed
+///   by consistent hash and inserted **provisional** (`flow_provisional_inserts`): short-lived
+///   (the handshake timeout), evicted before anything else, promoted to established by the
+///   flow's next packet without SYN, FIN or RST (`flow_provisional_promoted`). A random-source
+///   ACK flood sends one packet per 5-tuple, so it never outlives or pushes out real flows,
+///   while a real mid-stream flow (after a restart) proves itself with its next segment. The
+///   appliance sees only client → VIP (DSR), so "proves itself" can only mean "comes back".
+/// - not stored (flood mode, insert cap, or both buckets full of entries it may not evict —
+///   established flows are never evicted by a new one): scheduled by consistent hash (Maglev
+///   slot, IP hash, else `healthy[hash % n]`) and forwarded without an entry
+///   (`forwarded_stateless`). Its later packets miss too and are placed the same way, so a
+///   client that connects during a flood stays on one backend, even on a round-robin pool.
+///
+/// A RST that misses is forwarded without an entry (`forwarded_without_entry`).
 #[inline]
 fn flow_backend<K: Family>(
     g: &Generation,
@@ -633,12 +672,13 @@ fn flow_backend<K: Family>(
 ) -> Result<usize, Counter> {
     let flags = lb.tcp_flags;
     let tcp = lb.key.proto() == PROTO_TCP;
-    if let Some(mut flow) = table.lookup_with(&lb.key, lb.hash, now, |v| sched.release(v)) {
+    let hash = lb.table_hash;
+    if let Some(mut flow) = table.lookup_with(&lb.key, hash, now, |v| sched.release(v)) {
         let old = flow.value();
         return match live_backend(g, old.backend) {
             Ok(index) => {
                 if tcp {
-                    track_tcp(&mut flow, sched, flags);
+                    track_tcp(&mut flow, sched, counters, flags);
                 }
                 Ok(index)
             }
@@ -667,27 +707,36 @@ fn flow_backend<K: Family>(
     }
 
     // A new flow (or one this worker lost).
-    if tcp && flags & tcp_flags::SYN == 0 {
+    let mid_stream = tcp && flags & tcp_flags::SYN == 0;
+    if mid_stream {
         table.count_non_syn_miss();
     }
     if !sources.allow(lb.key.source_key(), now) {
         return Err(Counter::DropRateLimited);
     }
-    let index = schedule(g, sched, counters, &new_flow(g, lb))?;
-    let id = g.backends.get(index).map_or(0, |b| b.id);
-    if tcp && flags & tcp_flags::RST != 0 {
-        // A reset ends whatever it belongs to: forward it, do not create a flow for it.
+    // A reset ends whatever it belongs to: forward it, do not create a flow for it.
+    let reset = tcp && flags & tcp_flags::RST != 0;
+    let state = FlowState::initial(lb.key.proto(), flags);
+    let stored = !reset && table.admit(hash, state, now).is_ok();
+    let mut flow = new_flow(g, lb);
+    flow.consistent = mid_stream || !stored;
+    let index = schedule(g, sched, counters, &flow)?;
+    if reset {
         counters.inc(Counter::ForwardedWithoutEntry);
         return Ok(index);
     }
-    let state = FlowState::initial(lb.key.proto(), flags);
+    if !stored {
+        counters.inc(Counter::ForwardedStateless);
+        return Ok(index);
+    }
+    let id = g.backends.get(index).map_or(0, |b| b.id);
     let counted = state != FlowState::TcpClosing;
     let value = FlowValue {
         backend: id,
         slot: if counted { SLOT_COUNTED } else { 0 },
     };
-    let outcome = table.insert_with(&lb.key, lb.hash, value, state, now, |v| sched.release(v));
-    if counted && outcome != InsertOutcome::Throttled {
+    let outcome = table.insert_with(&lb.key, hash, value, state, now, |v| sched.release(v));
+    if counted && matches!(outcome, InsertOutcome::Inserted | InsertOutcome::Evicted) {
         sched.acquire(id);
     }
     Ok(index)
@@ -696,11 +745,19 @@ fn flow_backend<K: Family>(
 /// Advances a TCP flow's state; a close releases its least-connection count, a reopened
 /// 5-tuple (SYN after close) takes it again.
 #[inline]
-fn track_tcp<K: FlowKey>(flow: &mut FlowMut<'_, K>, sched: &mut SchedState, flags: u8) {
+fn track_tcp<K: FlowKey>(
+    flow: &mut FlowMut<'_, K>,
+    sched: &mut SchedState,
+    counters: &mut Counters,
+    flags: u8,
+) {
     let before = flow.state();
     let after = flow.on_tcp_flags(flags);
     if before == after {
         return;
+    }
+    if before == FlowState::TcpProvisional && after == FlowState::TcpEstablished {
+        counters.inc(Counter::FlowProvisionalPromoted);
     }
     let value = flow.value();
     let counted = value.slot & SLOT_COUNTED != 0;

@@ -469,6 +469,7 @@ fn state_name(s: u8) -> &'static str {
         2 => "established",
         3 => "closing",
         4 => "datagram",
+        5 => "provisional",
         _ => "?",
     }
 }

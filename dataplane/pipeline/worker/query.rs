@@ -187,7 +187,7 @@ impl PipelineWorker {
             Some(_) => {}
         }
         let mut held_live = false;
-        if let Some((v, _)) = table.peek(&lb.key, lb.hash, now) {
+        if let Some((v, _)) = table.peek(&lb.key, table.hash(&lb.key), now) {
             t.held = v.backend;
             t.flags |= TRACE_HELD;
             held_live = live_backend(g, v.backend).is_ok();
@@ -323,6 +323,7 @@ fn state_code(s: FlowState) -> u8 {
         FlowState::TcpEstablished => 2,
         FlowState::TcpClosing => 3,
         FlowState::Datagram => 4,
+        FlowState::TcpProvisional => 5,
     }
 }
 
