@@ -417,11 +417,13 @@ def maglev_estimates(target: str, group: str = "maglev_build") -> list:
 # and prints the median of its rounds; the Rust figure is criterion's median for the same pool
 # from this run's `cargo bench` (ci/bench runs it just before this script). Both build the same
 # table, which the program's checksum shows (maglev.rs pins it in a test).
-MAGLEV_REF_SLOTS = 65537
-MAGLEV_REF_CHECKSUM = "0xa5ad2a37498fbc05"  # N = 1000
 
 
-def maglev_rebuild(out: str, target: str, quick: bool, started_wall: float) -> dict:
+def maglev_rebuild(out: str, gen: str, target: str, quick: bool, started_wall: float) -> dict:
+    # The pool (N = 1000 on the default table size) and the checksum of the control plane's own
+    # table for it, which the C reference must reproduce: bench-data --maglev-reference.
+    ref = json.loads(subprocess.run([gen, "--maglev-reference"], capture_output=True, text=True, check=True).stdout)
+    slots = ref["slots"]
     src = os.path.join(HERE, "maglev_ref.c")
     builds = {}
     for name, flags in (("O3", ["-O3"]), ("O3 -march=native", ["-O3", "-march=native"])):
@@ -431,7 +433,7 @@ def maglev_rebuild(out: str, target: str, quick: bool, started_wall: float) -> d
         if r.returncode != 0:
             raise SystemExit(f"maglev: {' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
         builds[name] = {"exe": exe, "command": " ".join(cmd)}
-    rust = {m["backends"]: m for m in maglev_estimates(target) if m["slots"] == MAGLEV_REF_SLOTS
+    rust = {m["backends"]: m for m in maglev_estimates(target) if m["slots"] == slots
             and m["case"] == f"N={m['backends']}"}
     paper = {m["backends"]: m for m in maglev_estimates(target, "maglev_build_paper")}
     sizes = [1000] if quick else [100, 1000, 10_000]
@@ -440,16 +442,16 @@ def maglev_rebuild(out: str, target: str, quick: bool, started_wall: float) -> d
     for n in sizes:
         c = {}
         for name, b in builds.items():
-            r = subprocess.run([b["exe"], str(n), str(MAGLEV_REF_SLOTS), str(rounds)], capture_output=True, text=True)
+            r = subprocess.run([b["exe"], str(n), str(slots), str(rounds)], capture_output=True, text=True)
             fields, _ = parse_output(r.stdout)
             if r.returncode != 0 or fields is None:
                 raise SystemExit(f"maglev: {b['exe']} {n} failed:\n{r.stdout}{r.stderr}")
             c[name] = {"median_us": float(fields["ns_per_build"]) / 1e3, "min_us": float(fields["min_ns"]) / 1e3,
                        "checksum": fields["checksum"]}
-        if n == 1000 and any(v["checksum"] != MAGLEV_REF_CHECKSUM for v in c.values()):
-            raise SystemExit(f"maglev: the C reference built another table ({c}); expected {MAGLEV_REF_CHECKSUM}")
+        if n == ref["backends"] and any(v["checksum"] != ref["checksum"] for v in c.values()):
+            raise SystemExit(f"maglev: the C reference built another table ({c}); the control plane's: {ref['checksum']}")
         best = min(c, key=lambda k: c[k]["median_us"])
-        row = {"backends": n, "slots": MAGLEV_REF_SLOTS, "rounds": rounds, "c": c, "c_best": best,
+        row = {"backends": n, "slots": slots, "rounds": rounds, "c": c, "c_best": best,
                "c_reference_us": c[best]["median_us"]}
         est = rust.get(n)
         # Only this bench run's estimates count: ci/bench runs criterion just before this script,
@@ -461,7 +463,7 @@ def maglev_rebuild(out: str, target: str, quick: bool, started_wall: float) -> d
         if n in paper and time.time() - paper[n]["age_seconds"] >= started_wall - 3600:
             row["paper_in_rust_us"] = paper[n]["median_ms"] * 1e3
         rows.append(row)
-        log(f"  maglev rebuild N={n} M={MAGLEV_REF_SLOTS}: " + ", ".join(f"C {k} {v['median_us']:.0f} us" for k, v in c.items())
+        log(f"  maglev rebuild N={n} M={slots}: " + ", ".join(f"C {k} {v['median_us']:.0f} us" for k, v in c.items())
             + (f", rust {row['rust_us']:.0f} us" if "rust_us" in row else ", no rust estimate from this run"))
     return {"method": "median ns per build; C: bench/maglev_ref.c, rounds as given; rust: criterion median, "
                       "control/benches/maglev.rs maglev_build/M=65537/N=<n>",
@@ -623,7 +625,7 @@ def main() -> None:
     if "maglev" in only:
         sc["maglev"] = maglev_estimates(a.target)
         log("\n== maglev: rebuild against the paper's loop in C (bench/maglev_ref.c)")
-        sc["maglev_rebuild"] = maglev_rebuild(a.out, a.target, q, started_wall)
+        sc["maglev_rebuild"] = maglev_rebuild(a.out, runner.gen, a.target, q, started_wall)
 
     report["elapsed_seconds"] = time.monotonic() - started
     ratio = pipe1 / fwd1

@@ -91,8 +91,12 @@ const MAX_PREFIXES: u32 = 1 << 20;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "bench-data")]
 struct Args {
-    #[arg(long)]
-    dir: PathBuf,
+    #[arg(long, required_unless_present = "maglev_reference")]
+    dir: Option<PathBuf>,
+    /// Print the Maglev rebuild reference (JSON) instead: the pool bench/maglev_ref.c builds
+    /// and the checksum of the table the control plane builds for it.
+    #[arg(long, conflicts_with = "dir")]
+    maglev_reference: bool,
     /// Flows = frames, 1..4194304.
     #[arg(long, default_value_t = 1_000_000)]
     flows: u64,
@@ -147,7 +151,10 @@ fn parse_sizes(spec: &str) -> Result<Vec<(usize, usize)>, String> {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn next_prime(mut n: u32) -> u32 {
@@ -585,7 +592,7 @@ fn seconds(t: Instant) -> f64 {
 fn generate(a: &Args) -> Result<Value, String> {
     let t0 = Instant::now();
     let lay = Layout::new(a)?;
-    let dir = &a.dir;
+    let dir = a.dir.as_ref().ok_or("--dir is required")?;
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(io)?;
     let pcaps: Vec<String> = if a.queues == 1 {
@@ -727,11 +734,40 @@ fn generate(a: &Args) -> Result<Value, String> {
     }))
 }
 
+/// The Maglev rebuild's pool, that of `control/benches/maglev.rs` and `bench/maglev_ref.c`:
+/// N = 1000 backends of weight 1, keys id × ⌊2^64/φ⌋, on the default table size; with the
+/// FNV-1a 64 checksum (over the little-endian slot values) of the control plane's table, which
+/// the C reference must reproduce.
+fn maglev_reference() -> Value {
+    use switchyard_control::maglev::{build, MaglevBackend, DEFAULT_SIZE};
+    let backends = 1000u32;
+    let pool: Vec<MaglevBackend> = (1..=backends)
+        .map(|id| MaglevBackend {
+            id,
+            weight: 1,
+            key: u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        })
+        .collect();
+    let table = build(&pool, DEFAULT_SIZE).expect("a valid pool");
+    let checksum = table
+        .iter()
+        .flat_map(|id| id.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, byte| {
+            (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    json!({"backends": backends, "slots": DEFAULT_SIZE, "checksum": format!("{checksum:#018x}")})
+}
+
 fn main() -> ExitCode {
     let a = Args::parse();
+    if a.maglev_reference {
+        println!("{}", maglev_reference());
+        return ExitCode::SUCCESS;
+    }
+    let dir = a.dir.clone().unwrap_or_default();
     match generate(&a) {
         Ok(meta) => {
-            let path = a.dir.join("meta.json");
+            let path = dir.join("meta.json");
             let text = serde_json::to_string_pretty(&meta).unwrap() + "\n";
             if let Err(e) = std::fs::write(&path, text) {
                 eprintln!("bench-data: {}: {e}", path.display());
@@ -739,7 +775,7 @@ fn main() -> ExitCode {
             }
             println!(
                 "{}: {} frames in {} pcap(s), {} bytes, {} pool(s), {} geo prefixes; {} s",
-                a.dir.display(),
+                dir.display(),
                 meta["frames"],
                 a.queues,
                 meta["bytes_captured"],
@@ -769,7 +805,8 @@ mod tests {
     fn the_compiler_puts_every_client_in_its_blocks_region() {
         let dir = std::env::temp_dir().join(format!("bench-data-{}", std::process::id()));
         let a = Args {
-            dir: dir.clone(),
+            dir: Some(dir.clone()),
+            maglev_reference: false,
             flows: 3000,
             syn_share: 0.5,
             backends: 25,
@@ -819,5 +856,13 @@ mod tests {
             .collect();
         assert_eq!(by_region.to_vec(), expected);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The checksum `control/src/maglev.rs` pins for the C reference's pool.
+    #[test]
+    fn maglev_reference_is_the_pinned_table() {
+        let r = maglev_reference();
+        assert_eq!(r["checksum"], "0xa5ad2a37498fbc05");
+        assert_eq!(r["slots"], 65_537);
     }
 }
