@@ -43,21 +43,9 @@ fn uplink(v6: bool) -> GenerationBuilder {
 /// A region-routed service over two pools, canary and ACL, without LPM tables (so it is a few
 /// KiB; the LPM-free sections are where most cross-references live).
 pub fn small() -> Generation {
-    let backend = |a: [u8; 4]| BackendSpec::new(Ipv4Addr::from(a));
-    uplink(true)
+    let mut g = uplink(true)
         .generation(7)
-        .region("eu-west")
-        .service("llama", PROTO_TCP, &[(443, 443)])
-        .route(0, &[0, 1])
-        .strict()
-        .route(NONE, &[1])
-        .canary(0, 50_000)
-        .pool(
-            "eu",
-            Scheduler::Maglev,
-            &[backend([192, 0, 2, 11]), backend([192, 0, 2, 12])],
-        )
-        .pool("us", Scheduler::RoundRobin, &[backend([192, 0, 2, 21])])
+        .llama_eu_us()
         .acl(
             &[
                 acl_rule(ACL_DENY, 0, (0, u16::MAX)),
@@ -65,7 +53,9 @@ pub fn small() -> Generation {
             ],
             &[],
         )
-        .build()
+        .build();
+    g.routes[0].strict = 1;
+    g
 }
 
 /// IPv6 backends, GUE encapsulation, every scheduler, an unhealthy backend, a retired id.

@@ -336,6 +336,26 @@ impl GenerationBuilder {
         self
     }
 
+    /// The region-routed service the table's tests and the fuzz templates start from: region
+    /// `eu-west`; service `llama` on 443/tcp, routing eu-west to pools `eu` then `us` and every
+    /// other client to `us` with a 5 % canary to `eu`; `eu` Maglev over 192.0.2.11 and .12,
+    /// `us` round robin over 192.0.2.21.
+    #[must_use]
+    pub fn llama_eu_us(self) -> Self {
+        let backend = |a: [u8; 4]| BackendSpec::new(Ipv4Addr::from(a));
+        self.region("eu-west")
+            .service("llama", crate::generation::PROTO_TCP, &[(443, 443)])
+            .route(0, &[0, 1])
+            .route(NONE, &[1])
+            .canary(0, 50_000)
+            .pool(
+                "eu",
+                Scheduler::Maglev,
+                &[backend([192, 0, 2, 11]), backend([192, 0, 2, 12])],
+            )
+            .pool("us", Scheduler::RoundRobin, &[backend([192, 0, 2, 21])])
+    }
+
     /// The generation, with `backend_by_id` and the LPM tables of what was added.
     pub fn build(self) -> Generation {
         let mut g = self.g;

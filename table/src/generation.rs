@@ -942,26 +942,15 @@ mod tests {
 
     /// A small but complete generation: one region, one service with two routes, two pools.
     pub(crate) fn sample() -> Generation {
-        use crate::builder::{acl_rule, BackendSpec, GenerationBuilder};
+        use crate::builder::{acl_rule, GenerationBuilder};
         use std::net::Ipv4Addr;
-        let backend = |a: [u8; 4]| BackendSpec::new(Ipv4Addr::from(a));
         GenerationBuilder::new()
             .generation(7)
             .interface("uplink", [2, 0, 0, 0, 0, 1], &[[198, 51, 100, 1].into()])
             .gateway([2, 0, 0, 0, 0, 0xfe], None)
-            .region("eu-west")
+            .llama_eu_us()
             .geo_v4(Ipv4Addr::new(10, 1, 0, 0), 16)
-            .service("llama", PROTO_TCP, &[(443, 443)])
             .vip([203, 0, 113, 10].into(), 32)
-            .route(0, &[0, 1])
-            .route(NONE, &[1])
-            .canary(0, 50_000)
-            .pool(
-                "eu",
-                Scheduler::Maglev,
-                &[backend([192, 0, 2, 11]), backend([192, 0, 2, 12])],
-            )
-            .pool("us", Scheduler::RoundRobin, &[backend([192, 0, 2, 21])])
             .acl(
                 &[acl_rule(ACL_DENY, 0, (0, u16::MAX))],
                 &[(Ipv4Addr::new(198, 18, 0, 0), 15)],
