@@ -404,7 +404,9 @@ impl<K: FlowKey> FlowTable<K> {
     /// back to half its burst. Counted: `flow_flood_entered`, `flow_flood_left`, and the time
     /// in it, `flow_flood_ms`. In flood mode [`FlowTable::admit`] refuses every new flow: the
     /// flood's own entries (provisional, half-open) expire within the handshake timeout and
-    /// are not replaced, while established flows keep their entries.
+    /// are not replaced, while established flows keep their entries. A table that holds 7/8 of
+    /// its capacity in established flows stays in flood mode until they close or expire: size
+    /// it (`flow_table` in the appliance settings) for the connections it must keep, with room.
     #[inline]
     pub fn flooded(&mut self, now: u32) -> bool {
         self.budget.refill(now);
