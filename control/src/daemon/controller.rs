@@ -897,7 +897,9 @@ impl Controller {
         if let Err(e) = self.publisher.send_query(&message) {
             let e = ApiFailure::new(
                 503,
-                format!("cannot ask the data plane: the control→data ring refused the query ({e:?})"),
+                format!(
+                    "cannot ask the data plane: the control→data ring refused the query ({e:?})"
+                ),
                 Vec::new(),
             );
             return fail(reply, e);
