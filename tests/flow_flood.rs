@@ -333,7 +333,7 @@ fn flood(table_flows: usize) {
         100.0 * occupancy as f64 / capacity as f64,
         c.get(Counter::FlowFloodEntered),
         c.get(Counter::FlowFloodLeft),
-        c.get(Counter::FlowFloodMs),
+        c.get(Counter::FlowFloodMilliseconds),
         c.get(Counter::ForwardedStateless),
         c.get(Counter::FlowProvisionalInserts),
         c.get(Counter::FlowProvisionalPromoted),

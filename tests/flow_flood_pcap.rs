@@ -214,7 +214,7 @@ fn flood_through_the_appliance(name: &str, ipv4_flows: u32) {
         tracked.len() - missing.len(),
         get("flow_flood_entered"),
         get("flow_flood_left"),
-        get("flow_flood_ms"),
+        get("flow_flood_milliseconds"),
         get("forwarded_stateless"),
         get("flow_provisional_inserts"),
         get("flow_provisional_promoted"),

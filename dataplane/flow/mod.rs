@@ -325,7 +325,7 @@ impl FlowCounters {
         "flow_insert_refused",
         "flow_flood_entered",
         "flow_flood_left",
-        "flow_flood_ms",
+        "flow_flood_milliseconds",
         "flow_flood_stateless",
     ];
 

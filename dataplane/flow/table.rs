@@ -402,7 +402,7 @@ impl<K: FlowKey> FlowTable<K> {
     /// entries not yet reclaimed included) or the insert budget is down to a quarter of its
     /// burst, and ends when occupancy is at most [`FLOOD_LEAVE_OCCUPANCY`] and the budget is
     /// back to half its burst. Counted: `flow_flood_entered`, `flow_flood_left`, and the time
-    /// in it, `flow_flood_ms`. In flood mode [`FlowTable::admit`] refuses every new flow: the
+    /// in it, `flow_flood_milliseconds`. In flood mode [`FlowTable::admit`] refuses every new flow: the
     /// flood's own entries (provisional, half-open) expire within the handshake timeout and
     /// are not replaced, while established flows keep their entries. A table that holds 7/8 of
     /// its capacity in established flows stays in flood mode until they close or expire: size

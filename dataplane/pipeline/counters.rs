@@ -116,7 +116,7 @@ counters! {
     /// Times a flow table left flood mode.
     FlowFloodLeft => "flow_flood_left",
     /// Milliseconds the flow tables spent in flood mode (summed over the IPv4 and IPv6 tables).
-    FlowFloodMs => "flow_flood_ms",
+    FlowFloodMilliseconds => "flow_flood_milliseconds",
     /// New flows not stored because their table was in flood mode (forwarded statelessly).
     FlowFloodStateless => "flow_flood_stateless",
 

@@ -11,7 +11,8 @@
 //! Names (see `docs/CONTROL.md`):
 //! - `switchyard_control_*`: generation numbers, publishes, rejects, reloads, publish→live;
 //! - `switchyard_dataplane_*`: up, pid, epoch, workers, and per worker (`worker` label) the live
-//!   generation, packets, drops and every named counter as `switchyard_dataplane_<name>_total`.
+//!   generation, packets, drops and every named counter as `switchyard_dataplane_<name>_total`
+//!   (a counter of `_milliseconds` as `<stem>_seconds_total`, in seconds).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -184,6 +185,10 @@ pub fn dataplane_metric_name(counter: &str) -> Option<String> {
         return None;
     }
     let base = cleaned.strip_suffix("_total").unwrap_or(cleaned);
+    // Prometheus wants base units: a counter of milliseconds is exported in seconds.
+    if let Some(stem) = base.strip_suffix("_milliseconds") {
+        return Some(format!("switchyard_dataplane_{stem}_seconds_total"));
+    }
     Some(format!("switchyard_dataplane_{base}_total"))
 }
 
@@ -377,9 +382,16 @@ fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
         if !e.family(&name, Counter, &help) {
             continue;
         }
+        let milliseconds = counter.ends_with("_milliseconds");
         for (w, label) in d.counters.iter().zip(&labels) {
             if let Some(&v) = w.get(i) {
-                e.sample(&name, &[("worker", label)], Int(v));
+                #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
+                let value = if milliseconds {
+                    Value::Float(v as f64 / 1000.0)
+                } else {
+                    Int(v)
+                };
+                e.sample(&name, &[("worker", label)], value);
             }
         }
     }
@@ -411,6 +423,10 @@ mod tests {
         assert_eq!(
             dataplane_metric_name("tx_total").as_deref(),
             Some("switchyard_dataplane_tx_total")
+        );
+        assert_eq!(
+            dataplane_metric_name("flow_flood_milliseconds").as_deref(),
+            Some("switchyard_dataplane_flow_flood_seconds_total")
         );
         assert_eq!(dataplane_metric_name("--"), None);
         assert_eq!(dataplane_metric_name(""), None);
