@@ -33,7 +33,7 @@
 //! | Hostile input: header sanity, options, fragments, extension headers, checksums, martian sources, already-encapsulated traffic, TCP flags, TTL | `classify` |
 //! | ACL on the source: one LPM walk, then the group's rules in policy order | `classify` |
 //! | Service: VIP LPM → VIP group → protocol and port | `classify` |
-//! | Connection table: a hit keeps its backend unless it left or is unhealthy | `worker` (module doc), [`crate::flow`] |
+//! | Connection table: a hit keeps its backend unless it left or is unhealthy; a non-SYN miss gets a provisional entry; under a flood new flows go by consistent hash without one | `worker` (module doc), [`crate::flow`] |
 //! | New flows: per-source limiter, route by client region, canary, pool fallback, scheduler, bounded load | `limit`, `sched` |
 //! | Encapsulation (IPIP, GUE) to the egress interface's gateway | `encap` |
 //! | Too big after encapsulation: frag-needed / packet-too-big from the VIP | `local` |
