@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use switchyard_control::daemon::auth::default_token_path;
 use switchyard_control::daemon::client::ApiClient;
 use switchyard_control::daemon::view::StateView;
 
@@ -208,9 +209,13 @@ fn next_ok(conn: &mut Background, after: u64) -> u64 {
     line[3..].parse().unwrap()
 }
 
-fn cli_run(api: &str, args: &[&str]) -> String {
+/// `switchyard-control ARGS --api API --token-file TOKEN`: stdout, asserting success.
+fn cli_run(api: &str, token: &Path, args: &[&str]) -> String {
     let out = run_with_timeout(
-        Command::new(control_bin()).args(args).args(["--api", api]),
+        Command::new(control_bin())
+            .args(args)
+            .args(["--api", api, "--token-file"])
+            .arg(token),
         WAIT,
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -243,7 +248,8 @@ fn drain_keeps_an_established_connection_and_survives_a_control_plane_restart() 
     let decap_py = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/decap.py");
     let instance = unique("drain");
     let listen = format!("127.0.0.1:{}", free_port());
-    let api = ApiClient::new(&listen, Duration::from_secs(5));
+    let token = default_token_path(&shm, &instance);
+    let api = ApiClient::new(&listen, Duration::from_secs(5)).with_token_file(&token);
 
     let mut control = spawn_control(&shm, &policy, &instance, &listen);
     wait_state(&api, "the API answers", |_| true);
@@ -353,7 +359,7 @@ fn drain_keeps_an_established_connection_and_survives_a_control_plane_restart() 
     let mut n = next_ok(&mut conn, 0);
 
     // Drain it by name.
-    let out = cli_run(&listen, &["drain", held_name, "--yes"]);
+    let out = cli_run(&listen, &token, &["drain", held_name, "--yes"]);
     assert!(out.contains("live on every worker"), "{out}");
     assert!(out.contains(&held), "the diff names the backend: {out}");
     let state = wait_state(&api, "drained and live", live);
@@ -412,7 +418,7 @@ fn drain_keeps_an_established_connection_and_survives_a_control_plane_restart() 
         "drained"
     );
     assert_eq!(state.counters.publishes, 0, "the restart published nothing");
-    let show = cli_run(&listen, &["show"]);
+    let show = cli_run(&listen, &token, &["show"]);
     assert!(show.contains("drained"), "{show}");
     n = check(
         &mut capture,
@@ -422,7 +428,11 @@ fn drain_keeps_an_established_connection_and_survives_a_control_plane_restart() 
     );
 
     // Undrain: the backend takes new flows again.
-    let out = cli_run(&listen, &["undrain", &format!("echo/{held}"), "--yes"]);
+    let out = cli_run(
+        &listen,
+        &token,
+        &["undrain", &format!("echo/{held}"), "--yes"],
+    );
     assert!(out.contains("live on every worker"), "{out}");
     assert_eq!(std::fs::read_to_string(&policy).unwrap(), POLICY);
     let mut back = false;

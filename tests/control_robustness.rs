@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
+use switchyard_control::daemon::auth::default_token_path;
 use switchyard_control::daemon::client::ApiClient;
 use switchyard_control::daemon::view::{PublishStatus, StateView};
 
@@ -187,13 +188,15 @@ impl Pair {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
+        let instance = unique(name.get(..6).unwrap_or(name));
         Self {
-            api: ApiClient::new(&listen, Duration::from_secs(5)),
+            api: ApiClient::new(&listen, Duration::from_secs(5))
+                .with_token_file(&default_token_path(&shm, &instance)),
             _cleanup: RemoveDir(dir),
             shm,
             policy,
             settings,
-            instance: unique(name.get(..6).unwrap_or(name)),
+            instance,
             listen,
         }
     }

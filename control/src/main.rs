@@ -65,6 +65,8 @@ struct RolloutArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Print the rollouts as JSON.
     #[arg(long)]
     json: bool,
@@ -85,6 +87,8 @@ struct TraceArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -107,9 +111,35 @@ struct FlowsArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Where a client finds the daemon's API token (`docs/CONTROL.md`, "Security of the API").
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The daemon's token file [default: <shm-dir>/switchyard-<instance>.token].
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// The daemon's instance, for the default token file.
+    #[arg(long, value_name = "NAME", default_value = switchyard_table::shm::DEFAULT_INSTANCE)]
+    instance: String,
+    /// The daemon's shared-memory directory, for the default token file [default:
+    /// $SWITCHYARD_SHM_DIR, else /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    shm_dir: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn path(self) -> PathBuf {
+        self.token_file.unwrap_or_else(|| {
+            let dir = self.shm_dir.unwrap_or_else(switchyard_table::shm::shm_dir);
+            daemon::auth::default_token_path(&dir, &self.instance)
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +181,11 @@ struct RunArgs {
     /// Address of the local HTTP API (state, apply, metrics).
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
+    /// The API's bearer token file, created with mode 0600 if missing [default:
+    /// <shm-dir>/switchyard-<instance>.token]. Required to listen beyond loopback; then every
+    /// request needs the token.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     /// Directory of the control segment and generation files [default: $SWITCHYARD_SHM_DIR,
     /// else /dev/shm].
     #[arg(long, value_name = "DIR")]
@@ -171,6 +206,8 @@ struct ApplyArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Apply without asking for confirmation.
     #[arg(short, long)]
     yes: bool,
@@ -186,6 +223,8 @@ struct BackendArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Apply without asking for confirmation.
     #[arg(short, long)]
     yes: bool,
@@ -199,6 +238,8 @@ struct ShowArgs {
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Print the daemon's state as JSON.
     #[arg(long)]
     json: bool,
@@ -214,6 +255,7 @@ fn main() -> ExitCode {
             instance: args.instance,
             shm_dir: args.shm_dir.unwrap_or_else(switchyard_table::shm::shm_dir),
             listen: args.listen,
+            token_file: args.token_file,
             watch_interval: (args.watch_interval_ms > 0)
                 .then(|| std::time::Duration::from_millis(args.watch_interval_ms)),
             start_wait: args.start_wait,
@@ -221,6 +263,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => daemon::cli::apply(&daemon::cli::ApplyOptions {
             file: args.file,
             api: args.api,
+            token_file: args.token.path(),
             yes: args.yes,
             wait: args.wait,
         }),
@@ -230,11 +273,13 @@ fn main() -> ExitCode {
         Command::Enable(args) => backend_state("enable", args),
         Command::Show(args) => daemon::cli::show(&daemon::cli::ShowOptions {
             api: args.api,
+            token_file: args.token.path(),
             json: args.json,
         }),
         Command::RemoveInstance(args) => remove_instance(&args),
         Command::Trace(args) => daemon::inspect::trace(&daemon::inspect::TraceOptions {
             api: args.api,
+            token_file: args.token.path(),
             params: daemon::query::TraceParams {
                 client: args.client,
                 vip: args.vip,
@@ -245,6 +290,7 @@ fn main() -> ExitCode {
         }),
         Command::Flows(args) => daemon::inspect::flows(&daemon::inspect::FlowsOptions {
             api: args.api,
+            token_file: args.token.path(),
             params: daemon::query::FlowsParams {
                 vip: args.vip,
                 backend: args.backend,
@@ -255,6 +301,7 @@ fn main() -> ExitCode {
         }),
         Command::Rollout(args) => daemon::cli::rollout(&daemon::cli::RolloutOptions {
             api: args.api,
+            token_file: args.token.path(),
             action: args.action,
             service: args.service,
             json: args.json,
@@ -267,6 +314,7 @@ fn backend_state(action: &str, args: BackendArgs) -> ExitCode {
         action: action.to_owned(),
         backend: args.backend,
         api: args.api,
+        token_file: args.token.path(),
         yes: args.yes,
         wait: args.wait,
     })

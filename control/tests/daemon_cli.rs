@@ -132,6 +132,7 @@ impl Scratch {
             child,
             log,
             api: String::new(),
+            token_file: self.token_file(),
         };
         let marker = "API listening on http://";
         assert!(
@@ -145,9 +146,19 @@ impl Scratch {
         daemon
     }
 
-    /// Runs a client subcommand to completion.
+    /// The daemon's default token file: `<shm>/switchyard-t.token`.
+    fn token_file(&self) -> PathBuf {
+        self.shm().join(format!("switchyard-{INSTANCE}.token"))
+    }
+
+    /// Runs a client subcommand to completion, for the test's instance (so it finds the
+    /// daemon's token file).
     fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap()
+        self.command()
+            .args(args)
+            .args(["--instance", INSTANCE])
+            .output()
+            .unwrap()
     }
 }
 
@@ -169,6 +180,7 @@ struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
     api: String,
+    token_file: PathBuf,
 }
 
 impl Daemon {
@@ -181,7 +193,7 @@ impl Daemon {
     }
 
     fn client(&self) -> ApiClient {
-        ApiClient::new(&self.api, Duration::from_secs(30))
+        ApiClient::new(&self.api, Duration::from_secs(30)).with_token_file(&self.token_file)
     }
 
     fn state(&self) -> StateView {

@@ -464,8 +464,9 @@ class Fleet:
         path = os.path.join(self.work, "policies", f"{label}.yaml")
         with open(path, "w") as f:
             f.write(text)
-        r = run([self.ctl_bin, "apply", path, "--yes", "--api", self.L.api], check=False,
-                timeout=30)
+        # --instance and --shm-dir as the daemon's: the CLI reads its API token from there.
+        r = run([self.ctl_bin, "apply", path, "--yes", "--api", self.L.api,
+                 "--instance", self.L.instance, "--shm-dir", self.shm], check=False, timeout=30)
         out = (r.stdout + r.stderr).strip()
         if r.returncode != 0 or not re.search(r"live on every worker|unchanged", out):
             raise Fail(f"apply {label}: exit {r.returncode}: {out[-400:]}")

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use switchyard_control::daemon::auth::default_token_path;
 use switchyard_control::daemon::client::ApiClient;
 use switchyard_control::daemon::view::{BackendView, StateView};
 
@@ -160,7 +161,8 @@ impl Control {
         std::fs::write(&file, policy).unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         let proc = Self::spawn(&shm, &file, &instance, &listen);
-        let api = ApiClient::new(&listen, Duration::from_secs(5));
+        let api = ApiClient::new(&listen, Duration::from_secs(5))
+            .with_token_file(&default_token_path(&shm, &instance));
         let mut control = Self {
             proc,
             api,
@@ -201,11 +203,19 @@ impl Control {
         self.wait("the API answers again", Duration::from_secs(20), |_| true);
     }
 
-    /// `switchyard-control ARGS --api ADDR`: stdout, asserting success.
+    /// `switchyard-control ARGS --api ADDR --instance I --shm-dir DIR` (so it finds the
+    /// daemon's token file): stdout, asserting success.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(control_bin())
             .args(args)
-            .args(["--api", &self.listen])
+            .args([
+                "--api",
+                &self.listen,
+                "--instance",
+                &self.instance,
+                "--shm-dir",
+            ])
+            .arg(&self.shm)
             .output()
             .unwrap();
         assert!(

@@ -3,6 +3,10 @@
 //! `GET /v1/trace?client=IP[:PORT]&vip=IP:PORT[&proto=udp]` and
 //! `GET /v1/flows[?vip=IP[:PORT]][&backend=B][&proto=P][&limit=N]` (see [`super::query`]).
 //!
+//! Every request passes [`super::auth::Guard`] first (Host, Origin, bearer token; see
+//! `docs/CONTROL.md`, "Security of the API"), and `POST /v1/apply` takes YAML only; each
+//! refusal is logged as a warning naming the peer.
+//!
 //! axum on a current-thread tokio runtime of its own thread: the API is a handful of requests a
 //! minute from an operator and a scraper, so one thread serves it, and the controller thread
 //! never waits on it. Handlers hold no state; each turns its request into a
@@ -11,12 +15,14 @@
 
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,6 +33,7 @@ use tracing::{error, warn};
 use crate::policy::edit::BackendSelector;
 use crate::policy::{AdminState, MAX_POLICY_BYTES};
 
+use super::auth::{self, Guard, Refusal};
 use super::controller::{ApiFailure, ApplyRequest, BackendStateRequest, Request, RolloutAction};
 use super::metrics::CONTENT_TYPE;
 use super::query::{FlowsParams, TraceParams};
@@ -84,11 +91,51 @@ async fn metrics(State(controller): State<Sender<Request>>) -> Response {
     }
 }
 
+/// Refuses a request that fails [`Guard::check`], logging why and from whom.
+async fn check_request(
+    State(guard): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match guard.check(request.method(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(Refusal { status, error }) => {
+            warn!(
+                "API: refused {} {} from {peer} ({status}): {error}",
+                request.method(),
+                request.uri().path()
+            );
+            let mut response = failure(status, error);
+            if status == 401 {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            response
+        }
+    }
+}
+
 async fn apply(
     State(controller): State<Sender<Request>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<ApplyQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .unwrap_or("");
+    if !auth::is_yaml(content_type) {
+        let error = format!(
+            "a policy is YAML: send it as Content-Type: application/yaml (got `{content_type}`)"
+        );
+        warn!("API: refused POST /v1/apply from {peer} (415): {error}");
+        return failure(415, error);
+    }
     let source = query
         .source
         .filter(|s| !s.is_empty())
@@ -257,7 +304,7 @@ async fn not_found() -> Response {
     )
 }
 
-fn router(controller: Sender<Request>) -> Router {
+fn router(controller: Sender<Request>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/v1/state", get(state))
         .route("/v1/apply", post(apply))
@@ -270,6 +317,7 @@ fn router(controller: Sender<Request>) -> Router {
         .fallback(not_found)
         // Room for the largest policy, so the handler can refuse a bigger one with its reason.
         .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES + 64 * 1024))
+        .layer(middleware::from_fn_with_state(guard, check_request))
         .with_state(controller)
 }
 
@@ -284,14 +332,16 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Serves the API on `listener` (already bound, so a busy port is reported before anything
-    /// is published) from a thread of its own.
+    /// is published) from a thread of its own; `guard` checks every request.
     ///
     /// # Errors
     /// The runtime or the listener cannot be set up.
     pub fn spawn(
         listener: std::net::TcpListener,
         controller: Sender<Request>,
+        guard: Guard,
     ) -> std::io::Result<Self> {
+        let guard = Arc::new(guard);
         let address = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -311,11 +361,15 @@ impl ApiServer {
                             return;
                         }
                     };
-                    let served = axum::serve(listener, router(controller))
-                        .with_graceful_shutdown(async move {
-                            let _ = shutdown_rx.await;
-                        })
-                        .await;
+                    let served = axum::serve(
+                        listener,
+                        router(controller, guard)
+                            .into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await;
                     if let Err(e) = served {
                         error!("API server: {e}");
                     }

@@ -21,6 +21,8 @@ pub struct ApplyOptions {
     pub file: PathBuf,
     /// The daemon's API address.
     pub api: String,
+    /// The daemon's token file (`--token-file`, else `<shm-dir>/switchyard-<instance>.token`).
+    pub token_file: PathBuf,
     /// Apply without asking, even on a terminal.
     pub yes: bool,
     /// How long the daemon waits for the generation to go live before answering `pending`.
@@ -31,6 +33,8 @@ pub struct ApplyOptions {
 #[derive(Debug, Clone)]
 pub struct ShowOptions {
     pub api: String,
+    /// The daemon's token file (`--token-file`, else `<shm-dir>/switchyard-<instance>.token`).
+    pub token_file: PathBuf,
     /// Print the raw JSON of `GET /v1/state`.
     pub json: bool,
 }
@@ -114,7 +118,8 @@ pub fn apply(options: &ApplyOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = ApiClient::new(&options.api, options.wait + Duration::from_secs(30));
+    let client = ApiClient::new(&options.api, options.wait + Duration::from_secs(30))
+        .with_token_file(&options.token_file);
 
     let preview = match client.apply(&text, &file, true, Duration::ZERO) {
         Ok(p) => p,
@@ -192,6 +197,8 @@ pub struct BackendStateOptions {
     /// `[POOL/]NAME-OR-ADDRESS`.
     pub backend: String,
     pub api: String,
+    /// The daemon's token file (`--token-file`, else `<shm-dir>/switchyard-<instance>.token`).
+    pub token_file: PathBuf,
     pub yes: bool,
     pub wait: Duration,
 }
@@ -200,7 +207,8 @@ pub struct BackendStateOptions {
 /// (unless `--yes`), applies and reports, as `apply` does.
 #[must_use]
 pub fn backend_state(options: &BackendStateOptions) -> ExitCode {
-    let client = ApiClient::new(&options.api, options.wait + Duration::from_secs(30));
+    let client = ApiClient::new(&options.api, options.wait + Duration::from_secs(30))
+        .with_token_file(&options.token_file);
     let preview =
         match client.backend_state(&options.action, &options.backend, true, Duration::ZERO) {
             Ok(p) => p,
@@ -232,7 +240,8 @@ pub fn backend_state(options: &BackendStateOptions) -> ExitCode {
 /// Prints the daemon's state as tables, or as JSON.
 #[must_use]
 pub fn show(options: &ShowOptions) -> ExitCode {
-    let client = ApiClient::new(&options.api, Duration::from_secs(10));
+    let client =
+        ApiClient::new(&options.api, Duration::from_secs(10)).with_token_file(&options.token_file);
     let state = match client.state() {
         Ok(s) => s,
         Err(e) => return client_failure(&e),
@@ -256,6 +265,8 @@ pub fn show(options: &ShowOptions) -> ExitCode {
 #[derive(Debug, Clone)]
 pub struct RolloutOptions {
     pub api: String,
+    /// The daemon's token file (`--token-file`, else `<shm-dir>/switchyard-<instance>.token`).
+    pub token_file: PathBuf,
     /// `status`, `pause`, `resume` or `abort`.
     pub action: String,
     /// Required for every action but `status`.
@@ -266,7 +277,8 @@ pub struct RolloutOptions {
 /// `switchyard-control rollout status | pause | resume | abort SERVICE`.
 #[must_use]
 pub fn rollout(options: &RolloutOptions) -> ExitCode {
-    let client = ApiClient::new(&options.api, Duration::from_secs(10));
+    let client =
+        ApiClient::new(&options.api, Duration::from_secs(10)).with_token_file(&options.token_file);
     let result = match (options.action.as_str(), &options.service) {
         ("status", _) => client.rollouts(),
         ("pause" | "resume" | "abort", Some(service)) => client.rollout(service, &options.action),

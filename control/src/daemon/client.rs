@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use ureq::Agent;
+use ureq::typestate::{WithBody, WithoutBody};
+use ureq::{Agent, RequestBuilder};
 
+use super::auth::{self, Token};
 use super::view::{ApiError, ApplyResponse, StateView};
 use super::DEFAULT_LISTEN;
 
@@ -43,6 +46,8 @@ pub struct ApiClient {
     api: String,
     base: String,
     agent: Agent,
+    /// Its token is sent as `Authorization: Bearer` on every request.
+    token_file: Option<PathBuf>,
 }
 
 impl ApiClient {
@@ -62,6 +67,51 @@ impl ApiClient {
             api: hostport.to_owned(),
             base: format!("http://{hostport}"),
             agent,
+            token_file: None,
+        }
+    }
+
+    /// Sends the token in `path` with every request, read when the request is made (so a client
+    /// made before the daemon started finds the token it created). A file that cannot be read
+    /// is not an error here (reads on loopback need no token); a 401 then says why no token was
+    /// sent.
+    #[must_use]
+    pub fn with_token_file(mut self, path: &Path) -> Self {
+        self.token_file = Some(path.to_path_buf());
+        self
+    }
+
+    fn token(&self) -> Option<Token> {
+        auth::read_token(self.token_file.as_deref()?).ok()
+    }
+
+    /// What a 401 adds: where the token came from, or why none was sent.
+    fn token_note(&self) -> String {
+        let Some(path) = &self.token_file else {
+            return "no token sent: no token file given".to_owned();
+        };
+        match auth::read_token(path) {
+            Ok(_) => format!("sent the token in {}", path.display()),
+            Err(why) => format!(
+                "no token sent: {why}; run as the daemon's user, or pass --token-file, or the \
+                 daemon's --instance and --shm-dir"
+            ),
+        }
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder<WithoutBody> {
+        let request = self.agent.get(format!("{}{path}", self.base));
+        match self.token() {
+            Some(t) => request.header("Authorization", format!("Bearer {}", t.as_str())),
+            None => request,
+        }
+    }
+
+    fn post(&self, path: &str) -> RequestBuilder<WithBody> {
+        let request = self.agent.post(format!("{}{path}", self.base));
+        match self.token() {
+            Some(t) => request.header("Authorization", format!("Bearer {}", t.as_str())),
+            None => request,
         }
     }
 
@@ -76,7 +126,7 @@ impl ApiClient {
     /// # Errors
     /// See [`ClientError`].
     pub fn state(&self) -> Result<StateView, ClientError> {
-        let response = self.agent.get(format!("{}/v1/state", self.base)).call();
+        let response = self.get("/v1/state").call();
         self.json(response)
     }
 
@@ -95,8 +145,7 @@ impl ApiClient {
     ) -> Result<ApplyResponse, ClientError> {
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         let response = self
-            .agent
-            .post(format!("{}/v1/apply", self.base))
+            .post("/v1/apply")
             .query("dry_run", if dry_run { "true" } else { "false" })
             .query("source", source)
             .query("wait_ms", wait_ms.to_string())
@@ -120,8 +169,7 @@ impl ApiClient {
     ) -> Result<ApplyResponse, ClientError> {
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         let response = self
-            .agent
-            .post(format!("{}/v1/backends/{action}", self.base))
+            .post(&format!("/v1/backends/{action}"))
             .query("backend", backend)
             .query("dry_run", if dry_run { "true" } else { "false" })
             .query("wait_ms", wait_ms.to_string())
@@ -134,7 +182,7 @@ impl ApiClient {
     /// # Errors
     /// See [`ClientError`].
     pub fn rollouts(&self) -> Result<Vec<crate::rollout::RolloutStatus>, ClientError> {
-        let response = self.agent.get(format!("{}/v1/rollouts", self.base)).call();
+        let response = self.get("/v1/rollouts").call();
         self.json(response)
     }
 
@@ -150,8 +198,7 @@ impl ApiClient {
         action: &str,
     ) -> Result<Vec<crate::rollout::RolloutStatus>, ClientError> {
         let response = self
-            .agent
-            .post(format!("{}/v1/rollouts/{service}/{action}", self.base))
+            .post(&format!("/v1/rollouts/{service}/{action}"))
             .send_empty();
         self.json(response)
     }
@@ -165,8 +212,7 @@ impl ApiClient {
         params: &super::query::TraceParams,
     ) -> Result<super::query::TraceView, ClientError> {
         let mut request = self
-            .agent
-            .get(format!("{}/v1/trace", self.base))
+            .get("/v1/trace")
             .query("client", &params.client)
             .query("vip", &params.vip);
         if let Some(p) = &params.proto {
@@ -183,7 +229,7 @@ impl ApiClient {
         &self,
         params: &super::query::FlowsParams,
     ) -> Result<super::query::FlowsView, ClientError> {
-        let mut request = self.agent.get(format!("{}/v1/flows", self.base));
+        let mut request = self.get("/v1/flows");
         for (k, v) in [
             ("vip", params.vip.clone()),
             ("backend", params.backend.clone()),
@@ -202,7 +248,7 @@ impl ApiClient {
     /// # Errors
     /// See [`ClientError`].
     pub fn metrics(&self) -> Result<String, ClientError> {
-        let response = self.agent.get(format!("{}/metrics", self.base)).call();
+        let response = self.get("/metrics").call();
         let (status, body) = self.read(response)?;
         if status == 200 {
             Ok(body)
@@ -239,10 +285,13 @@ impl ApiClient {
     }
 
     fn api_error(&self, status: u16, body: &str) -> ClientError {
-        let error = serde_json::from_str::<ApiError>(body).unwrap_or_else(|_| ApiError {
+        let mut error = serde_json::from_str::<ApiError>(body).unwrap_or_else(|_| ApiError {
             error: body.trim().chars().take(200).collect(),
             errors: Vec::new(),
         });
+        if status == 401 {
+            error.error = format!("{} ({})", error.error, self.token_note());
+        }
         ClientError::Api { status, error }
     }
 

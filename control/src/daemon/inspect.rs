@@ -13,6 +13,8 @@ use super::query::{FlowsParams, FlowsView, TraceParams, TraceView};
 #[derive(Debug, Clone)]
 pub struct TraceOptions {
     pub api: String,
+    /// The daemon's token file, sent when the API listens beyond loopback.
+    pub token_file: std::path::PathBuf,
     pub params: TraceParams,
     /// Also list each worker's connection-table entry for the flow.
     pub live: bool,
@@ -23,6 +25,8 @@ pub struct TraceOptions {
 #[derive(Debug, Clone)]
 pub struct FlowsOptions {
     pub api: String,
+    /// The daemon's token file, sent when the API listens beyond loopback.
+    pub token_file: std::path::PathBuf,
     pub params: FlowsParams,
     pub json: bool,
 }
@@ -32,8 +36,8 @@ fn fail(e: &ClientError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn client(api: &str) -> ApiClient {
-    ApiClient::new(api, Duration::from_secs(10))
+fn client(api: &str, token_file: &std::path::Path) -> ApiClient {
+    ApiClient::new(api, Duration::from_secs(10)).with_token_file(token_file)
 }
 
 /// The trace as an operator reads it.
@@ -81,7 +85,7 @@ pub fn render_trace(v: &TraceView, live: bool) -> String {
 /// Prints what the data plane does with a flow; exit 1 when the daemon could not answer.
 #[must_use]
 pub fn trace(o: &TraceOptions) -> ExitCode {
-    match client(&o.api).trace(&o.params) {
+    match client(&o.api, &o.token_file).trace(&o.params) {
         Ok(v) if o.json => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
@@ -144,7 +148,7 @@ pub fn render_flows(v: &FlowsView) -> String {
 /// Prints a sample of live connections; exit 1 when the daemon could not answer.
 #[must_use]
 pub fn flows(o: &FlowsOptions) -> ExitCode {
-    match client(&o.api).flows(&o.params) {
+    match client(&o.api, &o.token_file).flows(&o.params) {
         Ok(v) if o.json => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS

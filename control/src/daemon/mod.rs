@@ -15,6 +15,7 @@
 //! talk through a channel of [`controller::Request`]s.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod controller;
@@ -59,6 +60,10 @@ pub struct RunOptions {
     /// Directory of the segment and generation files (`/dev/shm` or `$SWITCHYARD_SHM_DIR`).
     pub shm_dir: PathBuf,
     pub listen: SocketAddr,
+    /// `--token-file`: where the API's bearer token lives. `None`: the default,
+    /// `<shm_dir>/switchyard-<instance>.token` ([`auth::default_token_path`]), and the API may
+    /// listen on loopback only.
+    pub token_file: Option<PathBuf>,
     /// `None`: reload on SIGHUP only.
     pub watch_interval: Option<Duration>,
     pub start_wait: Duration,
@@ -115,9 +120,45 @@ fn spawn_signals(controller: Sender<Request>) -> std::io::Result<signal_hook::it
 #[must_use]
 pub fn run(options: &RunOptions) -> ExitCode {
     init_logging();
+    if !options.listen.ip().is_loopback() && options.token_file.is_none() {
+        error!(
+            "refusing to listen on {}: beyond loopback the API must be reached with a token the              operator chose where to keep; pass --token-file PATH (created with mode 0600 if              missing; every request, reads included, then needs it), or listen on 127.0.0.1",
+            options.listen
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = switchyard_table::shm::files::check_instance(&options.instance) {
+        error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let token_file = options
+        .token_file
+        .clone()
+        .unwrap_or_else(|| auth::default_token_path(&options.shm_dir, &options.instance));
+    let token = match auth::load_or_create(&token_file) {
+        Ok((token, created)) => {
+            info!(
+                "API token {} {}",
+                if created { "created in" } else { "read from" },
+                token_file.display()
+            );
+            token
+        }
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Bound before anything is published, so a busy port changes nothing.
     let listener = match TcpListener::bind(options.listen) {
         Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", options.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let guard = match listener.local_addr() {
+        Ok(address) => auth::Guard::new(token, token_file, address),
         Err(e) => {
             error!("cannot listen on {}: {e}", options.listen);
             return ExitCode::FAILURE;
@@ -145,7 +186,7 @@ pub fn run(options: &RunOptions) -> ExitCode {
         error!("cannot start health checks and load scraping: {e}");
         return ExitCode::FAILURE;
     }
-    let server = match ApiServer::spawn(listener, tx) {
+    let server = match ApiServer::spawn(listener, tx, guard) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start the API server: {e}");
@@ -158,8 +199,8 @@ pub fn run(options: &RunOptions) -> ExitCode {
     );
     if !server.address().ip().is_loopback() {
         warn!(
-            "the API has no authentication and {} is not a loopback address: whoever reaches \
-             it can apply policies",
+            "the API listens beyond loopback on {} without TLS: every request needs the token, \
+             but the network can read it",
             server.address()
         );
     }
