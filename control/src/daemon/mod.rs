@@ -5,7 +5,8 @@
 //! shared-memory segment of its instance and waits until every worker runs it; then it keeps the
 //! data plane current: it reloads on SIGHUP and when the policy file changes, republishes to a
 //! restarted data plane, and serves a local HTTP API ([`api`]) for `apply`, `show` and
-//! Prometheus. A policy that fails to validate or compile is logged with every error and changes
+//! Prometheus; every change through it needs the bearer token of the instance's token file
+//! ([`auth`]). A policy that fails to validate or compile is logged with every error and changes
 //! nothing. A restarted daemon recovers the backend ids from the live generation and publishes
 //! only when its compile differs from what is live, so restarting the control plane resets no
 //! connection. See `docs/CONTROL.md` for the operator's view.
