@@ -334,7 +334,7 @@ def swap_latency(runner: Runner, ds: Dataset, swaps: int) -> dict:
             path = os.path.join(work, f"policy-{i}.yaml")
             open(path, "w").write(variants[(i + 1) % 2])
             t = time.monotonic()
-            r = subprocess.run([runner.ctl, "apply", path, "--api", api, "--yes"], capture_output=True, text=True)
+            r = subprocess.run([runner.ctl, "apply", path, "--api", api, "--yes", "--instance", instance, "--shm-dir", shm], capture_output=True, text=True)
             walls.append(time.monotonic() - t)
             m = re.search(r"live on every worker \(publish→live ([0-9.]+) ms\)", r.stdout)
             if r.returncode != 0 or not m:
