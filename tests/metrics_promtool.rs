@@ -14,24 +14,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-const POLICY: &str = "\
-interfaces:
-  - name: uplink
-    mac: 02:00:00:00:00:01
-    addresses: [192.0.2.1/24]
-    gateway: { ipv4: 192.0.2.254, mac: 02:00:00:00:00:fe }
-services:
-  - name: echo
-    vip: 203.0.113.10
-    ports: [80]
-    routes:
-      - { pool: echo }
-pools:
-  echo:
-    backends:
-      - { address: 192.0.2.10 }
-";
-
 fn metrics(api: &str) -> String {
     let out = run_with_timeout(
         Command::new("curl").args(["-sS", "--noproxy", "*", &format!("http://{api}/metrics")]),
@@ -48,7 +30,9 @@ fn the_metrics_page_with_a_data_plane_attached_passes_promtool() {
     let shm = dir.join("shm");
     std::fs::create_dir_all(&shm).unwrap();
     let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    // The shipped minimal policy (one service, one backend, a gateway).
+    let minimal = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/minimal.yaml");
+    std::fs::copy(minimal, &policy).unwrap();
     let instance = unique("prom");
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
