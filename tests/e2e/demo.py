@@ -11,7 +11,7 @@ configs/fleet-demo.yaml. What it shows, with real clients:
      and the streams broken by it (none);
   4. live load: a GPU reporting a queue gets fewer new connections;
   5. a backend killed: its health check takes it out of every worker's table;
-  6. a drain: EU clients fail over to the US pool;
+  6. `switchyard-control drain`: EU clients fail over to the US pool;
   7. the Prometheus endpoint and the data plane's counters;
   8. and that nothing is left behind.
 
@@ -164,12 +164,16 @@ class Demo(Fleet):
         self.requests(3, regions=["eu-west"])
         print(f"  ({time.time() - t_kill:.1f} s since the kill)")
 
-        step("drain eu-gpu-1 (weight 0): `switchyard-control apply` shows the diff, then "
-             "publishes; eu-west has no backend left and fails over to llama-us")
-        drained = self.current.replace("address: 10.93.1.2, weight: 100",
-                                       "address: 10.93.1.2, weight: 0")
-        out = self.apply(drained, "drain-eu-gpu-1")
-        print("\n".join("  " + x for x in out.splitlines()))
+        step("switchyard-control drain eu-gpu-1: recorded in the policy file, shown as a diff, "
+             "published; eu-west has no backend left and fails over to llama-us")
+        r = run([self.ctl_bin, "drain", "eu-gpu-1", "--yes", "--api", L.api, "--instance",
+                 L.instance, "--shm-dir", self.shm], check=False, timeout=30)
+        print("\n".join("  " + x for x in (r.stdout + r.stderr).strip().splitlines()))
+        if r.returncode != 0:
+            raise Fail(f"drain: exit {r.returncode}")
+        with open(self.policy_file) as f:
+            line = next((x.strip() for x in f if "10.93.1.2" in x), "")
+        print(f"  the policy file now says: {line}")
         self.requests(3, regions=["eu-west"])
 
         step("Prometheus metrics (excerpt)")
