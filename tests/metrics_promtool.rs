@@ -55,6 +55,8 @@ fn the_metrics_page_with_a_data_plane_attached_passes_promtool() {
             ]),
     );
     let prefix = unique("syprom");
+    // EAL's runtime directory goes even when the test fails before the data plane exits.
+    let _runtime = RemoveDir(std::path::PathBuf::from(format!("/var/run/dpdk/{prefix}")));
     let mut dp = Background::spawn(
         Command::new(DATAPLANE)
             .env("SWITCHYARD_SHM_DIR", &shm)

@@ -106,6 +106,8 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
     std::fs::write(&policy, POLICY).unwrap();
     let instance = unique("trace");
     let prefix = unique("sytrace");
+    // EAL's runtime directory goes even when the test fails before the data plane exits.
+    let _runtime = RemoveDir(std::path::PathBuf::from(format!("/var/run/dpdk/{prefix}")));
     let api = format!("127.0.0.1:{}", free_port());
 
     // Connections: 24 from eu-west (Maglev), 12 from us-east (round robin), each a SYN and the
