@@ -285,8 +285,9 @@ impl Counter {
         Self::ALL.iter().copied().find(|c| c.name() == name)
     }
 
+    /// Position in [`Counter::ALL`] (and in the segment's counter-name table).
     #[inline]
-    const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         self as usize
     }
 }

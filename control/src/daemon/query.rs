@@ -296,8 +296,17 @@ impl Names<'_> {
     }
 }
 
+/// The protocol's name as the API takes it (TCP or UDP: the only ones a flow query carries).
+fn proto_name(proto: u8) -> &'static str {
+    if proto == 6 {
+        "tcp"
+    } else {
+        "udp"
+    }
+}
+
 fn describe(t: &FlowTuple) -> String {
-    let p = if t.proto == 6 { "tcp" } else { "udp" };
+    let p = proto_name(t.proto);
     let src = SocketAddr::new(t.addr(&t.src), t.sport);
     let dst = SocketAddr::new(t.addr(&t.dst), t.dport);
     format!("{p} {src} → {dst}")
@@ -459,7 +468,7 @@ pub fn trace_view(
 }
 
 fn describe_dst(t: &FlowTuple) -> String {
-    let p = if t.proto == 6 { "tcp" } else { "udp" };
+    let p = proto_name(t.proto);
     format!("{} port {}/{p}", t.addr(&t.dst), t.dport)
 }
 
@@ -489,7 +498,7 @@ pub fn flows_view(p: &Pending, limit: u16, names: Option<&Names<'_>>) -> FlowsVi
                 ..
             } => Some(FlowView {
                 worker,
-                proto: if flow.proto == 6 { "tcp" } else { "udp" }.into(),
+                proto: proto_name(flow.proto).into(),
                 client: SocketAddr::new(flow.addr(&flow.src), flow.sport).to_string(),
                 vip: SocketAddr::new(flow.addr(&flow.dst), flow.dport).to_string(),
                 state: state_name(state).into(),

@@ -15,7 +15,7 @@ use switchyard_table::shm::{
 };
 
 use super::{new_flow, Family, PipelineWorker};
-use crate::flow::{FlowKey, FlowKeyV6, FlowState, FlowTable};
+use crate::flow::{FlowKey, FlowKeyV6, FlowTable};
 use crate::pipeline::classify::{classify, Lb, Step};
 use crate::pipeline::counters::{Counter, Counters};
 use crate::pipeline::sched::{live_backend, schedule};
@@ -64,17 +64,9 @@ impl SampleScan {
     }
 }
 
-fn counter_index(c: Counter) -> u32 {
-    Counter::ALL
-        .iter()
-        .position(|&x| x == c)
-        .and_then(|i| u32::try_from(i).ok())
-        .unwrap_or(u32::MAX)
-}
-
 fn drop(t: &mut Traced, c: Counter) {
     t.outcome = TRACE_DROP;
-    t.counter = counter_index(c);
+    t.counter = u32::try_from(c.index()).unwrap_or(u32::MAX);
 }
 
 /// The frame a client would send first: Ethernet to `mac`, IPv4/IPv6, a TCP SYN (window 64240)
@@ -101,13 +93,8 @@ fn first_packet(flow: &FlowTuple, mac: EthernetAddress) -> Vec<u8> {
         ip[9] = flow.proto;
         ip[12..16].copy_from_slice(&flow.src[..4]);
         ip[16..20].copy_from_slice(&flow.dst[..4]);
-        let sum: u32 = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum();
-        let folded = (sum & 0xffff) + (sum >> 16);
-        let folded = (folded & 0xffff) + (folded >> 16);
-        ip[10..12].copy_from_slice(&(!u16::try_from(folded).unwrap_or(0)).to_be_bytes());
+        let sum = crate::wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
         f.extend_from_slice(&[0x08, 0x00]);
         f.extend_from_slice(&ip);
     }
@@ -296,7 +283,7 @@ fn sample_table<K: FlowKey>(
             found.push(Message::Flow {
                 query: q.query,
                 worker,
-                state: state_code(state),
+                state: state as u8, // the FlowState discriminant (repr(u8)): 1..=5
                 flow: t,
                 backend: value.backend,
             });
@@ -314,16 +301,6 @@ fn sample_table<K: FlowKey>(
             2
         };
         scan.bucket = 0;
-    }
-}
-
-fn state_code(s: FlowState) -> u8 {
-    match s {
-        FlowState::TcpHandshake => 1,
-        FlowState::TcpEstablished => 2,
-        FlowState::TcpClosing => 3,
-        FlowState::Datagram => 4,
-        FlowState::TcpProvisional => 5,
     }
 }
 
