@@ -23,9 +23,9 @@ impl LcoreId {
 /// mempools first.
 #[derive(Debug)]
 pub struct Eal {
-    /// The runtime directory and whether only an empty one may be removed (`--in-memory`
-    /// creates the default prefix's directory but puts nothing in it, and a process that is not
-    /// in memory may share that prefix).
+    /// The runtime directory and whether only an empty one may be removed (an `--in-memory`
+    /// process given a prefix by its caller may share that prefix with a process that is not in
+    /// memory).
     runtime_dir: Option<(PathBuf, bool)>,
 }
 
@@ -33,7 +33,18 @@ impl Eal {
     /// Initialises the EAL with `args` (argv\[0\] first, as on a command line).
     ///
     /// The EAL may be initialised once per process; a second call fails with `EALREADY`.
+    ///
+    /// A process that runs `--in-memory` without a `--file-prefix` gets its own prefix
+    /// (`switchyard-<pid>`): DPDK still creates a runtime directory for its telemetry socket,
+    /// and processes sharing the default one (`rte`) could not remove it without racing each
+    /// other's socket.
     pub fn init(args: &[String]) -> Result<Self> {
+        let in_memory = args.iter().any(|a| a == "--in-memory");
+        let has_prefix = args.iter().any(|a| a.starts_with("--file-prefix"));
+        let mut args = args.to_vec();
+        if in_memory && !has_prefix {
+            args.push(format!("--file-prefix=switchyard-{}", std::process::id()));
+        }
         let owned: Vec<CString> = args
             .iter()
             .map(|a| CString::new(a.as_str()))
@@ -55,7 +66,7 @@ impl Eal {
         let runtime_dir = (!dir.is_null()).then(|| {
             // SAFETY: non-null, NUL-terminated, owned by the EAL and not freed before cleanup.
             let path = unsafe { CStr::from_ptr(dir) };
-            let only_if_empty = args.iter().any(|a| a == "--in-memory");
+            let only_if_empty = in_memory && has_prefix;
             (
                 PathBuf::from(path.to_string_lossy().into_owned()),
                 only_if_empty,

@@ -236,6 +236,7 @@ impl Background {
             rest.push(l);
         }
         self.seen.extend(rest.iter().cloned());
+        remove_eal_runtime_dir(pid);
         (status, rest)
     }
 }
@@ -244,7 +245,16 @@ impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            remove_eal_runtime_dir(pid);
+        }
     }
+}
+
+/// Removes the EAL runtime directory an exited `--in-memory` data plane with process id `pid`
+/// had (`/var/run/dpdk/switchyard-<pid>`): one that was killed cannot remove its own.
+fn remove_eal_runtime_dir(pid: i32) {
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/switchyard-{pid}"));
 }
 
 /// A network namespace, deleted on drop.

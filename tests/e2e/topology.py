@@ -22,6 +22,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,7 @@ class Fleet:
             p.wait(5)
         except ProcessLookupError:
             pass
+        remove_eal_runtime_dir(p.pid)
 
     # ---- topology -----------------------------------------------------------------------
 
@@ -571,4 +573,16 @@ def cleanup_from_pidfile(layout, work):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    for pid in pids:
+        for _ in range(50):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.1)
+        remove_eal_runtime_dir(pid)
     Fleet.remove_topology(layout)
+
+
+def remove_eal_runtime_dir(pid):
+    """An --in-memory data plane's EAL runtime directory (/var/run/dpdk/switchyard-PID): one
+    that was killed cannot remove its own."""
+    shutil.rmtree(f"/var/run/dpdk/switchyard-{pid}", ignore_errors=True)
