@@ -89,10 +89,10 @@ mod dpdk {
                  dev_socket_id|dev_get_name_by_port|dev_set_mtu|dev_get_mtu|rx_queue_setup|\
                  tx_queue_setup|link_get_nowait|stats_get|stats_reset|macaddr_get|\
                  promiscuous_enable|allmulticast_enable|find_next_owned_by|xstats_get|\
-                 xstats_get_names|dev_adjust_nb_rx_tx_desc|link_speed_to_str)",
+                 xstats_get_names|dev_adjust_nb_rx_tx_desc|link_speed_to_str|dev_rss_reta_update|dev_rss_hash_conf_get)",
             )
-            .allowlist_type("rte_mbuf|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_link|rte_eth_stats|rte_ether_addr|rte_eth_rxconf|rte_eth_txconf|rte_eth_xstat|rte_eth_xstat_name|rte_proc_type_t")
-            .allowlist_var("RTE_MAX_LCORE|RTE_MAX_ETHPORTS|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_ETH_NAME_MAX_LEN|RTE_ETH_LINK_.*|RTE_ETH_RSS_(IP|TCP|UDP|IPV4|IPV6|NONFRAG_IPV4_TCP|NONFRAG_IPV4_UDP|NONFRAG_IPV6_TCP|NONFRAG_IPV6_UDP)|RTE_ETH_(RX|TX)_OFFLOAD_.*|RTE_ETH_MQ_.*|RTE_ETHER_.*|RTE_ETH_SPEED_NUM_.*")
+            .allowlist_type("rte_mbuf|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_link|rte_eth_stats|rte_ether_addr|rte_eth_rxconf|rte_eth_txconf|rte_eth_xstat|rte_eth_xstat_name|rte_proc_type_t|rte_eth_rss_reta_entry64|rte_eth_rss_conf")
+            .allowlist_var("RTE_MAX_LCORE|RTE_MAX_ETHPORTS|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_ETH_NAME_MAX_LEN|RTE_ETH_LINK_.*|RTE_ETH_RSS_(IP|TCP|UDP|IPV4|IPV6|NONFRAG_IPV4_TCP|NONFRAG_IPV4_UDP|NONFRAG_IPV6_TCP|NONFRAG_IPV6_UDP)|RTE_ETH_RETA_GROUP_SIZE|RTE_ETH_(RX|TX)_OFFLOAD_.*|RTE_ETH_MQ_.*|RTE_ETHER_.*|RTE_ETH_SPEED_NUM_.*")
             .clang_macro_fallback()
             .derive_default(true)
             .derive_debug(false)

@@ -38,9 +38,12 @@ pub struct Appliance {
     eal: Eal,
 }
 
-/// Spreads RX queues over workers: queue `q` of the `p`-th port goes to worker `(p + q) % workers`,
-/// so with one queue per worker each worker gets one queue of every port, and with single-queue
-/// ports the ports themselves are spread.
+/// Spreads RX queues over workers.
+///
+/// Queue `q` of a multi-queue port goes to worker `q % workers` on every port: symmetric RSS with
+/// the same key and redirection table sends a connection to the same queue index on every port,
+/// so its packets reach one worker whichever port they arrive on. Single-queue ports are spread
+/// over the workers in turn.
 pub fn assign_rx_queues(
     rx_queues: &[(PortId, u16)],
     workers: usize,
@@ -49,9 +52,15 @@ pub fn assign_rx_queues(
     if workers == 0 {
         return plan;
     }
-    for (p, &(port, queues)) in rx_queues.iter().enumerate() {
+    let mut next_single = 0;
+    for &(port, queues) in rx_queues {
+        if queues == 1 {
+            plan[next_single % workers].push((port, QueueId(0)));
+            next_single += 1;
+            continue;
+        }
         for q in 0..queues {
-            plan[(p + usize::from(q)) % workers].push((port, QueueId(q)));
+            plan[usize::from(q) % workers].push((port, QueueId(q)));
         }
     }
     plan
@@ -237,7 +246,7 @@ impl Appliance {
             let i = port.info();
             let c = port.config();
             lines.push(format!(
-                "port {} {} ({}) role={} interface={} socket={} mac={} rxq={} txq={} rxd={} txd={} fast_free={} link {}",
+                "port {} {} ({}) role={} interface={} socket={} mac={} rxq={} txq={} rxd={} txd={} {} link {}",
                 i.id.0,
                 i.name,
                 i.driver,
@@ -249,7 +258,7 @@ impl Appliance {
                 c.tx_queues,
                 c.rx_descriptors,
                 c.tx_descriptors,
-                if port.fast_free() { "yes" } else { "no" },
+                port.features(),
                 port.link(),
             ));
         }
@@ -336,15 +345,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_queue_per_worker_gives_each_worker_every_port() {
+    fn queue_q_of_every_port_goes_to_worker_q() {
         let plan = assign_rx_queues(&[(PortId(0), 2), (PortId(1), 2)], 2);
         assert_eq!(
             plan[0],
-            vec![(PortId(0), QueueId(0)), (PortId(1), QueueId(1))]
+            vec![(PortId(0), QueueId(0)), (PortId(1), QueueId(0))]
         );
         assert_eq!(
             plan[1],
-            vec![(PortId(0), QueueId(1)), (PortId(1), QueueId(0))]
+            vec![(PortId(0), QueueId(1)), (PortId(1), QueueId(1))]
         );
     }
 
