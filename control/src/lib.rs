@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod daemon;
+pub mod events;
 pub mod fleet;
 pub mod instance;
 pub mod maglev;

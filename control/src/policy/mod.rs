@@ -24,7 +24,7 @@ mod model;
 mod parse;
 pub mod raw;
 mod validate;
-mod values;
+pub(crate) mod values;
 
 use std::io::Read;
 use std::path::Path;
