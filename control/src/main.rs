@@ -197,6 +197,12 @@ struct RunArgs {
     /// How long to wait at start for a running data plane to report the policy live.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = daemon::cli::parse_wait)]
     start_wait: std::time::Duration,
+    #[command(flatten)]
+    announce: daemon::announce::AnnounceArgs,
+    /// Export events (to a JSON-lines file, syslog collectors) and run detection, as this YAML
+    /// file says: sinks, privacy, detection (docs/CONTROL.md, "Events").
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +265,8 @@ fn main() -> ExitCode {
             watch_interval: (args.watch_interval_ms > 0)
                 .then(|| std::time::Duration::from_millis(args.watch_interval_ms)),
             start_wait: args.start_wait,
+            announce: args.announce.settings(),
+            events: args.events,
         }),
         Command::Apply(args) => daemon::cli::apply(&daemon::cli::ApplyOptions {
             file: args.file,

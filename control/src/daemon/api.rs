@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tracing::{error, warn};
@@ -101,11 +101,7 @@ async fn check_request(
     match guard.check(request.method(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(Refusal { status, error }) => {
-            warn!(
-                "API: refused {} {} from {peer} ({status}): {error}",
-                request.method(),
-                request.uri().path()
-            );
+            guard.refused(peer, request.method(), request.uri().path(), status, &error);
             let mut response = failure(status, error);
             if status == 401 {
                 response.headers_mut().insert(
@@ -120,6 +116,7 @@ async fn check_request(
 
 async fn apply(
     State(controller): State<Sender<Request>>,
+    Extension(guard): Extension<Arc<Guard>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<ApplyQuery>,
     headers: HeaderMap,
@@ -133,7 +130,7 @@ async fn apply(
         let error = format!(
             "a policy is YAML: send it as Content-Type: application/yaml (got `{content_type}`)"
         );
-        warn!("API: refused POST /v1/apply from {peer} (415): {error}");
+        guard.refused(peer, &Method::POST, "/v1/apply", 415, &error);
         return failure(415, error);
     }
     let source = query
@@ -317,7 +314,11 @@ fn router(controller: Sender<Request>, guard: Arc<Guard>) -> Router {
         .fallback(not_found)
         // Room for the largest policy, so the handler can refuse a bigger one with its reason.
         .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES + 64 * 1024))
-        .layer(middleware::from_fn_with_state(guard, check_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&guard),
+            check_request,
+        ))
+        .layer(Extension(guard))
         .with_state(controller)
 }
 

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 use axum::http::{header, HeaderMap, Method};
 
+use crate::events::{Event, Events, Kind};
+
 /// Bytes of randomness in a token the daemon creates.
 const TOKEN_BYTES: usize = 32;
 /// Shortest token the daemon accepts from a file an operator wrote.
@@ -211,6 +213,8 @@ pub struct Guard {
     reads_need_token: bool,
     /// Where the token lives, for the error message.
     token_file: PathBuf,
+    /// Where refusals are reported as `api_refused` events.
+    events: Events,
 }
 
 impl Guard {
@@ -221,7 +225,29 @@ impl Guard {
             listen,
             reads_need_token: !listen.ip().is_loopback(),
             token_file,
+            events: Events::disabled(),
         }
+    }
+
+    /// Reports refusals on `events` as well as in the log.
+    #[must_use]
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Logs a refused request with its peer and emits an `api_refused` event.
+    pub fn refused(&self, peer: SocketAddr, method: &Method, path: &str, status: u16, error: &str) {
+        tracing::warn!("API: refused {method} {path} from {peer} ({status}): {error}");
+        self.events.emit(
+            Event::new(
+                Kind::ApiRefused,
+                format!("API: refused {method} {path} ({status}): {error}"),
+            )
+            .client(peer.ip())
+            .reason(format!("{method} {path}"))
+            .evidence("status", f64::from(status)),
+        );
     }
 
     /// Checks Host, Origin and the token; `Err` says what to answer.

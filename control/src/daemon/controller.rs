@@ -36,6 +36,9 @@ use tracing::{error, info, warn};
 use crate::compile::{
     self, BackendIds, BackendState, CompileError, CompileInput, GenerationDiff, MaglevCache,
 };
+use crate::events::config::DetectionConfig;
+use crate::events::detect::Detector;
+use crate::events::{Event, Events, Kind};
 use crate::fleet::health::{BackendHealth, Health};
 use crate::fleet::load::BackendLoad;
 use crate::fleet::{self, Monitor, Observation};
@@ -46,6 +49,7 @@ use crate::rollout::{
     PoolHealth, RolloutError, RolloutEvent, RolloutStatus, Rollouts, SignalReading,
 };
 
+use super::emit::{refused_event, rollout_event, weight_event};
 use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
 use super::query;
 use super::view::{
@@ -318,6 +322,12 @@ pub struct Controller {
     /// Flow queries waiting for the workers' answers.
     queries: Vec<query::Pending>,
     next_query: u32,
+    /// Where events go ([`crate::events`]); disabled until [`Controller::attach_events`].
+    events: Events,
+    /// Detection over the data plane's counters; `None` without events.
+    detector: Option<Detector>,
+    /// Why the next generation is published, for its `policy_applied` event.
+    cause: Option<String>,
 }
 
 /// How often phased canaries are checked for a step due or a gate tripped.
@@ -626,6 +636,9 @@ impl Controller {
             refresh_due: None,
             queries: Vec::new(),
             next_query: 0,
+            events: Events::disabled(),
+            detector: None,
+            cause: None,
         };
         controller.load_rollouts(&policy);
         // Backends the tables already have down stay down until their checks pass `rise`
@@ -685,6 +698,16 @@ impl Controller {
 
     /// Records that the policy file does not load (keeping the time it first did not).
     fn policy_failed(&mut self, mut problem: PolicyProblem) {
+        let repeated = self
+            .policy_problem
+            .as_ref()
+            .is_some_and(|old| old.errors == problem.errors);
+        if !repeated {
+            self.events.emit(refused_event(
+                &self.policy_path.display().to_string(),
+                &problem.errors,
+            ));
+        }
         if let Some(old) = &self.policy_problem {
             if old.errors == problem.errors {
                 problem.since = old.since;
@@ -751,6 +774,15 @@ impl Controller {
         self.settled = false;
         self.counters.publishes += 1;
         info!("published generation {number}");
+        let mut event = Event::new(
+            Kind::PolicyApplied,
+            format!("published generation {number}"),
+        )
+        .evidence("generation", number as f64);
+        if let Some(cause) = self.cause.take() {
+            event = event.reason(cause);
+        }
+        self.events.emit(event);
         if self.publisher.dataplane_attached() {
             if !wait.is_zero() {
                 match self.publisher.wait_live(number, wait) {
@@ -845,6 +877,7 @@ impl Controller {
     /// Drains the data plane's messages, follows the current generation, answers waiting
     /// `apply`s and polls the policy file.
     pub fn tick(&mut self) {
+        self.detect();
         self.publish_load();
         self.tick_rollouts();
         let summary = self.publisher.poll();
@@ -1196,6 +1229,14 @@ impl Controller {
             return;
         }
         self.counters.rejects += 1;
+        self.events.emit(
+            Event::new(
+                Kind::GenerationRejected,
+                format!("the data plane rejected generation {}", r.generation),
+            )
+            .reason(format!("{} (code {})", r.reason, r.code))
+            .evidence("generation", r.generation as f64),
+        );
         let live = self.publisher.live_generation();
         error!(
             "the data plane rejected generation {}: {} (code {}); {}",
@@ -1330,6 +1371,7 @@ impl Controller {
             return;
         }
         log_lines(tracing::Level::INFO, &candidate.diff.to_string());
+        self.cause = Some(format!("{file}: reload ({trigger})"));
         match self.publish(policy, candidate, QUICK_WAIT) {
             Ok(_) => self.save_last_good(&text),
             Err(e) => error!(
@@ -1352,7 +1394,10 @@ impl Controller {
                     self.counters.reload_failures += 1;
                 }
                 warn!("apply refused: {}", rejected_line(&errors));
-                let lines = errors.to_string().lines().map(str::to_owned).collect();
+                let lines: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+                if !request.dry_run {
+                    self.events.emit(refused_event(source, &lines));
+                }
                 let _ = reply.send(Err(ApiFailure::new(422, rejected_line(&errors), lines)));
                 return;
             }
@@ -1373,6 +1418,10 @@ impl Controller {
                 }
                 warn!("apply refused: {source}: policy cannot be compiled: {e}");
                 let line = format!("{source}: policy cannot be compiled: {e}");
+                if !request.dry_run {
+                    self.events
+                        .emit(refused_event(source, std::slice::from_ref(&line)));
+                }
                 let _ = reply.send(Err(ApiFailure::new(422, line.clone(), vec![line])));
                 return;
             }
@@ -1443,6 +1492,7 @@ impl Controller {
             return;
         }
         log_lines(tracing::Level::INFO, &response.diff);
+        self.cause = Some(format!("apply from {source}"));
         match self.publish(policy, candidate, QUICK_WAIT) {
             Ok(number) => {
                 if let Err(e) = staged.commit() {
@@ -1694,7 +1744,64 @@ impl Controller {
                 .collect(),
             workers,
         };
-        metrics::render(&control, &dataplane)
+        let mut body = metrics::render(&control, &dataplane);
+        self.events.render_metrics(&mut body);
+        body
+    }
+}
+
+/// Events: the bus the controller emits on, and detection over the data plane's counters.
+impl Controller {
+    /// Emits this controller's events on `events` from now on, and runs `detection` over the
+    /// data plane's counters when the bus has a sink.
+    pub fn attach_events(&mut self, events: Events, detection: DetectionConfig) {
+        self.detector = events.enabled().then(|| Detector::new(detection));
+        self.events = events;
+        self.events.emit(
+            Event::new(
+                Kind::PolicyApplied,
+                format!(
+                    "control plane started with generation {}",
+                    self.current.number()
+                ),
+            )
+            .reason("start")
+            .evidence("generation", self.current.number() as f64),
+        );
+    }
+
+    /// The bus, for other parts of the daemon to emit on (a clone: cheap).
+    #[must_use]
+    pub fn events(&self) -> Events {
+        self.events.clone()
+    }
+
+    /// Reads the data plane's counters when a detection reading is due, and emits findings.
+    fn detect(&mut self) {
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if !detector.due(now) {
+            return;
+        }
+        let segment = self.publisher.segment();
+        if !self.publisher.dataplane_attached() || segment.dataplane_status().pid == 0 {
+            detector.reset();
+            return;
+        }
+        let names = segment.counter_names();
+        let rows: Vec<(u32, Vec<u64>)> = self
+            .workers()
+            .iter()
+            .filter_map(|w| Some((w.worker, segment.counters(w.worker as usize)?)))
+            .collect();
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        for event in detector.observe(now, &names, &rows) {
+            self.events.emit(event);
+        }
     }
 }
 
@@ -1813,6 +1920,17 @@ impl Controller {
                 } else {
                     info!("{message}");
                 }
+                let kind = if t.to == Health::Down {
+                    Kind::BackendDown
+                } else {
+                    Kind::BackendUp
+                };
+                self.events.emit(
+                    Event::new(kind, message)
+                        .pool(pool.clone())
+                        .backend(address)
+                        .reason(t.reason.to_string()),
+                );
                 self.backend_state
                     .set_health(&pool, address, t.to == Health::Up);
                 self.republish(&format!(
@@ -1938,6 +2056,13 @@ impl Controller {
                 // carries all of the pool's drift.
                 let target = l.target(cfg, b.weight, now);
                 if target != l.published {
+                    self.events.emit(weight_event(
+                        &pool,
+                        b.address,
+                        b.weight,
+                        l.published,
+                        target,
+                    ));
                     l.published = target;
                     self.backend_state
                         .set_weight(&pool, b.address, target.weight);
@@ -1978,6 +2103,7 @@ impl Controller {
             return;
         }
         log_lines(tracing::Level::INFO, &candidate.diff.to_string());
+        self.cause = Some(why.to_owned());
         if let Err(e) = self.publish(policy, candidate, QUICK_WAIT) {
             error!(
                 "{why}: publishing failed: {e}; generation {} stays",
@@ -2063,6 +2189,7 @@ impl Controller {
 
     fn log_rollouts(&self, events: &[RolloutEvent]) {
         for e in events {
+            self.events.emit(rollout_event(e));
             match e.kind {
                 crate::rollout::RolloutEventKind::RolledBack => warn!("rollout: {e}"),
                 _ => info!("rollout: {e}"),

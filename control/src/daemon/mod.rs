@@ -15,12 +15,14 @@
 //! the policy and the segment); one thread runs the HTTP server; one waits for signals. They
 //! talk through a channel of [`controller::Request`]s.
 
+pub mod announce;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod describe;
+pub mod emit;
 pub mod inspect;
 pub mod metrics;
 pub mod query;
@@ -40,6 +42,8 @@ use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+use crate::events::config::{self, DetectionConfig};
+use crate::events::Events;
 use crate::policy::Policy;
 
 use self::api::ApiServer;
@@ -68,6 +72,11 @@ pub struct RunOptions {
     /// `None`: reload on SIGHUP only.
     pub watch_interval: Option<Duration>,
     pub start_wait: Duration,
+    /// `--bird-socket` and `--bird-routes`: announce the VIPs through BIRD ([`announce`]).
+    pub announce: Option<announce::Settings>,
+    /// `--events FILE`: event sinks, privacy and detection ([`crate::events::config`]).
+    /// `None`: no events are exported.
+    pub events: Option<PathBuf>,
 }
 
 /// Logs to stderr, `info` and up unless `RUST_LOG` says otherwise.
@@ -150,6 +159,32 @@ pub fn run(options: &RunOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (events, detection) = match &options.events {
+        None => (Events::disabled(), DetectionConfig::default()),
+        Some(path) => {
+            match config::load(path).and_then(|c| Ok((Events::start(&c)?, c.detection))) {
+                Ok((events, detection)) => {
+                    info!(
+                        "events: {} sink{} from {}",
+                        events.stats().len(),
+                        if events.stats().len() == 1 { "" } else { "s" },
+                        path.display()
+                    );
+                    (events, detection)
+                }
+                Err(e) => {
+                    for line in e.lines() {
+                        error!("{line}");
+                    }
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    if let Some(Err(e)) = options.announce.as_ref().map(announce::Settings::validate) {
+        error!("{e}");
+        return ExitCode::FAILURE;
+    }
     // Bound before anything is published, so a busy port changes nothing.
     let listener = match TcpListener::bind(options.listen) {
         Ok(l) => l,
@@ -159,7 +194,7 @@ pub fn run(options: &RunOptions) -> ExitCode {
         }
     };
     let guard = match listener.local_addr() {
-        Ok(address) => auth::Guard::new(token, token_file, address),
+        Ok(address) => auth::Guard::new(token, token_file, address).with_events(events.clone()),
         Err(e) => {
             error!("cannot listen on {}: {e}", options.listen);
             return ExitCode::FAILURE;
@@ -183,10 +218,29 @@ pub fn run(options: &RunOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    controller.attach_events(events.clone(), detection);
     if let Err(e) = controller.attach_monitor(tx.clone()) {
         error!("cannot start health checks and load scraping: {e}");
         return ExitCode::FAILURE;
     }
+    let announcer = match options.announce.clone() {
+        Some(settings) => {
+            info!(
+                "announcing VIPs through BIRD: {} (socket {})",
+                settings.routes_file.display(),
+                settings.socket.display()
+            );
+            let shm = &options.shm_dir;
+            match announce::Announcer::spawn(settings, &options.instance, shm, tx.clone()) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    error!("cannot start the VIP announcer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     let server = match ApiServer::spawn(listener, tx, guard) {
         Ok(s) => s,
         Err(e) => {
@@ -206,7 +260,11 @@ pub fn run(options: &RunOptions) -> ExitCode {
         );
     }
     controller.run(&rx);
+    if let Some(a) = announcer {
+        a.stop();
+    }
     server.stop(Duration::from_secs(2));
     signals.close();
+    events.flush(Duration::from_secs(2));
     ExitCode::SUCCESS
 }
