@@ -437,6 +437,11 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(100));
         let s = sink.stats();
         assert!(s.dropped >= 90, "{s:?}");
-        assert_eq!(s.sent, 1, "{s:?}");
+        // The first writes after the peer closed may still be accepted by the kernel.
+        assert!(s.sent <= 3, "{s:?}");
+        // Every event is accounted for (the thread counts `sent` just before it lowers
+        // `queued`, so a reading in between sees one twice).
+        let total = s.sent + s.dropped + s.failed + s.queued;
+        assert!((101..=102).contains(&total), "{s:?}");
     }
 }
