@@ -126,10 +126,26 @@ impl Appliance {
         } else {
             let mut out = Vec::new();
             for want in &settings.ports {
-                let Some(info) = probed.iter().find(|p| p.name == want.device) else {
+                // A PCI address may be written short (`3b:00.0`) or in capitals; the EAL names
+                // it `0000:3b:00.0`.
+                let pci = crate::check::normalise_pci(&want.device);
+                let Some(info) = probed
+                    .iter()
+                    .find(|p| p.name == want.device || pci.as_deref() == Some(p.name.as_str()))
+                else {
                     let names: Vec<&str> = probed.iter().map(|p| p.name.as_str()).collect();
+                    let hint = match &pci {
+                        Some(a) => format!(
+                            "; a PCI port must be bound to vfio-pci (or uio) and allowed with `-a {a}` \
+                             (`switchyard-dataplane check --config FILE` says what is missing)"
+                        ),
+                        None => format!(
+                            "; a virtual device needs `--vdev={},...` after `--`",
+                            want.device
+                        ),
+                    };
                     bail!(
-                        "port {} from the settings was not probed by the EAL; it has: {}",
+                        "port {} from the settings was not probed by the EAL; it has: {}{hint}",
                         want.device,
                         names.join(", ")
                     );

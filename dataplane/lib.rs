@@ -11,6 +11,7 @@ pub mod wire;
 
 #[cfg(feature = "dpdk")]
 pub mod appliance;
+pub mod check;
 pub mod control_channel;
 pub mod flow;
 #[cfg(feature = "dpdk")]

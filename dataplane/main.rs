@@ -41,6 +41,20 @@ enum Command {
     /// Load-balance: run every packet through the pipeline with the table from the control plane
     /// (shared memory) or from a compiled table file.
     Run(RunArgs),
+    /// Read this machine (hugepages, NUMA, CPUs, NICs and their drivers, IOMMU, the configured
+    /// ports) and say what stops the data plane from running, with the fix. Exits 1 on a
+    /// blocking problem. Starts no DPDK and touches no device.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Appliance settings file whose ports, mempool and flow tables are checked.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Workers you mean to run (connection tables are per worker) [default: online CPUs - 1].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +355,36 @@ fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+fn check(args: &CheckArgs) -> Result<()> {
+    use switchyard::check::{check, Machine, Plan};
+    let settings = args
+        .config
+        .as_deref()
+        .map(Settings::load)
+        .transpose()
+        .context("the settings file to check")?;
+    let machine = Machine::new("/");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| machine.online_cpus().len().saturating_sub(1))
+        .max(1);
+    let report = check(
+        &machine,
+        &Plan {
+            settings: settings.as_ref(),
+            workers,
+        },
+    );
+    println!("{report}");
+    if report.blocking() {
+        anyhow::bail!(
+            "{} blocking problem(s): see the FAIL lines above",
+            report.count(switchyard::check::Level::Fail)
+        );
+    }
+    Ok(())
+}
+
 fn print_port_stats(app: &Appliance) {
     for p in &app.ports {
         let s = p.stats();
@@ -371,6 +415,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Forward(args) => forward(args),
         Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
