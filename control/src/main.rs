@@ -50,6 +50,9 @@ enum Command {
     Trace(TraceArgs),
     /// A bounded sample of live connections from the workers' connection tables.
     Flows(FlowsArgs),
+    /// Take this node out of the routers' ECMP (withdraw every VIP from BGP, wait for traffic
+    /// to stop), put it back, or show what it announces (docs/DEPLOY-ECMP.md).
+    Node(NodeArgs),
     /// Remove an instance's files (control segment, generation files, rollout progress);
     /// refused while a control plane or data plane is attached to it.
     RemoveInstance(RemoveInstanceArgs),
@@ -70,6 +73,24 @@ struct RolloutArgs {
     /// Print the rollouts as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// `drain`, `undrain` or `status`.
+    #[arg(value_parser = ["drain", "undrain", "status"])]
+    action: String,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Longest drain/undrain waits for BIRD, then (drain) for traffic to stop.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = daemon::cli::parse_wait)]
+    wait: std::time::Duration,
+    /// drain: the data plane receiving nothing this long means the traffic stopped.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = daemon::cli::parse_wait)]
+    quiet: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +306,22 @@ fn main() -> ExitCode {
             json: args.json,
         }),
         Command::RemoveInstance(args) => remove_instance(&args),
+        Command::Node(args) => {
+            let shm_dir = args
+                .token
+                .shm_dir
+                .clone()
+                .unwrap_or_else(switchyard_table::shm::shm_dir);
+            daemon::node::node(&daemon::node::NodeOptions {
+                action: args.action,
+                instance: args.token.instance.clone(),
+                shm_dir,
+                api: args.api,
+                token_file: args.token.path(),
+                wait: args.wait,
+                quiet: args.quiet,
+            })
+        }
         Command::Trace(args) => daemon::inspect::trace(&daemon::inspect::TraceOptions {
             api: args.api,
             token_file: args.token.path(),

@@ -221,15 +221,19 @@ struct Applied {
     generation: Generation,
     /// `generation` encoded (with its own number): what is compared against candidates.
     blob: Vec<u8>,
+    /// [`describe::digest`] of `generation`, for `show`.
+    digest: String,
 }
 
 impl Applied {
     fn new(policy: Policy, generation: Generation) -> Self {
         let blob = generation.encode();
+        let digest = describe::digest(&generation);
         Self {
             policy,
             generation,
             blob,
+            digest,
         }
     }
 
@@ -593,6 +597,7 @@ impl Controller {
         let current = match baseline {
             Some((generation, blob)) => Applied {
                 policy: policy.clone(),
+                digest: describe::digest(&generation),
                 generation,
                 blob,
             },
@@ -1687,6 +1692,7 @@ impl Controller {
                     generation: r.generation,
                     reason: r.reason.clone(),
                 }),
+                digest: self.current.digest.clone(),
             },
             dataplane: self.dataplane_view(),
             services: describe::services(&self.current.policy),

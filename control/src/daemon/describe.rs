@@ -9,6 +9,16 @@ use crate::policy::{AdminState, Policy, Probe, Residency, Scheduler};
 
 use super::view::{BackendView, CanaryView, PoolView, RouteView, ServiceView};
 
+/// The table's digest: xxh3-64 of the generation's bytes with its number set to 0, so two
+/// nodes given the same policy (and seeing the same backend health and load) show the same
+/// digest whatever their generation counters, and nodes whose tables differ show different ones.
+#[must_use]
+pub fn digest(generation: &Generation) -> String {
+    let mut g = generation.clone();
+    g.generation = 0;
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&g.encode()))
+}
+
 /// Services of `policy`, in policy order.
 #[must_use]
 pub fn services(policy: &Policy) -> Vec<ServiceView> {
@@ -146,4 +156,43 @@ pub fn pools(policy: &Policy, generation: &Generation) -> Vec<PoolView> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{self, BackendIds, BackendState, CompileInput};
+
+    fn compiled(text: &str, number: u64) -> Generation {
+        let policy = crate::policy::parse_str(text, "t.yaml").expect("policy");
+        let input = CompileInput {
+            policy: &policy,
+            generation: number,
+            state: &BackendState::new(),
+        };
+        compile::compile(&input, &mut BackendIds::new()).expect("compile")
+    }
+
+    /// Two nodes given the same policy compile the same tables whatever their generation
+    /// numbers; a different policy (here one weight) shows another digest.
+    #[test]
+    fn the_digest_follows_the_tables_not_the_generation_number() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/e2e/fleet.yaml"
+        ))
+        .unwrap();
+        let a = compiled(&text, 3);
+        let b = compiled(&text, 41);
+        assert_ne!(a.encode(), b.encode());
+        assert_eq!(digest(&a), digest(&b));
+        assert_eq!(digest(&a).len(), 16);
+        let other = text.replacen(
+            "weight: 100, name: eu-gpu-2",
+            "weight: 50, name: eu-gpu-2",
+            1,
+        );
+        assert_ne!(other, text);
+        assert_ne!(digest(&compiled(&other, 3)), digest(&a));
+    }
 }

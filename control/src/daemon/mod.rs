@@ -25,6 +25,7 @@ pub mod describe;
 pub mod emit;
 pub mod inspect;
 pub mod metrics;
+pub mod node;
 pub mod query;
 pub mod show;
 pub mod view;

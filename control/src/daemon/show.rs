@@ -158,6 +158,7 @@ fn headline(state: &StateView, out: &mut String) {
         ),
     };
     let _ = writeln!(out, "{status}");
+    let _ = writeln!(out, "table digest {}", g.digest);
     if let Some(r) = &g.last_rejected {
         let _ = writeln!(
             out,
@@ -388,6 +389,7 @@ mod tests {
                 status: PublishStatus::Pending,
                 last_publish_to_live_ms: None,
                 last_rejected: None,
+                digest: "0123456789abcdef".into(),
             },
             dataplane: DataplaneView {
                 running: false,

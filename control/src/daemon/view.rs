@@ -70,6 +70,10 @@ pub struct GenerationView {
     pub last_publish_to_live_ms: Option<f64>,
     /// The last generation the data plane refused, and why.
     pub last_rejected: Option<RejectedView>,
+    /// The current generation's digest ([`super::describe::digest`]): equal on nodes that
+    /// forward alike.
+    #[serde(default)]
+    pub digest: String,
 }
 
 /// A generation the data plane refused.
