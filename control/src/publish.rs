@@ -462,14 +462,21 @@ impl Publisher {
                     self.events.pop_front();
                 }
             }
-            Message::Flow { .. } | Message::Traced(_) | Message::Done { .. } => {
+            // Sampled drops ride with the query answers; the controller turns them into events.
+            Message::Flow { .. }
+            | Message::Traced(_)
+            | Message::Done { .. }
+            | Message::Dropped { .. } => {
                 if self.answers.len() >= MAX_ANSWERS {
                     self.answers.pop_front();
                 }
                 self.answers.push_back(m);
             }
             // The ring refuses control→data kinds on this side.
-            Message::Install(_) | Message::Trace { .. } | Message::Sample(_) => {}
+            Message::Install(_)
+            | Message::Trace { .. }
+            | Message::Sample(_)
+            | Message::Capture { .. } => {}
         }
     }
 

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::layout::{Identity, SegmentLayout, SEGMENT_ABI_VERSION, SEGMENT_MAGIC, SEGMENT_SIZE};
 use super::{Role, ShmError};
@@ -341,6 +341,110 @@ impl Drop for Mapping {
         // handed out by `layout` borrows `self`, so none outlives this call.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), SEGMENT_SIZE);
+        }
+    }
+}
+
+/// A shared mapping of a whole file as 64-bit atomic words: the capture files
+/// ([`super::capture`]), whose layout is described by offsets rather than a struct.
+pub(crate) struct WordMap {
+    base: NonNull<AtomicU64>,
+    words: usize,
+    _file: File,
+}
+
+// SAFETY: the mapped memory is only reached through `&[AtomicU64]` (Sync) and stays mapped until
+// `Drop`, so the owner may move between threads and be shared like the slice itself.
+unsafe impl Send for WordMap {}
+// SAFETY: see `Send`: all shared access goes through atomics.
+unsafe impl Sync for WordMap {}
+
+impl std::fmt::Debug for WordMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WordMap")
+            .field("words", &self.words)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WordMap {
+    /// Creates `path` (mode 0600; it must not exist) of `words` zeroed words and maps it.
+    pub(crate) fn create(path: &Path, words: usize) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        file.set_len(u64::try_from(words * 8).map_err(io::Error::other)?)?;
+        Self::map(file, words)
+    }
+
+    /// Maps an existing regular file of at most `max_words` words that no other user may write.
+    pub(crate) fn open(path: &Path, max_words: usize) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        if meta.permissions().mode() & 0o002 != 0 {
+            return Err(io::Error::other("other users may write it"));
+        }
+        let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
+        if len == 0 || len % 8 != 0 || len / 8 > max_words {
+            return Err(io::Error::other(format!(
+                "{len} bytes: expected a multiple of 8 up to {}",
+                max_words * 8
+            )));
+        }
+        Self::map(file, len / 8)
+    }
+
+    fn map(file: File, words: usize) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping of `words * 8` bytes of a file that long (checked or
+        // just sized by the caller); the kernel picks the page-aligned address. A file truncated
+        // later by someone else would fault on access: the files live in a directory only the
+        // instance's processes write, and are never truncated by them.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                words * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<AtomicU64>()).ok_or(io::Error::other("null mapping"))?;
+        Ok(Self {
+            base,
+            words,
+            _file: file,
+        })
+    }
+
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `base` is a live, page-aligned MAP_SHARED mapping of `words * 8` bytes,
+        // unmapped only in `Drop` (so it outlives `&self`); `AtomicU64` is valid for any bit
+        // pattern and may be written concurrently by other threads and processes.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for WordMap {
+    fn drop(&mut self) {
+        // SAFETY: `base` came from a successful mmap of `words * 8` bytes; every slice handed
+        // out by `words` borrows `self`, so none outlives this call.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.words * 8);
         }
     }
 }

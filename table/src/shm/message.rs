@@ -25,6 +25,10 @@
 //!                                     generation u64 @32
 //! 10    Done      data→control   24   query u32 @0, worker u32 @4, matched u64 @8,
 //!                                     scanned u64 @16
+//! 11    Capture   control→data    4   capture u32 @0: start the capture described by the file
+//!                                     `switchyard-<instance>.capture-<capture>` (see `capture`)
+//! 12    Dropped   data→control   44   counter u32 @0, worker u16 @4, family u8 @6, proto u8 @7,
+//!                                     src @8, dst @24, sport @40, dport @42: a sampled drop
 //! ```
 //!
 //! Queries (6, 7) ask every worker about its connection table: `Trace` what it does with a
@@ -69,6 +73,8 @@ pub const KIND_SAMPLE: u32 = 7;
 pub const KIND_FLOW: u32 = 8;
 pub const KIND_TRACED: u32 = 9;
 pub const KIND_DONE: u32 = 10;
+pub const KIND_CAPTURE: u32 = 11;
+pub const KIND_DROPPED: u32 = 12;
 
 /// A 5-tuple as queries and answers carry it: client → VIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -248,6 +254,16 @@ pub enum Message {
         matched: u64,
         scanned: u64,
     },
+    /// Start the capture of file `switchyard-<instance>.capture-<capture>`.
+    Capture {
+        capture: u32,
+    },
+    /// A sampled drop: the packet's 5-tuple and the index of its drop counter.
+    Dropped {
+        counter: u32,
+        worker: u16,
+        flow: FlowTuple,
+    },
 }
 
 /// Why a received message was refused. Each variant has a stable counter name.
@@ -311,12 +327,16 @@ impl Message {
             Self::Flow { .. } => KIND_FLOW,
             Self::Traced(_) => KIND_TRACED,
             Self::Done { .. } => KIND_DONE,
+            Self::Capture { .. } => KIND_CAPTURE,
+            Self::Dropped { .. } => KIND_DROPPED,
         }
     }
 
     pub fn direction(&self) -> Direction {
         match self {
-            Self::Install(_) | Self::Trace { .. } | Self::Sample(_) => Direction::ControlToData,
+            Self::Install(_) | Self::Trace { .. } | Self::Sample(_) | Self::Capture { .. } => {
+                Direction::ControlToData
+            }
             _ => Direction::DataToControl,
         }
     }
@@ -343,6 +363,8 @@ impl Message {
             KIND_FLOW => 48,
             KIND_TRACED => 40,
             KIND_DONE => 24,
+            KIND_CAPTURE => 4,
+            KIND_DROPPED => 44,
             _ => return None,
         })
     }
@@ -428,6 +450,16 @@ impl Message {
                 put(&mut p, 4, &worker.to_le_bytes());
                 put(&mut p, 8, &matched.to_le_bytes());
                 put(&mut p, 16, &scanned.to_le_bytes());
+            }
+            Self::Capture { capture } => put(&mut p, 0, &capture.to_le_bytes()),
+            Self::Dropped {
+                counter,
+                worker,
+                flow,
+            } => {
+                put(&mut p, 0, &counter.to_le_bytes());
+                flow.put(&mut p);
+                put(&mut p, 4, &worker.to_le_bytes());
             }
         }
         let kind = self.kind();
@@ -528,6 +560,14 @@ impl Message {
                 worker: get_u32(p, 4),
                 matched: get_u64(p, 8),
                 scanned: get_u64(p, 16),
+            },
+            KIND_CAPTURE => Self::Capture {
+                capture: get_u32(p, 0),
+            },
+            KIND_DROPPED => Self::Dropped {
+                counter: get_u32(p, 0),
+                worker: get_u16(p, 4),
+                flow: FlowTuple::get(p),
             },
             _ => return Err(MessageError::UnknownKind),
         })
@@ -724,6 +764,12 @@ mod tests {
                 worker: 1,
                 matched: 500,
                 scanned: 1 << 40,
+            },
+            Message::Capture { capture: 17 },
+            Message::Dropped {
+                counter: 42,
+                worker: 3,
+                flow: tuple(),
             },
         ]
     }

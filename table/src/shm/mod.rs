@@ -25,6 +25,7 @@
 //! on bad shared data. This is the crate's only module with `unsafe` code, all of it in `map`.
 #![deny(unsafe_code)]
 
+pub mod capture;
 pub mod files;
 pub mod layout;
 #[allow(unsafe_code)]
