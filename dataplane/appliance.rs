@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::dpdk::{
-    self, Eal, LcoreId, Mempool, Port, PortConfig, PortId, PortInfo, QueueId, BURST_SIZE,
+    self, Eal, LcoreId, LinkStatus, Mempool, Port, PortConfig, PortId, PortInfo, QueueId,
+    BURST_SIZE,
 };
 use crate::pipeline::{PortIndex, PortMap};
 use crate::settings::{PortRole, PortSetting, Settings};
@@ -179,6 +180,22 @@ impl Appliance {
             pools.push((s, pool));
         }
 
+        // Workers take single-buffer frames only (a chained mbuf is dropped and counted), so a
+        // frame of the MTU must fit one buffer after the headroom; encapsulation grows into the
+        // headroom, not the data room.
+        if let Some(mtu) = settings.mtu {
+            let frame = u32::from(mtu) + 14 + 8;
+            let room = u32::from(settings.mempool.data_room).saturating_sub(128);
+            if frame > room {
+                tracing::warn!(
+                    "mtu {mtu} allows frames of {frame} bytes (with two VLAN tags) but a buffer \
+                     holds {room}: longer frames are dropped (multi-segment); set \
+                     mempool.data_room to at least {}",
+                    frame + 128
+                );
+            }
+        }
+
         let mut ports = Vec::new();
         let mut roles = Vec::new();
         let mut interfaces = Vec::new();
@@ -229,7 +246,39 @@ impl Appliance {
                 #[allow(clippy::cast_possible_truncation)] // workers fit u16, checked above
                 tx_queue: QueueId(index as u16),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Worker state (connection tables, counters) is allocated by each worker on its own
+        // lcore, so it is local to the worker's socket; buffers are local to the port's. A worker
+        // polling a port on another socket crosses the interconnect for every packet.
+        for w in &workers {
+            for (port, queue) in &w.rx {
+                let port_socket = ports
+                    .iter()
+                    .find(|p| p.id() == *port)
+                    .map_or(-1, |p| p.info().socket);
+                if port_socket >= 0 && i64::from(port_socket) != i64::from(w.lcore.socket()) {
+                    tracing::warn!(
+                        "worker {} (lcore {}, socket {}) polls {port} queue {} on socket \
+                         {port_socket}: give it an lcore on socket {port_socket} (-l)",
+                        w.index,
+                        w.lcore.0,
+                        w.lcore.socket(),
+                        queue.0
+                    );
+                }
+            }
+        }
+        // Symmetric RSS sends a connection to the same queue index on every port; that is the
+        // same worker only if the multi-queue ports have the same number of queues.
+        let mut multi: Vec<u16> = rx_queues.iter().map(|r| r.1).filter(|&q| q > 1).collect();
+        multi.sort_unstable();
+        multi.dedup();
+        if multi.len() > 1 {
+            tracing::warn!(
+                "multi-queue ports have different RX queue counts ({multi:?}): a connection seen \
+                 on two ports may reach two workers"
+            );
+        }
 
         Ok(Self {
             ports,
@@ -321,6 +370,83 @@ impl Appliance {
     /// The EAL this appliance runs on.
     pub fn eal(&self) -> &Eal {
         &self.eal
+    }
+}
+
+/// A port's link changed state (seen by [`LinkWatch::poll`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChange {
+    pub port: PortId,
+    pub name: String,
+    pub status: LinkStatus,
+    /// Changes seen on this port since start, this one included.
+    pub changes: u64,
+}
+
+/// Watches every port's link from the main lcore (`rte_eth_link_get_nowait`, every
+/// [`LinkWatch::INTERVAL`]), logs each change and hands it back to be reported to the control
+/// plane. Workers never look at links: a port whose link is down simply receives nothing, and
+/// TX to it fails and is counted as a drop.
+#[derive(Debug)]
+pub struct LinkWatch {
+    last: Vec<LinkStatus>,
+    changes: Vec<u64>,
+    next: Instant,
+}
+
+impl LinkWatch {
+    /// How often links are read: often enough to report a cable pull within a tenth of a
+    /// second, rarely enough that drivers which read PHY registers cost nothing noticeable.
+    pub const INTERVAL: Duration = Duration::from_millis(100);
+
+    /// Starts from the links as they are now.
+    pub fn new(app: &Appliance) -> Self {
+        Self {
+            last: app.ports.iter().map(Port::link).collect(),
+            changes: vec![0; app.ports.len()],
+            next: Instant::now() + Self::INTERVAL,
+        }
+    }
+
+    /// Reads the links if [`Self::INTERVAL`] has passed; returns the ports whose link went up or
+    /// down (speed or duplex changes alone are not reported).
+    pub fn poll(&mut self, app: &Appliance) -> Vec<LinkChange> {
+        let now = Instant::now();
+        if now < self.next {
+            return Vec::new();
+        }
+        self.next = now + Self::INTERVAL;
+        let mut out = Vec::new();
+        for (i, port) in app.ports.iter().enumerate() {
+            let status = port.link();
+            let Some(last) = self.last.get_mut(i) else {
+                continue;
+            };
+            if status.up == last.up {
+                *last = status;
+                continue;
+            }
+            *last = status;
+            self.changes[i] += 1;
+            let name = port.info().name.clone();
+            if status.up {
+                tracing::info!("{} ({name}): link {status}", port.id());
+            } else {
+                tracing::warn!("{} ({name}): link down", port.id());
+            }
+            out.push(LinkChange {
+                port: port.id(),
+                name,
+                status,
+                changes: self.changes[i],
+            });
+        }
+        out
+    }
+
+    /// Link changes seen per port, in port order.
+    pub fn changes(&self) -> &[u64] {
+        &self.changes
     }
 }
 

@@ -364,6 +364,12 @@ impl ControlChannel {
         );
     }
 
+    /// Posts a data-plane event (`EVENT_*` kinds of the table crate's `shm::message`) for the
+    /// control plane; counted in `send_failures` when the ring is full.
+    pub fn post_event(&mut self, kind: u32, a: u64, b: u64) {
+        self.send(&Message::Event { kind, a, b });
+    }
+
     fn send(&mut self, msg: &Message) {
         match self.end.send(msg) {
             Ok(()) => match msg {

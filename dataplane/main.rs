@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use switchyard::appliance::Appliance;
+use switchyard::appliance::{Appliance, LinkWatch};
 use switchyard::control_channel::ControlChannel;
 use switchyard::dpdk::PortId;
 use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
@@ -22,6 +22,7 @@ use switchyard::settings::Settings;
 use switchyard::stats::CounterBoard;
 use switchyard::swap::GenerationCell;
 use switchyard_table::generation::Generation;
+use switchyard_table::shm::message::{EVENT_LINK_DOWN, EVENT_LINK_UP};
 
 /// Switchyard data plane: pinned poll-mode workers on DPDK ports.
 ///
@@ -170,6 +171,7 @@ fn forward(args: &CommonArgs) -> Result<()> {
         println!("{line}");
     }
     let ports: Vec<PortId> = app.ports.iter().map(|p| p.id()).collect();
+    let mut links = LinkWatch::new(&app);
     let report = launch::run_workers(
         &app,
         "forward",
@@ -181,9 +183,11 @@ fn forward(args: &CommonArgs) -> Result<()> {
             let index = plan.index;
             move || worker.run(counters.worker(index), &stop)
         },
-        |_| {},
+        |_| {
+            links.poll(&app);
+        },
     )?;
-    print_port_stats(&app);
+    print_port_stats(&app, &links);
     drop(app);
     println!("{}", report.result_line("forward"));
     Ok(())
@@ -282,6 +286,7 @@ fn run(args: &RunArgs) -> Result<()> {
         ch.set_queries(Arc::clone(&queries));
     }
     let flow_cfg = settings.flow_table;
+    let mut links = LinkWatch::new(&app);
     let mut last_counter_publish = std::time::Instant::now();
     let report = launch::run_workers(
         &app,
@@ -332,6 +337,16 @@ fn run(args: &RunArgs) -> Result<()> {
             }
         },
         |totals| {
+            for change in links.poll(&app) {
+                if let Some(ch) = channel.as_mut() {
+                    let (kind, b) = if change.status.up {
+                        (EVENT_LINK_UP, u64::from(change.status.speed_mbps))
+                    } else {
+                        (EVENT_LINK_DOWN, change.changes)
+                    };
+                    ch.post_event(kind, u64::from(change.port.0), b);
+                }
+            }
             if let Some(ch) = channel.as_mut() {
                 ch.poll(&cell);
                 if last_counter_publish.elapsed() >= Duration::from_millis(100) {
@@ -344,7 +359,7 @@ fn run(args: &RunArgs) -> Result<()> {
             }
         },
     )?;
-    print_port_stats(&app);
+    print_port_stats(&app, &links);
     for (name, value) in counters.sum() {
         if value > 0 {
             println!("counter {name} {value}");
@@ -385,11 +400,11 @@ fn check(args: &CheckArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_port_stats(app: &Appliance) {
-    for p in &app.ports {
+fn print_port_stats(app: &Appliance, links: &LinkWatch) {
+    for (p, changes) in app.ports.iter().zip(links.changes()) {
         let s = p.stats();
         println!(
-            "port {} {}: rx {} tx {} missed {} rx_errors {} tx_errors {} rx_nombuf {}",
+            "port {} {}: rx {} tx {} missed {} rx_errors {} tx_errors {} rx_nombuf {} link_changes {changes}",
             p.id().0,
             p.info().name,
             s.rx_packets,

@@ -76,6 +76,12 @@ pub const KIND_DONE: u32 = 10;
 pub const KIND_CAPTURE: u32 = 11;
 pub const KIND_DROPPED: u32 = 12;
 
+/// `Event` kinds (the `kind` field of [`Message::Event`]).
+/// A port's link went down: `a` = DPDK port id, `b` = link changes seen on it so far.
+pub const EVENT_LINK_DOWN: u32 = 1;
+/// A port's link came up: `a` = DPDK port id, `b` = speed in Mbps (0: unknown).
+pub const EVENT_LINK_UP: u32 = 2;
+
 /// A 5-tuple as queries and answers carry it: client → VIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowTuple {
