@@ -15,7 +15,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::flow::{FlowKeyV4, FlowKeyV6, FlowTable};
+use crate::flow::{FlowKeyV4, FlowKeyV6, FlowTable, WAYS};
 use crate::settings::Settings;
 
 /// How serious a finding is.
@@ -448,10 +448,20 @@ pub fn mempool_kib(mbufs: u32, data_room: u16) -> u64 {
 /// structures, driver queues), in KiB: a margin, not a measurement.
 pub const EAL_OVERHEAD_KIB: u64 = 64 * 1024;
 
+/// Flows a table asked for `flows` really holds: buckets of [`WAYS`] ways, rounded up to a
+/// power of two (as `FlowTable::with_seed` allocates them).
+pub fn table_capacity(flows: u32) -> u64 {
+    (u64::from(flows).div_ceil(WAYS as u64))
+        .max(2)
+        .next_power_of_two()
+        * WAYS as u64
+}
+
 /// Connection-table memory per worker, in bytes.
 pub fn flow_table_bytes(settings: &Settings) -> u64 {
-    u64::from(settings.flow_table.ipv4_flows) * FlowTable::<FlowKeyV4>::BYTES_PER_FLOW as u64
-        + u64::from(settings.flow_table.ipv6_flows) * FlowTable::<FlowKeyV6>::BYTES_PER_FLOW as u64
+    table_capacity(settings.flow_table.ipv4_flows) * FlowTable::<FlowKeyV4>::BYTES_PER_FLOW as u64
+        + table_capacity(settings.flow_table.ipv6_flows)
+            * FlowTable::<FlowKeyV6>::BYTES_PER_FLOW as u64
 }
 
 /// Reads the machine and reports.
@@ -662,9 +672,9 @@ fn memory(machine: &Machine, settings: &Settings, workers: usize, r: &mut Report
     let what = format!(
         "connection tables: {} MiB per worker ({} IPv4 flows x {} B + {} IPv6 flows x {} B), {} MiB for {workers} worker(s)",
         per_worker >> 20,
-        settings.flow_table.ipv4_flows,
+        table_capacity(settings.flow_table.ipv4_flows),
         FlowTable::<FlowKeyV4>::BYTES_PER_FLOW,
-        settings.flow_table.ipv6_flows,
+        table_capacity(settings.flow_table.ipv6_flows),
         FlowTable::<FlowKeyV6>::BYTES_PER_FLOW,
         all >> 20
     );
@@ -994,6 +1004,13 @@ mod tests {
         assert_eq!(parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
         assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
         assert_eq!(parse_cpu_list("3-1,x,7"), vec![7]);
+    }
+
+    #[test]
+    fn tables_round_to_power_of_two_buckets() {
+        assert_eq!(table_capacity(2 << 20), 2 << 20);
+        assert_eq!(table_capacity(1_000_000), 1 << 20);
+        assert_eq!(table_capacity(16), 16);
     }
 
     #[test]
