@@ -2,7 +2,7 @@
 //!
 //! [`Publisher::publish`] numbers a generation (one more than anything the segment has seen),
 //! encodes it, writes the blob as `switchyard-<instance>.gen-<N>` (temp file + rename, mode
-//! 0600), records `N` as the last published generation in the segment header, then posts
+//! 0640: the instance's group, the data plane's, reads it), records `N` as the last published generation in the segment header, then posts
 //! `Install { N, size, checksum }` on the control→data ring. Publishes may queue (up to the
 //! ring's 256 slots); the data plane installs them in order, and a generation superseded before
 //! it reached every worker is simply never reported live on its own.

@@ -237,14 +237,14 @@ fn bearer(token: &str) -> String {
 }
 
 #[test]
-fn the_token_file_is_created_private_and_changes_need_it() {
+fn the_token_file_is_created_group_readable_and_changes_need_it() {
     let s = Scratch::new("token");
     let daemon = s.start("127.0.0.1:0", &[]);
     let mode = std::fs::metadata(s.token_file())
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert_eq!(mode & 0o777, 0o640, "{mode:o}");
     let token = s.token();
     assert_eq!(token.len(), 64, "{token}");
 
@@ -452,7 +452,7 @@ fn a_token_file_others_can_read_is_refused() {
     let out = s.run_args("127.0.0.1:0", &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("chmod 600"), "{err}");
+    assert!(err.contains("chmod 640"), "{err}");
 
     // A symbolic link is not followed.
     std::fs::remove_file(s.token_file()).unwrap();

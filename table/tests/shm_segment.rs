@@ -1,4 +1,4 @@
-//! Opening, checking and attaching the control segment: creation with mode 0600, a header
+//! Opening, checking and attaching the control segment: creation with mode 0660, a header
 //! initialised once, clear refusals of foreign or mismatched files, exclusive roles with epochs,
 //! worker status and counters.
 
@@ -39,12 +39,13 @@ fn forge(dir: &std::path::Path, instance: &str, magic: u64, abi: u32, size: u64,
 }
 
 #[test]
-fn the_segment_is_created_once_with_mode_0600() {
+fn the_segment_is_created_once_with_mode_0660() {
     let dir = scratch("create");
     let a = Segment::open_or_create_in(&dir, "lb").unwrap();
     assert_eq!(a.path(), dir.join("switchyard-lb.ctl"));
     let meta = fs::metadata(a.path()).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // Whatever the umask (the test runner's is usually 022): the group may write it.
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.len(), SEGMENT_SIZE as u64);
     assert!(a.initialised_here());
     assert_eq!(a.initialised_by(), u64::from(std::process::id()));
@@ -141,6 +142,15 @@ fn foreign_files_sizes_and_modes_are_refused() {
         matches!(err, ShmError::UnsafeMode { mode: 0o666, .. }),
         "{err}"
     );
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o662)).unwrap();
+    let err = Segment::open_or_create_in(&dir, "open").unwrap_err();
+    assert!(
+        matches!(err, ShmError::UnsafeMode { mode: 0o662, .. }),
+        "{err}"
+    );
+    // The instance's group may write it: that is how the two processes share it.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).unwrap();
+    Segment::open_or_create_in(&dir, "open").unwrap();
 
     std::os::unix::fs::symlink(dir.join("elsewhere"), segment_path_in(&dir, "link")).unwrap();
     let err = Segment::open_or_create_in(&dir, "link").unwrap_err();

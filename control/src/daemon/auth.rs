@@ -13,16 +13,18 @@
 //!   constant time; on a listener beyond loopback, reads need it too. Refused with 401.
 //!
 //! The token file is `<shm-dir>/switchyard-<instance>.token` unless `--token-file` says
-//! otherwise. The daemon creates it (mode 0600, 32 random bytes from `/dev/urandom` as hex) when
-//! it is missing, and refuses to start on a file another user owns or that others may read or
-//! write: anyone who can read the file can change the policy. The CLI reads the same file.
+//! otherwise. The daemon creates it (mode 0640, 32 random bytes from `/dev/urandom` as hex) when
+//! it is missing, and refuses to start on a file another user owns, that its group may write or
+//! that others may read or write: anyone who can read the file can change the policy. The
+//! group's members (the package's `switchyard` group: the operators' CLI) may read it. The CLI
+//! reads the same file.
 //! `remove-instance` removes it with the instance's other files.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use axum::http::{header, HeaderMap, Method};
@@ -35,6 +37,9 @@ const TOKEN_BYTES: usize = 32;
 const MIN_TOKEN_LEN: usize = 16;
 /// Longest token file read (a token is a line, not a document).
 const MAX_TOKEN_FILE: u64 = 4096;
+/// The token file's mode: the daemon's user writes it, the instance's group (operators running
+/// the CLI) reads it.
+pub const TOKEN_MODE: u32 = 0o640;
 
 /// The token file of `instance` in `shm_dir`: `<shm_dir>/switchyard-<instance>.token`.
 #[must_use]
@@ -86,9 +91,10 @@ impl fmt::Display for TokenError {
 
 impl std::error::Error for TokenError {}
 
-/// The daemon's side: reads the token file, or creates it (mode 0600) when it is missing.
-/// Symbolic links are not followed; a file that another user owns, that others may read or
-/// write, or that holds no usable token is refused.
+/// The daemon's side: reads the token file, or creates it (mode [`TOKEN_MODE`], whatever the
+/// umask) when it is missing. Symbolic links are not followed; a file that another user owns,
+/// that its group may write, that others may read or write, or that holds no usable token is
+/// refused.
 ///
 /// # Errors
 /// See above; each says what to do.
@@ -100,11 +106,15 @@ pub fn load_or_create(path: &Path) -> Result<(Token, bool), TokenError> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(TOKEN_MODE)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
     {
         Ok(mut file) => {
+            if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(TOKEN_MODE)) {
+                let _ = std::fs::remove_file(path);
+                return Err(fail(format!("cannot set its mode: {e}")));
+            }
             let token =
                 random_token().map_err(|e| fail(format!("cannot read /dev/urandom: {e}")))?;
             let written = file
@@ -139,9 +149,9 @@ pub fn load_or_create(path: &Path) -> Result<(Token, bool), TokenError> {
             )));
         }
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & 0o027 != 0 {
         return Err(fail(format!(
-            "mode {:04o} lets other users read or write it; `chmod 600 {}`",
+            "mode {:04o} lets its group write it or other users read or write it; `chmod 640 {}`",
             meta.mode() & 0o7777,
             path.display()
         )));
@@ -374,6 +384,28 @@ mod tests {
             h.insert(k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn the_token_file_is_created_group_readable_and_refused_when_wider() {
+        let dir = std::env::temp_dir().join(format!("sy-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.token");
+        let (created, fresh) = load_or_create(&path).unwrap();
+        assert!(fresh);
+        // Whatever the umask: the owner writes, the group (operators' CLI) reads.
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, TOKEN_MODE);
+        let (again, fresh) = load_or_create(&path).unwrap();
+        assert!(!fresh);
+        assert!(again.matches(created.0.as_bytes()));
+        for wider in [0o660, 0o644, 0o606] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wider)).unwrap();
+            let err = load_or_create(&path).unwrap_err();
+            assert!(err.message.contains("chmod 640"), "{wider:o}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! explicitly): `switchyard-<instance>.ctl` is the control segment, and
 //! `switchyard-<instance>.gen-<N>` holds the encoded blob of generation `N`. The control plane
 //! writes a blob to `….gen-<N>.tmp-<pid>` and renames it into place, so a reader never sees a
-//! half-written blob under the final name. Every file is created with mode 0600.
+//! half-written blob under the final name. Every file is created with mode 0640 (owner writes,
+//! the instance's group reads).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -60,7 +61,12 @@ pub fn generation_path_in(dir: &Path, instance: &str, generation: u64) -> PathBu
     dir.join(format!("switchyard-{instance}.gen-{generation}"))
 }
 
-/// Writes `blob` as generation `generation`'s file: temp file (mode 0600) then rename.
+/// A generation file's mode: written by its owner (the control plane), read by the instance's
+/// group (the data plane), nothing for others.
+pub const GENERATION_MODE: u32 = 0o640;
+
+/// Writes `blob` as generation `generation`'s file: temp file (mode [`GENERATION_MODE`], whatever
+/// the umask) then rename.
 pub fn write_generation_file(
     dir: &Path,
     instance: &str,
@@ -78,9 +84,12 @@ pub fn write_generation_file(
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(GENERATION_MODE)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            GENERATION_MODE,
+        ))?;
         f.write_all(blob)?;
         fs::rename(&tmp, &path)
     })();
@@ -305,7 +314,7 @@ mod tests {
         let mode = fs::metadata(&p).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
+            0o640
         );
         let listed: Vec<_> = generation_files_in(&dir, "t")
             .unwrap()

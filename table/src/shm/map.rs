@@ -32,6 +32,15 @@ pub fn monotonic_ms() -> u64 {
 }
 
 const IDENTITY_SIZE: u32 = 64;
+
+/// The segment's mode: read-write for its owner and its group (the processes of one instance
+/// share the group), nothing for others.
+pub const SEGMENT_MODE: u32 = 0o660;
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
 const _: () = assert!(IDENTITY_SIZE as usize == size_of::<Identity>());
 
 fn io_err(path: &Path, op: &'static str, source: io::Error) -> ShmError {
@@ -116,14 +125,17 @@ fn read_identity(file: &File, path: &Path) -> Result<(u64, u32, u64), ShmError> 
 }
 
 impl Mapping {
-    /// Opens (creating with mode 0600 if absent) and maps the segment at `path`, initialising
+    /// Opens (creating with mode 0660 if absent) and maps the segment at `path`, initialising
     /// its header exactly once across racing processes, then checks magic, version and size.
+    /// Group read-write is what lets an unprivileged control plane and a root data plane share
+    /// it: both run with the instance's group (the package's `switchyard`), or the directory is
+    /// setgid to it. A segment others may write is refused.
     pub(crate) fn open_or_create(path: &Path) -> Result<Self, ShmError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .mode(0o600)
+            .mode(SEGMENT_MODE)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| io_err(path, "open", e))?;
@@ -136,7 +148,7 @@ impl Mapping {
         }
         let identity = (meta.dev(), meta.ino());
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o022 != 0 {
+        if mode & 0o002 != 0 {
             return Err(ShmError::UnsafeMode {
                 path: path.to_path_buf(),
                 mode,
@@ -179,6 +191,11 @@ impl Mapping {
             file.set_len(0)
                 .and_then(|()| file.set_len(expected))
                 .map_err(|e| io_err(path, "resize", e))?;
+            // The umask may have narrowed the creation mode: its owner sets it whole.
+            if meta.uid() == effective_uid() {
+                file.set_permissions(std::fs::Permissions::from_mode(SEGMENT_MODE))
+                    .map_err(|e| io_err(path, "chmod", e))?;
+            }
         }
 
         // SAFETY: a fresh shared mapping of `SEGMENT_SIZE` bytes of a file we just checked (or

@@ -10,8 +10,9 @@
 //! the `Install` message and validated by the data plane before use.
 //!
 //! Attach semantics. Either process may start first: [`Segment::open_or_create`] creates the
-//! file if absent (mode 0600), sizes it and initialises its header under an exclusive `flock`
-//! (only when the magic is still zero, so racing starters initialise it once), then checks
+//! file if absent (mode 0660: owner and the instance's group), sizes it and initialises its
+//! header under an exclusive `flock` (only when the magic is still zero, so racing starters
+//! initialise it once), then checks
 //! magic, ABI version and size, refusing a mismatch with an error naming the file and both
 //! versions. Each process then claims its role ([`Segment::attach_control`],
 //! [`Segment::attach_dataplane`]): an open-file-description lock on one byte of the file makes
@@ -44,7 +45,7 @@ pub use files::{
 pub use layout::{
     COUNTER_NAME_LEN, MAX_COUNTERS, MAX_WORKERS, NO_GENERATION, SEGMENT_ABI_VERSION, SEGMENT_SIZE,
 };
-pub use map::monotonic_ms;
+pub use map::{monotonic_ms, SEGMENT_MODE};
 pub use message::{
     Direction, FlowTuple, Install, Message, MessageError, RejectReason, Sample, Traced,
     TRACE_CANARY, TRACE_DROP, TRACE_FALLBACK, TRACE_FORWARD, TRACE_HELD, TRACE_LOCAL, TRACE_SPILL,
@@ -174,7 +175,8 @@ impl std::fmt::Display for ShmError {
             ),
             Self::UnsafeMode { path, mode } => write!(
                 f,
-                "control segment {}: mode {mode:o} lets other users write it; expected 0600",
+                "control segment {}: mode {mode:o} lets other users write it; \
+                 expected 0660 (owner and the instance's group)",
                 path.display()
             ),
             Self::RoleTaken { path, role, pid } => write!(
