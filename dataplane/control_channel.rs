@@ -191,6 +191,7 @@ impl ControlChannel {
                     self.on_install(cell, install, &mut report);
                 }
                 Ok(Some(m @ (Message::Trace { .. } | Message::Sample(_)))) => self.on_query(&m),
+                Ok(Some(Message::Capture { capture })) => self.on_capture(capture),
                 // The ring refuses data→control kinds on this side (counted as
                 // `wrong_direction`), so nothing else arrives here.
                 Ok(Some(_)) => {}
@@ -212,6 +213,19 @@ impl ControlChannel {
     /// Hands flow queries to the workers through `board` (see [`crate::query`]).
     pub fn set_queries(&mut self, board: std::sync::Arc<QueryBoard>) {
         self.queries = Some(QueryDesk::new(board));
+    }
+
+    /// Starts a live capture ([`crate::capture`]); a refused one is logged (the control plane
+    /// sees the file never marked attached).
+    fn on_capture(&mut self, id: u32) {
+        let started = match self.queries.as_mut() {
+            Some(desk) => desk.start_capture(&self.dir, &self.instance, id),
+            None => Err(format!("capture {id}: no workers to capture on")),
+        };
+        match started {
+            Ok(()) => tracing::info!(capture = id, "live capture started"),
+            Err(e) => warn!("live capture refused: {e}"),
+        }
     }
 
     fn on_query(&mut self, m: &Message) {

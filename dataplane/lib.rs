@@ -11,6 +11,7 @@ pub mod wire;
 
 #[cfg(feature = "dpdk")]
 pub mod appliance;
+pub mod capture;
 pub mod check;
 pub mod control_channel;
 pub mod flow;

@@ -100,6 +100,7 @@ impl PollLoop {
         let mut next_housekeeping = t0;
         let mut now_ms = 0;
         let mut queries = Queries::default();
+        let mut taps_seen = 0u64;
 
         while !stop.load(Relaxed) {
             if self.cell.changed(&view) {
@@ -126,6 +127,11 @@ impl PollLoop {
                 }
                 received = true;
                 f.totals.rx += n as u64;
+                if self.pipeline.taps_received() {
+                    // A live capture of received packets: the one branch per burst it costs.
+                    self.pipeline
+                        .capture_received(f.next.packets_mut(), rx_index, now_ms);
+                }
                 if !f
                     .next
                     .packets_mut()
@@ -165,6 +171,9 @@ impl PollLoop {
             if tsc >= next_housekeeping {
                 self.pipeline.housekeeping(now_ms);
                 self.answer_queries(&mut queries, now_ms);
+                if let Some(slot) = self.queries.tap_slot(index) {
+                    self.pipeline.tap_tick(slot, &mut taps_seen);
+                }
                 next_housekeeping = tsc + housekeeping_every;
             }
             if tsc >= next_publish {

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use switchyard_table::shm::{FlowTuple, Message, Sample};
 
+use crate::capture::{CaptureDesk, TapSlot};
+
 /// Queries that may wait behind the one in flight.
 pub const QUEUE: usize = 16;
 
@@ -67,10 +69,11 @@ struct Mailbox {
     answers: Mutex<Vec<Message>>,
 }
 
-/// One mailbox per worker.
+/// One mailbox per worker, and one capture slot ([`crate::capture`]).
 #[derive(Debug)]
 pub struct QueryBoard {
     boxes: Vec<CachePadded<Mailbox>>,
+    taps: Vec<CachePadded<TapSlot>>,
 }
 
 impl QueryBoard {
@@ -78,7 +81,14 @@ impl QueryBoard {
     pub fn new(workers: usize) -> Self {
         Self {
             boxes: (0..workers).map(|_| CachePadded::default()).collect(),
+            taps: (0..workers).map(|_| CachePadded::default()).collect(),
         }
+    }
+
+    /// Worker `worker`'s capture slot.
+    #[must_use]
+    pub fn tap_slot(&self, worker: usize) -> Option<&TapSlot> {
+        self.taps.get(worker).map(|s| &**s)
     }
 
     #[must_use]
@@ -158,6 +168,8 @@ pub struct QueryDesk {
     outbox: VecDeque<Message>,
     /// Queries refused because the queue was full or a worker did not answer.
     pub refused: u64,
+    /// Live captures and drop samples.
+    pub capture: CaptureDesk,
 }
 
 impl QueryDesk {
@@ -170,7 +182,21 @@ impl QueryDesk {
             in_flight: None,
             outbox: VecDeque::new(),
             refused: 0,
+            capture: CaptureDesk::default(),
         }
+    }
+
+    /// Starts capture `id` (the file `switchyard-<instance>.capture-<id>` in `dir`).
+    ///
+    /// # Errors
+    /// See [`CaptureDesk::start`].
+    pub fn start_capture(
+        &mut self,
+        dir: &std::path::Path,
+        instance: &str,
+        id: u32,
+    ) -> Result<(), String> {
+        self.capture.start(&self.board.taps, dir, instance, id)
     }
 
     fn refuse(&mut self, q: &Query, worker: u32) {
@@ -192,8 +218,13 @@ impl QueryDesk {
         }
     }
 
-    /// Moves the work on: collects answers, posts the next query. Call every poll.
+    /// Moves the work on: collects answers, posts the next query, watches the capture and
+    /// collects drop samples. Call every poll.
     pub fn poll(&mut self, now: Instant) {
+        self.capture.poll(&self.board.taps);
+        if self.outbox.len() < 4 * crate::capture::SAMPLE_QUEUE {
+            CaptureDesk::collect_samples(&self.board.taps, &mut self.outbox);
+        }
         if let Some(f) = self.in_flight.as_mut() {
             let mut got = Vec::new();
             for (w, done) in f.collected.iter_mut().enumerate() {

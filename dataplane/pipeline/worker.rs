@@ -54,6 +54,7 @@ fn random_table_seed(worker: usize) -> u64 {
 use crate::wire::{EthernetAddress, IpProtocol};
 
 mod query;
+mod tap;
 
 pub use query::{SampleScan, SAMPLE_BUCKETS, SAMPLE_LIMIT};
 
@@ -145,6 +146,13 @@ pub struct PipelineWorker {
     ports: PortMap,
     /// Phase-1 results of the burst in progress in [`PipelineWorker::process_burst`].
     staged: Staged,
+    /// A live capture on this worker ([`crate::capture`]), almost always `None`; the two flags
+    /// say what it watches, so the hot paths test a bool.
+    tap: Option<Box<crate::capture::Tap>>,
+    tap_received: bool,
+    tap_drops: bool,
+    tap_worker: u16,
+    drop_samples: crate::capture::DropSamples,
 }
 
 /// Phase-1 results of one burst ([`PipelineWorker::stage`]): what each packet will do, with
@@ -210,6 +218,11 @@ impl PipelineWorker {
             counters: Counters::default(),
             ports: cfg.ports,
             staged: Staged::default(),
+            tap: None,
+            tap_received: false,
+            tap_drops: false,
+            tap_worker: u16::try_from(cfg.worker).unwrap_or(u16::MAX),
+            drop_samples: crate::capture::DropSamples::default(),
         }
     }
 
@@ -522,6 +535,9 @@ impl PipelineWorker {
             Ok(verdict) => verdict,
             Err(counter) => {
                 self.counters.inc(counter);
+                if self.tap_drops || tap::sampled(counter) {
+                    self.on_drop(pkt.data(), counter, rx_port, now);
+                }
                 Verdict::Drop
             }
         }
