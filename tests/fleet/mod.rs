@@ -148,11 +148,19 @@ pub struct Control {
     pub instance: String,
     pub policy: PathBuf,
     pub dir: PathBuf,
+    /// More arguments for `switchyard-control run` (kept for a restart).
+    pub extra: Vec<String>,
     _shm_cleanup: RemoveDir,
+    _dir_cleanup: RemoveDir,
 }
 
 impl Control {
     pub fn start(name: &str, policy: &str) -> Self {
+        Self::start_with(name, policy, &[])
+    }
+
+    /// `start` with more arguments for `run` (`--events FILE`).
+    pub fn start_with(name: &str, policy: &str, extra: &[String]) -> Self {
         let dir = scratch(name);
         let shm = PathBuf::from(format!("/dev/shm/{}", unique("syfls")));
         std::fs::create_dir_all(&shm).unwrap();
@@ -160,7 +168,7 @@ impl Control {
         let file = dir.join("policy.yaml");
         std::fs::write(&file, policy).unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
-        let proc = Self::spawn(&shm, &file, &instance, &listen);
+        let proc = Self::spawn(&shm, &file, &instance, &listen, extra);
         let api = ApiClient::new(&listen, Duration::from_secs(5))
             .with_token_file(&default_token_path(&shm, &instance));
         let mut control = Self {
@@ -170,14 +178,22 @@ impl Control {
             shm: shm.clone(),
             instance,
             policy: file,
-            dir,
+            dir: dir.clone(),
+            extra: extra.to_vec(),
             _shm_cleanup: RemoveDir(shm),
+            _dir_cleanup: RemoveDir(dir),
         };
         control.wait("the API answers", Duration::from_secs(20), |_| true);
         control
     }
 
-    fn spawn(shm: &Path, policy: &Path, instance: &str, listen: &str) -> Background {
+    fn spawn(
+        shm: &Path,
+        policy: &Path,
+        instance: &str,
+        listen: &str,
+        extra: &[String],
+    ) -> Background {
         Background::spawn(
             Command::new(control_bin())
                 .env("SWITCHYARD_SHM_DIR", shm)
@@ -191,7 +207,8 @@ impl Control {
                     listen,
                     "--start-wait",
                     "0s",
-                ]),
+                ])
+                .args(extra),
         )
     }
 
@@ -199,7 +216,13 @@ impl Control {
     pub fn restart(&mut self) {
         let (status, _) = self.proc.stop(15, Duration::from_secs(10));
         assert!(status.success(), "the control plane exited with {status}");
-        self.proc = Self::spawn(&self.shm, &self.policy, &self.instance, &self.listen);
+        self.proc = Self::spawn(
+            &self.shm,
+            &self.policy,
+            &self.instance,
+            &self.listen,
+            &self.extra,
+        );
         self.wait("the API answers again", Duration::from_secs(20), |_| true);
     }
 
@@ -300,11 +323,18 @@ impl Drop for RemoveFile {
 
 impl Dataplane {
     pub fn start(control: &Control) -> Self {
+        Self::start_with(control, "{ ipv4_flows: 65536, ipv6_flows: 1024 }")
+    }
+
+    /// `start` with the appliance settings' `flow_table` mapping given.
+    pub fn start_with(control: &Control, flow_table: &str) -> Self {
         let settings = control.dir.join("appliance.yaml");
         std::fs::write(
             &settings,
-            "ports:\n  - { device: net_tap0, role: uplink }\n  - { device: net_pcap0, role: backend }\n\
-             flow_table: { ipv4_flows: 65536, ipv6_flows: 1024 }\nmempool: { mbufs: 16383 }\n",
+            format!(
+                "ports:\n  - {{ device: net_tap0, role: uplink }}\n  - {{ device: net_pcap0, role: backend }}\n\
+                 flow_table: {flow_table}\nmempool: {{ mbufs: 16383 }}\n"
+            ),
         )
         .unwrap();
         let tap = unique("syft");
@@ -344,11 +374,16 @@ impl Dataplane {
 
     /// Replays `frames` into the uplink at a gentle rate and waits for them to be forwarded.
     pub fn replay(&self, dir: &Path, name: &str, frames: &[Vec<u8>]) {
+        self.replay_at(dir, name, frames, 20_000);
+    }
+
+    /// `replay` at `pps` frames per second.
+    pub fn replay_at(&self, dir: &Path, name: &str, frames: &[Vec<u8>], pps: u32) {
         let file = dir.join(format!("{name}.pcap"));
         write_pcap(&file, frames);
         let out = run_with_timeout(
             Command::new("tcpreplay")
-                .args(["-q", "--pps", "20000", "-i", &self.tap])
+                .args(["-q", "--pps", &pps.to_string(), "-i", &self.tap])
                 .arg(&file),
             Duration::from_secs(60),
         );
