@@ -1,7 +1,7 @@
 //! Multi-queue receive: two workers, each polling one of the two RX queues of a `net_tap` port
-//! whose kernel side sits in a network namespace. 48 TCP and 16 UDP flows are sent from the
-//! namespace (SYN, handshake ACK and data; datagrams), then packets of the reverse direction
-//! (VIP → client) of every flow.
+//! whose kernel side sits in a network namespace. 48 TCP and 16 UDP IPv4 flows are sent from the
+//! namespace (SYN, handshake ACK and data; datagrams), and 16 IPv6 TCP flows, then packets of
+//! the reverse direction (VIP → client) of every flow.
 //!
 //! Must hold:
 //! - every flow is in exactly one worker's connection table (`flows`), and both workers hold
@@ -19,16 +19,17 @@ mod common;
 mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fixtures::frames::{tcp4_frame, udp4_frame};
+use fixtures::frames::{tcp4_frame, tcp6_frame, udp4_frame};
 
 const WAIT: Duration = Duration::from_secs(60);
 const VIP_TCP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const VIP_UDP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10);
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
@@ -36,12 +37,18 @@ const POLICY: &str = "\
 interfaces:
   - name: uplink
     mac: 02:00:00:00:00:01
-    addresses: [198.51.100.1/24]
-    gateway: { ipv4: 198.51.100.254, mac: 02:00:00:00:00:fe }
+    addresses: [198.51.100.1/24, 2001:db8:100::1/64]
+    gateway: { ipv4: 198.51.100.254, ipv6: 2001:db8:100::fe, mac: 02:00:00:00:00:fe }
 encap: ipip
 services:
   - name: chat
     vip: 203.0.113.10
+    ports: [443]
+    protocol: tcp
+    routes:
+      - { pool: gpus }
+  - name: chat6
+    vip: 2001:db8:10::10
     ports: [443]
     protocol: tcp
     routes:
@@ -63,19 +70,11 @@ pools:
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Flow {
     udp: bool,
-    client: Ipv4Addr,
+    client: IpAddr,
     port: u16,
 }
 
 impl Flow {
-    fn vip(self) -> Ipv4Addr {
-        if self.udp {
-            VIP_UDP
-        } else {
-            VIP_TCP
-        }
-    }
-
     fn vip_port(self) -> u16 {
         if self.udp {
             53
@@ -85,38 +84,45 @@ impl Flow {
     }
 
     fn forward(self) -> Vec<Vec<u8>> {
-        let (c, p, v, vp) = (self.client, self.port, self.vip(), self.vip_port());
-        if self.udp {
-            (0..3u8)
-                .map(|i| udp4_frame(c, p, v, vp, &[i; 24]))
-                .collect()
-        } else {
-            vec![
-                tcp4_frame(c, p, v, vp, SYN, &[]),
-                tcp4_frame(c, p, v, vp, ACK, &[]),
-                tcp4_frame(c, p, v, vp, ACK, b"GET / HTTP/1.1\r\n\r\n"),
-                tcp4_frame(c, p, v, vp, ACK, b"more"),
-            ]
+        let (p, vp) = (self.port, self.vip_port());
+        match self.client {
+            IpAddr::V4(c) if self.udp => (0..3u8)
+                .map(|i| udp4_frame(c, p, VIP_UDP, vp, &[i; 24]))
+                .collect(),
+            IpAddr::V4(c) => vec![
+                tcp4_frame(c, p, VIP_TCP, vp, SYN, &[]),
+                tcp4_frame(c, p, VIP_TCP, vp, ACK, &[]),
+                tcp4_frame(c, p, VIP_TCP, vp, ACK, b"GET / HTTP/1.1\r\n\r\n"),
+                tcp4_frame(c, p, VIP_TCP, vp, ACK, b"more"),
+            ],
+            IpAddr::V6(c) => vec![
+                tcp6_frame(c, p, VIP_V6, vp, SYN, &[]),
+                tcp6_frame(c, p, VIP_V6, vp, ACK, &[]),
+                tcp6_frame(c, p, VIP_V6, vp, ACK, b"GET / HTTP/1.1\r\n\r\n"),
+            ],
         }
     }
 
     /// The other direction of the same 5-tuple: VIP:port → client:port.
     fn reverse(self) -> Vec<Vec<u8>> {
-        let (c, p, v, vp) = (self.client, self.port, self.vip(), self.vip_port());
-        if self.udp {
-            (0..2u8)
-                .map(|i| udp4_frame(v, vp, c, p, &[i; 16]))
-                .collect()
-        } else {
-            vec![
-                tcp4_frame(v, vp, c, p, SYN | ACK, &[]),
-                tcp4_frame(v, vp, c, p, ACK, b"tokens"),
-            ]
+        let (p, vp) = (self.port, self.vip_port());
+        match self.client {
+            IpAddr::V4(c) if self.udp => (0..2u8)
+                .map(|i| udp4_frame(VIP_UDP, vp, c, p, &[i; 16]))
+                .collect(),
+            IpAddr::V4(c) => vec![
+                tcp4_frame(VIP_TCP, vp, c, p, SYN | ACK, &[]),
+                tcp4_frame(VIP_TCP, vp, c, p, ACK, b"tokens"),
+            ],
+            IpAddr::V6(c) => vec![
+                tcp6_frame(VIP_V6, vp, c, p, SYN | ACK, &[]),
+                tcp6_frame(VIP_V6, vp, c, p, ACK, b"tokens"),
+            ],
         }
     }
 
     fn client_text(self) -> String {
-        format!("{}:{}", self.client, self.port)
+        SocketAddr::new(self.client, self.port).to_string()
     }
 }
 
@@ -196,15 +202,22 @@ fn every_flow_both_directions_on_one_worker_with_two_rx_queues() {
     for i in 0..48u8 {
         flows.push(Flow {
             udp: false,
-            client: Ipv4Addr::new(10, 1, i / 12, 1 + i % 12),
+            client: Ipv4Addr::new(10, 1, i / 12, 1 + i % 12).into(),
             port: 41_000 + u16::from(i) * 13,
         });
     }
     for i in 0..16u8 {
         flows.push(Flow {
             udp: true,
-            client: Ipv4Addr::new(10, 2, 0, 1 + i % 5),
+            client: Ipv4Addr::new(10, 2, 0, 1 + i % 5).into(),
             port: 50_000 + u16::from(i) * 7,
+        });
+    }
+    for i in 0..16u16 {
+        flows.push(Flow {
+            udp: false,
+            client: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1 + i % 6).into(),
+            port: 43_000 + i * 11,
         });
     }
 
