@@ -456,7 +456,12 @@ impl Events {
 }
 
 /// A per-sink series: name, type, help, value.
-type Series = (&'static str, &'static str, &'static str, fn(&SinkStats) -> u64);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SinkStats) -> u64,
+);
 
 fn escape_label(value: &str) -> String {
     value
@@ -527,3 +532,4 @@ impl Events {
         }
     }
 }
+
