@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 
+import ecmp
 from topology import (PY, Fail, Fleet, Layout, StreamRun, broken_summary, cleanup_command,
                       describe, http, ipn, log, ns, run, signals_ignore, signals_raise)
 
@@ -79,6 +80,7 @@ SCENARIOS = [
     "churn-add", "churn-remove", "churn-drain", "churn-reweight", "churn-reload",
     "churn-control-restart", "churn-dataplane-restart",
     "backend-death", "geo-failover", "residency-strict", "encap-gue",
+    "ecmp-spread", "ecmp-same-backend", "bgp-node-loss", "bgp-withdraw-unhealthy",
 ]
 
 
@@ -99,6 +101,7 @@ class Result:
 class Harness(Fleet):
     def __init__(self, bin_dir, work):
         super().__init__(E2E, bin_dir, work)
+        self.ecmp_fleet = None
 
     # ---- scenarios ----------------------------------------------------------------------
 
@@ -532,6 +535,210 @@ class Harness(Fleet):
         r.check(not any(s["broken"] for s in streams), "streams broke under GUE")
         r.check(gue > 0 and ipip == 0, f"GUE +{gue}, IPIP +{ipip}: traffic was not GUE-encapsulated")
 
+    # ---- scale-out: two nodes behind an ECMP router that learns the VIPs over BGP ----------
+
+    def ecmp(self):
+        """The two-node ECMP fleet (tests/e2e/ecmp.py), started at its first scenario. The
+        e2e fleet's own data plane is stopped meanwhile (restore() starts it again): three
+        polling data planes on two cores starve the routers and clients."""
+        if self.ecmp_fleet is None:
+            fleet = ecmp.Ecmp(self)
+            self.stop_dataplane()
+            try:
+                fleet.start()
+            except BaseException:
+                fleet.stop()
+                raise
+            self.ecmp_fleet = fleet
+        else:
+            self.stop_dataplane()
+            self.ecmp_fleet.restore()
+        return self.ecmp_fleet
+
+    def cleanup(self):
+        if self.ecmp_fleet is not None:
+            self.ecmp_fleet.stop()
+        super().cleanup()
+
+    def s_ecmp_spread(self, r):
+        e = self.ecmp()
+        uplinks = sorted(n.uplink for n in ecmp.NODES)
+        for vip in ecmp.VIPS:
+            hops = sorted(e.nexthops(vip))
+            r.note(f"router: {vip}/32 via {', '.join(hops)}")
+            r.check(hops == uplinks, f"{vip}: the router's route goes via {hops}, not both nodes {uplinks}")
+        learned = run(["birdc", "-s", e.socket(None), "show", "route", "all"], check=False).stdout
+        for n in ecmp.NODES:
+            r.check(f"({ecmp.NODE_AS},{n.k})" in learned,
+                    f"the router did not get node {n.name}'s community ({ecmp.NODE_AS},{n.k})")
+        digests = {n.name: e.state(n)["generation"]["digest"] for n in ecmp.NODES}
+        r.note(f"table digests: {digests}")
+        r.check(len(set(digests.values())) == 1 and all(digests.values()),
+                f"the nodes' tables differ: {digests}")
+        before = {n.name: e.counters(n)["flow_inserts"] for n in ecmp.NODES}
+        seen, failed = collections.Counter(), 0
+        for src in ecmp.SOURCES:
+            for vip in ecmp.VIPS:
+                for code, backend in e.curl(src, vip, 2):
+                    if code == "200" and backend:
+                        seen[backend] += 1
+                    else:
+                        failed += 1
+        total = len(ecmp.SOURCES) * len(ecmp.VIPS) * 2
+        time.sleep(0.3)
+        per_node = {n.name: e.counters(n)["flow_inserts"] - before[n.name] for n in ecmp.NODES}
+        r.note(f"{total} connections from {len(ecmp.SOURCES)} sources: per node {per_node}, "
+               f"per backend {dict(sorted(seen.items()))}, failed {failed}")
+        r.check(failed == 0, f"{failed} of {total} connections failed")
+        r.check(sum(per_node.values()) == total,
+                f"the nodes counted {sum(per_node.values())} new flows for {total} connections")
+        r.check(all(v >= total // 5 for v in per_node.values()),
+                f"connections not spread across the nodes: {per_node}")
+
+    def s_ecmp_same_backend(self, r):
+        """The same 5-tuple forced through node a, then node b (a policy-routing rule on the
+        router per source), reaches the same backend: both nodes compiled the same Maglev table."""
+        e = self.ecmp()
+        pairs, same, failed = [], 0, 0
+        try:
+            for i, src in enumerate(ecmp.SOURCES[:16]):
+                sport = 42000 + i
+                answers = []
+                for n in ecmp.NODES:
+                    table = 100 + n.k
+                    ipn(ecmp.EDGE, f"route replace {ecmp.VIPS[0]}/32 via {n.uplink} table {table}")
+                    ipn(ecmp.EDGE, f"rule add from {src} iif {ecmp.PREFIX}-e-c lookup {table} pref 100")
+                    try:
+                        answers.append(e.whoami(src, sport, ecmp.VIPS[0]))
+                    finally:
+                        ipn(ecmp.EDGE, f"rule del from {src} iif {ecmp.PREFIX}-e-c lookup {table} pref 100",
+                            check=False)
+                failed += answers.count(None)
+                same += answers[0] is not None and answers[0] == answers[1]
+                pairs.append((f"{src}:{sport}", *answers))
+        finally:
+            for n in ecmp.NODES:
+                ipn(ecmp.EDGE, f"route flush table {100 + n.k}", check=False)
+        backends = collections.Counter(a for _, a, _b in pairs)
+        r.note(f"16 five-tuples, each through node a then node b: {same} reached the same backend; "
+               f"backends {dict(sorted(backends.items()))}")
+        for t, a, b in pairs:
+            if a != b:
+                r.note(f"{t}: node a → {a}, node b → {b}")
+        r.check(failed == 0, f"{failed} connections failed")
+        r.check(same == 16, f"only {same} of 16 five-tuples reached the same backend through both nodes")
+        r.check(len(backends) >= 2, f"every tuple hashed to one backend ({dict(backends)}): not a test of the table")
+        # A flow that moves mid-stream: established through node a, then sent through node b,
+        # which has no entry for it (flow_non_syn_miss) and places it by the same table.
+        src = ecmp.SOURCES[20]
+        b = ecmp.NODES[1]
+        for n in ecmp.NODES:
+            ipn(ecmp.EDGE, f"route replace {ecmp.VIPS[0]}/32 via {n.uplink} table {100 + n.k}")
+        ipn(ecmp.EDGE, f"rule add from {src} iif {ecmp.PREFIX}-e-c lookup 101 pref 100")
+        miss0 = e.counters(b)["flow_non_syn_miss"]
+        try:
+            st = StreamRun(e.client(), [f"{src},{ecmp.VIPS[0]}:{ecmp.PORT},4"], tokens_for(4))
+            st.wait_ready(15)
+            ipn(ecmp.EDGE, f"rule del from {src} iif {ecmp.PREFIX}-e-c lookup 101 pref 100")
+            ipn(ecmp.EDGE, f"rule add from {src} iif {ecmp.PREFIX}-e-c lookup 102 pref 100")
+            streams = st.wait(30)
+        finally:
+            ipn(ecmp.EDGE, f"rule del from {src} iif {ecmp.PREFIX}-e-c pref 100", check=False)
+            for n in ecmp.NODES:
+                ipn(ecmp.EDGE, f"route flush table {100 + n.k}", check=False)
+        miss = e.counters(b)["flow_non_syn_miss"] - miss0
+        r.note(f"4 streams moved from node a to node b mid-stream: broken {broken_summary(streams)}, "
+               f"node b flow_non_syn_miss +{miss}")
+        r.check(not any(s["broken"] for s in streams), f"moved streams broke: {broken_summary(streams)}")
+        r.check(miss >= 4, f"node b counted {miss} non-SYN misses for 4 moved streams")
+
+    def s_bgp_node_loss(self, r):
+        e = self.ecmp()
+        a, b = ecmp.NODES
+        vip = ecmp.VIPS[0]
+        groups = [f"{s},{vip}:{ecmp.PORT},2" for s in ecmp.SOURCES[:12]]
+        st = StreamRun(e.client(), groups, tokens_for(6))
+        st.wait_ready(20)
+        on_a = e.flows(a)
+        t0 = time.time()
+        a.dp.send_signal(signal.SIGKILL)
+        a.dp.wait(5)
+        withdrawn = e.wait_routes({v: 1 for v in ecmp.VIPS}, 10, "after node a's data plane died",
+                                  poll=0.01)
+        r.note(f"node a's data plane SIGKILLed: both VIPs withdrawn at the router in "
+               f"{withdrawn * 1000:.0f} ms (BGP hold {ecmp.HOLD} s, keepalive {ecmp.KEEPALIVE} s: "
+               f"the announcer withdrew, the session stayed up)")
+        try:
+            status = json.loads(open(os.path.join(self.shm, f"switchyard-{a.instance}.announce.json")).read())
+            configured = status["configured_at_ms"] / 1000 - t0
+            r.note(f"node a's announcer had BIRD withdraw them (birdc configure done) "
+                   f"{configured * 1000:.0f} ms after the kill")
+        except (OSError, ValueError, KeyError) as ex:
+            r.failures.append(f"node a's announce status: {ex}")
+        r.check(withdrawn < 2.0, f"withdrawal took {withdrawn:.2f} s")
+        r.check(e.nexthops(vip) == [b.uplink] or e.nexthops(vip) == [],
+                f"after the withdrawal the router routes {vip} via {e.nexthops(vip)}")
+        fresh = [c for s in ecmp.SOURCES for c, _ in e.curl(s, vip, 1)]
+        r.note(f"new connections after the loss: {fresh.count('200')} of {len(fresh)} answered")
+        r.check(fresh.count("200") == len(fresh), f"new connections failed: {fresh}")
+        streams = st.wait(40)
+        lost = [s for s in streams if f"{s['src']}:{s['attempts'][0]['sport']}" in on_a]
+        other = [s for s in streams if s not in lost]
+        r.note(f"{len(streams)} streams (Maglev): {len(lost)} on node a, broken {broken_summary(lost)}; "
+               f"{len(other)} on node b, broken {broken_summary(other)}; "
+               f"longest pause {max(s['attempts'][0]['max_gap'] for s in streams):.2f} s")
+        r.check(lost and other, f"the streams did not use both nodes ({len(lost)} on a)")
+        r.check(not any(s["broken"] for s in other), f"streams on node b broke: {broken_summary(other)}")
+        r.check(not any(s["broken"] for s in lost),
+                f"streams on the lost node broke although node b has the same table: {broken_summary(lost)}")
+        # Node added back: the router spreads flows over both again; those rehashed to node a
+        # reach it without a connection-table entry.
+        st = StreamRun(e.client(), groups, tokens_for(6))
+        st.wait_ready(20)
+        Fleet.stop(a.dp)
+        t1 = time.time()
+        e.start_dataplane(a)
+        back = e.wait_routes({v: 2 for v in ecmp.VIPS}, 20, "node a back")
+        time.sleep(0.5)
+        moved = e.flows(a)
+        streams = st.wait(40)
+        onto_a = [s for s in streams if f"{s['src']}:{s['attempts'][0]['sport']}" in moved]
+        r.note(f"node a's data plane restarted: announced again {back:.1f} s after it started "
+               f"({time.time() - t1:.1f} s in all); of {len(streams)} streams {len(onto_a)} moved "
+               f"to node a, broken {broken_summary(onto_a)}; broken in all {broken_summary(streams)}")
+        r.check(onto_a, "no stream moved to node a when it came back: not a test of node add")
+        r.check(not any(s["broken"] for s in streams), f"streams broke when node a came back: {broken_summary(streams)}")
+
+    def s_bgp_withdraw_unhealthy(self, r):
+        e = self.ecmp()
+        vip2 = ecmp.VIPS[1]
+        for name in ("mx-gpu-1", "mx-gpu-2"):
+            self.kill_server(name)
+        gone = e.wait_routes({vip2: 0, ecmp.VIPS[0]: 2}, 15, f"{vip2} with every backend down")
+        r.note(f"mixtral's two backends killed: {vip2} withdrawn by both nodes in {gone:.1f} s "
+               f"(health: interval 500 ms, timeout 500 ms, fall 3); {ecmp.VIPS[0]} still via both")
+        for n in ecmp.NODES:
+            status = e.node_status(n)
+            r.check(re.search(rf"{re.escape(vip2)}\s+withdrawn: no healthy backend", status),
+                    f"node {n.name} status does not say why: {status.strip()}")
+        code = e.curl(ecmp.SOURCES[0], vip2, 1, timeout=2)[0][0]
+        r.check(code == "000", f"{vip2} still answered ({code})")
+        for name in ("mx-gpu-1", "mx-gpu-2"):
+            self.start_server(name)
+        back = e.wait_routes({vip2: 2}, 15, f"{vip2} with its backends back")
+        r.note(f"backends restarted: {vip2} announced by both nodes again in {back:.1f} s")
+        # Operator drain of one node: every VIP withdrawn from it, then back.
+        b = ecmp.NODES[1]
+        out = run([self.ctl_bin, "node", "drain", "--api", b.api, "--instance", b.instance,
+                   "--shm-dir", self.shm, "--wait", "10s", "--quiet", "1s"], check=False)
+        hops = {v: e.nexthops(v) for v in ecmp.VIPS}
+        r.note(f"node drain of node b: exit {out.returncode}, router {hops}; "
+               f"{out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr.strip()}")
+        r.check(out.returncode == 0 and all(h == [ecmp.NODES[0].uplink] for h in hops.values()),
+                f"node drain did not leave only node a: {hops} {out.stderr.strip()}")
+        run([self.ctl_bin, "node", "undrain", "--api", b.api, "--instance", b.instance,
+             "--shm-dir", self.shm, "--wait", "10s"])
+        e.wait_routes({v: 2 for v in ecmp.VIPS}, 10, "undrain")
 
 def arp_probe(iface, sender, target, timeout):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
@@ -561,6 +768,7 @@ def main():
         arp_probe(*sys.argv[2:6])
         return 0
     if cleanup_command(E2E):
+        ecmp.remove(E2E.router)
         return 0
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)

@@ -44,8 +44,10 @@ use super::view::StateView;
 
 /// How often the announcer looks at the controller's state.
 pub const INTERVAL: Duration = Duration::from_millis(100);
-/// A data plane whose heartbeat is older than this is not live (hung, or stopped by a debugger).
-pub const HEARTBEAT_LIMIT: Duration = Duration::from_millis(1000);
+/// A data plane whose heartbeat is older than this is not live (hung, or stopped by a
+/// debugger). A dead one is seen at once (its role lock goes with the process); this only
+/// catches a hung one, and is long enough that a busy host's scheduling hiccup withdraws nothing.
+pub const HEARTBEAT_LIMIT: Duration = Duration::from_millis(3000);
 /// How soon a failed `birdc configure` is tried again.
 pub const RETRY: Duration = Duration::from_secs(1);
 /// Longest a `birdc configure` may take before it is killed and counted as failed.

@@ -9,13 +9,18 @@ use crate::policy::{AdminState, Policy, Probe, Residency, Scheduler};
 
 use super::view::{BackendView, CanaryView, PoolView, RouteView, ServiceView};
 
-/// The table's digest: xxh3-64 of the generation's bytes with its number set to 0, so two
-/// nodes given the same policy (and seeing the same backend health and load) show the same
-/// digest whatever their generation counters, and nodes whose tables differ show different ones.
+/// The table's digest: xxh3-64 of the generation's bytes with its number set to 0 and its
+/// interfaces left out. What stays is everything that decides a flow's backend (services, VIP
+/// and region LPMs, routes, pools, backend ids, Maglev tables, health, ACL, limits, timeouts,
+/// encapsulation); what goes is what differs between nodes by design (generation counters,
+/// each node's own addresses, MACs and gateway). Two nodes given the same policy (apart from
+/// `interfaces`) and seeing the same backend health and load show the same digest, so a flow
+/// ECMP moves between them keeps its backend; nodes whose tables differ show different ones.
 #[must_use]
 pub fn digest(generation: &Generation) -> String {
     let mut g = generation.clone();
     g.generation = 0;
+    g.interfaces.clear();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&g.encode()))
 }
 
@@ -174,7 +179,8 @@ mod tests {
     }
 
     /// Two nodes given the same policy compile the same tables whatever their generation
-    /// numbers; a different policy (here one weight) shows another digest.
+    /// numbers and their own interfaces; a different policy (here one weight) shows another
+    /// digest.
     #[test]
     fn the_digest_follows_the_tables_not_the_generation_number() {
         let text = std::fs::read_to_string(concat!(
@@ -187,6 +193,12 @@ mod tests {
         assert_ne!(a.encode(), b.encode());
         assert_eq!(digest(&a), digest(&b));
         assert_eq!(digest(&a).len(), 16);
+        // Another node: its own uplink address and MAC.
+        let node_b = text
+            .replacen("addresses: [10.70.0.1/24]", "addresses: [10.80.2.1/24]", 1)
+            .replacen("mac: 02:5e:00:00:71:01", "mac: 02:5e:00:00:81:02", 1);
+        assert_ne!(node_b, text);
+        assert_eq!(digest(&compiled(&node_b, 9)), digest(&a));
         let other = text.replacen(
             "weight: 100, name: eu-gpu-2",
             "weight: 50, name: eu-gpu-2",
