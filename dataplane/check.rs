@@ -495,6 +495,7 @@ pub fn check(machine: &Machine, plan: &Plan<'_>) -> Report {
         );
     }
     hugepages(machine, settings, &mut r);
+    frames(settings, &mut r);
     memory(machine, settings, plan.workers, &mut r);
     let nics = machine.nics();
     iommu(machine, &cmdline, &nics, &mut r);
@@ -661,6 +662,41 @@ fn hugepages(machine: &Machine, settings: &Settings, r: &mut Report) {
                 settings.mempool.mbufs,
                 mib(need)
             ),
+        );
+    }
+}
+
+/// Whether a frame of the MTU (with Ethernet and two VLAN tags) fits one buffer after the
+/// 128-byte headroom: workers drop multi-segment frames.
+fn frames(settings: &Settings, r: &mut Report) {
+    let room = u32::from(settings.mempool.data_room).saturating_sub(128);
+    let Some(mtu) = settings.mtu else {
+        r.push(
+            Level::Ok,
+            "frames",
+            format!("device default MTU; a buffer holds frames up to {room} bytes"),
+        );
+        return;
+    };
+    let frame = u32::from(mtu) + 14 + 8;
+    if frame > room {
+        r.push_fix(
+            Level::Warn,
+            "frames",
+            format!(
+                "mtu {mtu} allows {frame}-byte frames but a buffer holds {room}: longer frames \
+                 are dropped as multi-segment"
+            ),
+            &[format!(
+                "set mempool.data_room to at least {} (and check the hugepage sum again)",
+                frame + 128
+            )],
+        );
+    } else {
+        r.push(
+            Level::Ok,
+            "frames",
+            format!("mtu {mtu}: {frame}-byte frames fit one {room}-byte buffer"),
         );
     }
 }
@@ -1140,6 +1176,22 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains("enabled: 2 IOMMU group(s)"), "{text}");
         assert!(text.contains("isolated CPUs: 2,3,4,5,6,7"), "{text}");
+
+        let jumbo = Settings::parse("mtu: 9000\n", "s.yaml").unwrap();
+        let text = check(
+            &m,
+            &Plan {
+                settings: Some(&jumbo),
+                workers: 6,
+            },
+        )
+        .to_string();
+        assert!(
+            text.contains(
+                "warn frames     mtu 9000 allows 9022-byte frames but a buffer holds 2048"
+            ) && text.contains("set mempool.data_room to at least 9150"),
+            "{text}"
+        );
 
         let bad = Settings::parse(
             "ports:\n  - { device: 0000:3b:00.1 }\n  - { device: 0000:5e:00.0, role: backend }\n",
