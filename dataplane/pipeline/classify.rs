@@ -48,12 +48,13 @@
 //!    checksum 0 (`drop_ipv6_udp_zero_checksum`, RFC 8200 §8.1); protocols other than TCP,
 //!    UDP, ICMP (`drop_unsupported_protocol`); TTL / hop limit 0 or 1 on anything forwarded
 //!    (`drop_ttl_expired`; echo requests are answered whatever their TTL).
-//! 4. **ACL** on the source: `acl_lpm` → group → the first rule whose protocol (0 = any) and
+//! 4. **Service**: VIP LPM → VIP group → first entry matching protocol and destination port.
+//! 5. **ACL** on the source: `acl_lpm` → group → the first rule, among the global ones and the
+//!    service's own (the group lists them in that order), whose protocol (0 = any) and
 //!    destination port range match decides; deny → `drop_acl`; no match → allowed. Packets
 //!    without ports (ICMP echo and errors to a VIP) match only rules for any protocol covering
-//!    every port, i.e. the policy's plain `deny: PREFIX`.
-//! 5. **Service**: VIP LPM → VIP group → first entry matching protocol and destination port;
-//!    none → `drop_no_service`.
+//!    every port, i.e. the policy's plain `deny: PREFIX`, and, like packets to a port no
+//!    service has, only global rules. Then no service → `drop_no_service`.
 //! 6. **ICMP errors to a VIP** (IPv4 destination unreachable — frag-needed included — and
 //!    time exceeded; ICMPv6 destination unreachable, packet too big, time exceeded): the
 //!    quote is a packet the backend sent as VIP → client; reversed, it is the client → VIP
@@ -63,7 +64,7 @@
 //!    quotes that are not a TCP/UDP packet from this VIP to one of its services:
 //!    `drop_icmp_error_unmatched`. Other ICMP to a VIP: `drop_icmp_to_vip_ignored`.
 
-use switchyard_table::generation::{Generation, ACL_DENY, PROTO_TCP, PROTO_UDP};
+use switchyard_table::generation::{Generation, ACL_DENY, ACL_GLOBAL, PROTO_TCP, PROTO_UDP};
 use switchyard_table::lpm::{lookup_v4, lookup_v6};
 
 use super::counters::Counter;
@@ -283,14 +284,14 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
             let icmp = IcmpPacket::new_checked(payload)?;
             return match icmp.msg_type() {
                 IcmpMessage::ECHO_REQUEST if icmp.msg_code() == 0 => {
-                    acl_check(g, acl, proto.0, None)?;
+                    acl_check(g, acl, None, proto.0, None)?;
                     Ok(Step::Echo4 { l3: off })
                 }
                 IcmpMessage::DST_UNREACHABLE | IcmpMessage::TIME_EXCEEDED => {
                     if ip.ttl() <= 1 {
                         return Err(Counter::DropTtlExpired);
                     }
-                    acl_check(g, acl, proto.0, None)?;
+                    acl_check(g, acl, None, proto.0, None)?;
                     icmp_error_v4(g, &icmp, dst, vip, off, ip.total_len(), ip.tos())
                 }
                 _ => Err(Counter::DropIcmpToVipIgnored),
@@ -302,8 +303,9 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
     if ip.ttl() <= 1 {
         return Err(Counter::DropTtlExpired);
     }
-    acl_check(g, acl, proto.0, Some(dport))?;
-    let service = service_for(g, vip, proto.0, dport).ok_or(Counter::DropNoService)?;
+    let service = service_for(g, vip, proto.0, dport);
+    acl_check(g, acl, service, proto.0, Some(dport))?;
+    let service = service.ok_or(Counter::DropNoService)?;
     let key = FlowKeyV4::from_bits(src, dst, sport, dport, proto.0);
     Ok(Step::Lb4(Lb {
         key,
@@ -445,7 +447,7 @@ fn ipv6(
             let icmp = Icmpv6Packet::new_checked(payload)?;
             return match icmp.msg_type() {
                 Icmpv6Message::ECHO_REQUEST if icmp.msg_code() == 0 => {
-                    acl_check(g, acl, next.0, None)?;
+                    acl_check(g, acl, None, next.0, None)?;
                     Ok(Step::Echo6 { l3: off })
                 }
                 Icmpv6Message::DST_UNREACHABLE
@@ -454,7 +456,7 @@ fn ipv6(
                     if ip.hop_limit() <= 1 {
                         return Err(Counter::DropTtlExpired);
                     }
-                    acl_check(g, acl, next.0, None)?;
+                    acl_check(g, acl, None, next.0, None)?;
                     icmp_error_v6(g, &icmp, dst, vip, off, len, ip.traffic_class())
                 }
                 _ => Err(Counter::DropIcmpToVipIgnored),
@@ -466,8 +468,9 @@ fn ipv6(
     if ip.hop_limit() <= 1 {
         return Err(Counter::DropTtlExpired);
     }
-    acl_check(g, acl, next.0, Some(dport))?;
-    let service = service_for(g, vip, next.0, dport).ok_or(Counter::DropNoService)?;
+    let service = service_for(g, vip, next.0, dport);
+    acl_check(g, acl, service, next.0, Some(dport))?;
+    let service = service.ok_or(Counter::DropNoService)?;
     let key = FlowKeyV6::from_bits(src, dst, sport, dport, next.0);
     Ok(Step::Lb6(Lb {
         key,
@@ -558,10 +561,18 @@ fn icmp_error_v6(
 }
 
 /// The source ACL: `group` is the ACL-LPM value of the source (0 = no rule covers it). The
-/// first rule of the group whose protocol (0 = any) and destination ports match decides.
-/// A packet without ports (ICMP) matches only rules for any protocol and every port.
+/// first rule of the group that is global or belongs to `service`, and whose protocol (0 =
+/// any) and destination ports match, decides. A packet without ports (ICMP) matches only rules
+/// for any protocol and every port; a packet to no service (ICMP to a VIP, a port no service
+/// has) only global rules.
 #[inline]
-fn acl_check(g: &Generation, group: u32, proto: u8, port: Option<u16>) -> Result<(), Counter> {
+fn acl_check(
+    g: &Generation,
+    group: u32,
+    service: Option<u32>,
+    proto: u8,
+    port: Option<u16>,
+) -> Result<(), Counter> {
     if group == 0 {
         return Ok(());
     }
@@ -574,7 +585,14 @@ fn acl_check(g: &Generation, group: u32, proto: u8, port: Option<u16>) -> Result
         .acl_rules
         .get(first..first.saturating_add(group.rule_count as usize))
         .ok_or(Counter::DropBadTableReference)?;
+    // A service past u16 has no rules of its own (the compiler refuses that case).
+    let scope = service
+        .and_then(|s| u16::try_from(s.wrapping_add(1)).ok())
+        .unwrap_or(ACL_GLOBAL);
     for rule in rules {
+        if rule.service != ACL_GLOBAL && rule.service != scope {
+            continue;
+        }
         let proto_ok = rule.protocol == 0 || rule.protocol == proto;
         let port_ok = match port {
             Some(p) => rule.port_lo <= p && p <= rule.port_hi,

@@ -88,6 +88,12 @@ counters! {
     /// A provisional flow (created by a TCP packet without SYN) saw its second packet and was
     /// promoted to established.
     FlowProvisionalPromoted => "flow_provisional_promoted",
+    /// The per-source limiter's set was full: a new source took the way of a source whose
+    /// bucket was not full again, which restarts with a full bucket (at most one extra burst).
+    LimitSourceEvicted => "limit_source_evicted",
+    /// Of those, evictions of a source that was at its limit: more sources are being limited at
+    /// once than the table holds (`SOURCE_CAPACITY` per worker).
+    LimitSourceTableFull => "limit_source_table_full",
 
     // ---- the flow tables (synchronised from `FlowCounters`) ----
     /// Flow lookups that found a live entry.

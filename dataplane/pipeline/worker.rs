@@ -16,8 +16,9 @@
 //! consistent, so a flow this worker lost — restart, eviction, RSS change — most likely
 //! lands on the backend it was on, while a spoofed ACK's entry dies young. A RST that misses
 //! is forwarded without creating an entry (`forwarded_without_entry`). New flows draw from
-//! the per-source limiter first (`Config.new_flow_rate` / `new_flow_burst`, 0 = off; 4096
-//! hashed buckets per worker, IPv6 sources keyed by /64) → `drop_rate_limited`. Then the
+//! the per-source limiter first (`Config.new_flow_rate` / `new_flow_burst`, 0 = off; an exact
+//! token bucket per source in a bounded table, IPv6 sources keyed by `Config.source_v6_prefix`,
+//! see [`SourceLimiter`]) → `drop_rate_limited`. Then the
 //! table says whether it would store the flow (flood mode, insert cap, a way the flow may
 //! take: established flows are never evicted by a new one); if not, the flow is scheduled by
 //! consistent hash and forwarded without an entry (`forwarded_stateless`). See
@@ -32,7 +33,7 @@ use switchyard_table::lpm::{lookup_v4, lookup_v6};
 use super::classify::{classify, Lb, Step};
 use super::counters::{Counter, Counters};
 use super::encap::{self, Inner as EncapInner};
-use super::limit::{source_key_v4, source_key_v6, SourceLimiter, TokenBucket};
+use super::limit::{Eviction, SourceLimiter, TokenBucket};
 use super::local;
 use super::sched::{live_backend, schedule, NewFlow, SchedState, SLOT_COUNTED};
 use super::view::View;
@@ -214,7 +215,7 @@ impl PipelineWorker {
             icmp: TokenBucket::new(0, 0),
             icmp_limit: (0, 0),
             workers: 1,
-            sources: SourceLimiter::new(),
+            sources: SourceLimiter::new(seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15),
             counters: Counters::default(),
             ports: cfg.ports,
             staged: Staged::default(),
@@ -241,7 +242,8 @@ impl PipelineWorker {
         self.tables.v4.set_timeouts(timeouts);
         self.tables.v6.set_timeouts(timeouts);
         self.set_icmp_limit(c.icmp_rate, c.icmp_burst);
-        self.sources.configure(c.new_flow_rate, c.new_flow_burst);
+        self.sources
+            .configure(c.new_flow_rate, c.new_flow_burst, c.source_v6_prefix);
         self.view = View::new(&g, &self.ports);
         self.sched.reset_for(&g);
         self.generation = Some(g);
@@ -727,7 +729,16 @@ fn flow_backend<K: Family>(
     if mid_stream {
         table.count_non_syn_miss();
     }
-    if !sources.allow(lb.key.source_key(), now) {
+    let (allowed, eviction) = sources.allow(lb.key.source_key(sources), now);
+    match eviction {
+        Eviction::None => {}
+        Eviction::Evicted => counters.inc(Counter::LimitSourceEvicted),
+        Eviction::TableFull => {
+            counters.inc(Counter::LimitSourceEvicted);
+            counters.inc(Counter::LimitSourceTableFull);
+        }
+    }
+    if !allowed {
         return Err(Counter::DropRateLimited);
     }
     // A reset ends whatever it belongs to: forward it, do not create a flow for it.
@@ -797,7 +808,7 @@ pub(crate) trait Family: FlowKey {
     /// The source-address hash (`ip_hash`).
     fn src_hash(&self) -> u32;
     /// The per-source limiter key.
-    fn source_key(&self) -> u64;
+    fn source_key(&self, sources: &SourceLimiter) -> u64;
     /// Replaces the packet with the ICMP error telling the client it is too big; returns the
     /// counter of the error sent.
     fn too_big<P: PacketBuf>(
@@ -829,8 +840,8 @@ impl Family for FlowKeyV4 {
     }
 
     #[inline]
-    fn source_key(&self) -> u64 {
-        source_key_v4(self.src().to_bits())
+    fn source_key(&self, _: &SourceLimiter) -> u64 {
+        SourceLimiter::key_v4(self.src().to_bits())
     }
 
     fn too_big<P: PacketBuf>(
@@ -865,8 +876,8 @@ impl Family for FlowKeyV6 {
     }
 
     #[inline]
-    fn source_key(&self) -> u64 {
-        source_key_v6(self.src().to_bits())
+    fn source_key(&self, sources: &SourceLimiter) -> u64 {
+        sources.key_v6(self.src().to_bits())
     }
 
     fn too_big<P: PacketBuf>(

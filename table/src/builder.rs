@@ -75,7 +75,7 @@ pub fn acl_rule(action: u8, protocol: u8, ports: (u16, u16)) -> AclRule {
         protocol,
         port_lo: ports.0,
         port_hi: ports.1,
-        _pad: [0; 2],
+        service: crate::generation::ACL_GLOBAL,
     }
 }
 

@@ -26,7 +26,9 @@ pub const MAGIC: [u8; 8] = *b"SWYDGEN\0";
 /// 2: a reader from before it ignores the bit (no bounded load, nothing else changes). Since
 /// then [`Generation::validate`] refuses unknown flag bits, so any further flag needs a bump.
 /// Version 3: per-interface outer source prefixes ([`Interface::outer_src_flags`]).
-pub const ABI_VERSION: u32 = 3;
+/// Version 4: per-service ACL rules ([`AclRule::service`]) and the per-source limiter's IPv6
+/// prefix ([`Config::source_v6_prefix`]).
+pub const ABI_VERSION: u32 = 4;
 /// [`Interface::outer_src_flags`]: the interface's own IPv4 outer source prefix applies.
 pub const OUTER_SRC_V4: u8 = 1;
 /// [`Interface::outer_src_flags`]: the interface's own IPv6 outer source prefix applies.
@@ -214,7 +216,9 @@ pub struct Header {
 pub struct Config {
     /// [`ENCAP_IPIP`] or [`ENCAP_GUE`].
     pub encap: u8,
-    pub _pad0: u8,
+    /// The per-source new-flow limiter keys an IPv6 client by this prefix of its address
+    /// (0..=64; 64 by default). IPv4 clients are keyed by their whole address.
+    pub source_v6_prefix: u8,
     /// UDP destination port of GUE (default 6080).
     pub gue_port: u16,
     /// Largest L3 packet the path to backends carries; bigger after encapsulation → ICMP
@@ -365,7 +369,10 @@ pub struct AclGroup {
     pub rule_count: u32,
 }
 
-/// An ACL rule within a group: protocol (0 = any) and destination port range.
+/// An ACL rule within a group: protocol (0 = any), destination port range, and the service it
+/// belongs to. A group lists the global rules first, then each service's, each in policy order;
+/// a packet skips the rules of other services, so the first rule that matches among the global
+/// ones and its own service's decides.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 pub struct AclRule {
@@ -373,8 +380,12 @@ pub struct AclRule {
     pub protocol: u8,
     pub port_lo: u16,
     pub port_hi: u16,
-    pub _pad: [u8; 2],
+    /// [`ACL_GLOBAL`] for a global rule, else the service index + 1.
+    pub service: u16,
 }
+
+/// [`AclRule::service`] of a global rule (every packet, whether to a service or not).
+pub const ACL_GLOBAL: u16 = 0;
 
 macro_rules! assert_layout {
     ($($t:ty => $size:expr, $align:expr;)*) => {
@@ -434,7 +445,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             encap: ENCAP_IPIP,
-            _pad0: 0,
+            source_v6_prefix: 64,
             gue_port: 6080,
             backend_mtu: 1500,
             outer_src_v4_len: 16,
@@ -911,8 +922,17 @@ impl Generation {
                 return bad("acl_group", i);
             }
         }
+        if self.config.source_v6_prefix > 64 {
+            return bad(
+                "config.source_v6_prefix",
+                usize::from(self.config.source_v6_prefix),
+            );
+        }
         for (i, r) in self.acl_rules.iter().enumerate() {
-            if !(r.action == ACL_ALLOW || r.action == ACL_DENY) || r.port_lo > r.port_hi {
+            if !(r.action == ACL_ALLOW || r.action == ACL_DENY)
+                || r.port_lo > r.port_hi
+                || usize::from(r.service) > self.services.len()
+            {
                 return bad("acl_rule", i);
             }
         }

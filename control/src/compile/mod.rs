@@ -194,6 +194,7 @@ fn config(policy: &Policy) -> abi::Config {
     c.udp_timeout = secs(t.udp);
     c.icmp_rate = policy.limits.icmp_per_second;
     c.icmp_burst = policy.limits.icmp_per_second;
+    c.source_v6_prefix = policy.limits.source_ipv6_prefix;
     if let Some(limit) = policy.limits.new_flows_per_source {
         c.new_flow_rate = limit.per_second;
         c.new_flow_burst = limit.burst;

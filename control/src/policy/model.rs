@@ -360,6 +360,8 @@ pub struct Service {
     /// which is last.
     pub routes: Vec<Route>,
     pub canary: Option<Canary>,
+    /// The service's own ACL rules, evaluated after the global `acl:` (first match decides).
+    pub acl: Vec<AclRule>,
 }
 
 /// Where the clients of one region (or everyone else) go.
@@ -691,6 +693,9 @@ pub struct AclRule {
 pub struct Limits {
     /// New flows per client address; `None` is unlimited.
     pub new_flows_per_source: Option<RateLimit>,
+    /// `new_flows_per_source.ipv6_prefix`: IPv6 clients are limited per this prefix of their
+    /// address (0..=64, default 64: a host may rotate the low 64 bits at will).
+    pub source_ipv6_prefix: u8,
     /// ICMP replies the appliance sends per second (echo replies, frag-needed, too-big).
     pub icmp_per_second: u32,
 }

@@ -180,6 +180,9 @@ pub struct RawService {
     pub routes: Spanned<Vec<Spanned<RawRoute>>>,
     #[serde(default)]
     pub canary: Option<Spanned<RawCanary>>,
+    /// The service's own ACL, after the global one.
+    #[serde(default)]
+    pub acl: Option<Vec<Spanned<RawAclRule>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +356,9 @@ pub struct RawRateLimit {
     pub rate: Spanned<String>,
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+    /// The prefix an IPv6 client is keyed by (default 64).
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

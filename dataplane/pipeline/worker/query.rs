@@ -179,8 +179,12 @@ impl PipelineWorker {
             t.flags |= TRACE_HELD;
             held_live = live_backend(g, v.backend).is_ok();
         }
-        // A new flow draws from the per-source limiter first (on a copy: nothing is taken).
-        if !held_live && !self.sources.clone().allow(lb.key.source_key(), now) {
+        // A new flow draws from the per-source limiter first (looked at: nothing is taken).
+        if !held_live
+            && !self
+                .sources
+                .would_allow(lb.key.source_key(&self.sources), now)
+        {
             drop(t, Counter::DropRateLimited);
             return;
         }

@@ -9,12 +9,17 @@ use super::super::raw::{RawAclRule, RawLimits};
 use super::super::values::{parse_prefix, parse_rate};
 use super::{Validator, MAX_ICMP_PER_SECOND};
 
+/// The prefix of an IPv6 client's address the per-source limiter keys it by, by default.
+const DEFAULT_SOURCE_IPV6_PREFIX: u8 = 64;
+
 impl Validator {
-    pub(super) fn acl(&mut self, raw: &[Spanned<RawAclRule>]) -> Vec<AclRule> {
+    /// The rules of the global `acl:` or of a service's (`path` says which).
+    pub(super) fn acl(&mut self, path: &str, raw: &[Spanned<RawAclRule>]) -> Vec<AclRule> {
+        let list = path;
         let mut rules: Vec<(usize, AclRule)> = Vec::new();
         for (index, node) in raw.iter().enumerate() {
             let rule = &node.value;
-            let path = format!("acl[{index}]");
+            let path = format!("{list}[{index}]");
             let (action, prefix, key) = match (&rule.allow, &rule.deny) {
                 (Some(_), Some(deny)) => {
                     self.error_at(deny, &path, "an ACL rule has `allow:` or `deny:`, not both");
@@ -60,7 +65,7 @@ impl Validator {
                     node,
                     &path,
                     format!(
-                        "rule can never match: acl[{earlier_index}] ({verb} {}) above it matches every packet this one would",
+                        "rule can never match: {list}[{earlier_index}] ({verb} {}) above it matches every packet this one would",
                         earlier.source
                     ),
                 );
@@ -74,6 +79,7 @@ impl Validator {
     pub(super) fn limits(&mut self, raw: Option<&Spanned<RawLimits>>) -> Limits {
         let mut limits = Limits {
             new_flows_per_source: None,
+            source_ipv6_prefix: DEFAULT_SOURCE_IPV6_PREFIX,
             icmp_per_second: DEFAULT_ICMP_PER_SECOND,
         };
         let Some(raw) = raw else {
@@ -96,6 +102,15 @@ impl Validator {
                 ),
                 (None, rate) => rate,
             };
+            if let Some(prefix) = self.int_in(
+                node.value.ipv6_prefix.as_ref(),
+                &format!("{path}.ipv6_prefix"),
+                "ipv6_prefix",
+                (0, 64),
+                DEFAULT_SOURCE_IPV6_PREFIX,
+            ) {
+                limits.source_ipv6_prefix = prefix;
+            }
             if let (Some(per_second), Some(burst)) = (rate, burst) {
                 limits.new_flows_per_source = Some(RateLimit { per_second, burst });
             }

@@ -182,7 +182,7 @@ pub fn validate(raw: &RawPolicy) -> Result<Policy, Vec<Diagnostic>> {
         }
     }
 
-    let acl = v.acl(raw.acl.as_deref().unwrap_or_default());
+    let acl = v.acl("acl", raw.acl.as_deref().unwrap_or_default());
     let limits = v.limits(raw.limits.as_ref());
 
     if !v.diagnostics.is_empty() {

@@ -72,6 +72,12 @@ impl Validator {
                 .map(Some),
         };
 
+        let acl = raw
+            .acl
+            .as_deref()
+            .map(|rules| self.acl(&format!("{path}.acl"), rules))
+            .unwrap_or_default();
+
         Some(Service {
             name: raw.name.value.clone(),
             vip: vip?,
@@ -79,6 +85,7 @@ impl Validator {
             protocol,
             routes: routes?,
             canary: canary?,
+            acl,
         })
     }
 
