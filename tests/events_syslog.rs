@@ -308,10 +308,15 @@ detection:
     dp.replay_at(&control.dir, "denied", &denied, 1000);
     // A backend dies.
     servers.kill(0);
-    // An unauthenticated apply.
+    // An unauthenticated apply, and an authenticated one of a policy that does not validate.
     assert_eq!(unauthenticated_apply(&control.listen), 401);
+    let refused = control
+        .api
+        .apply("services: [}\n", "bad.yaml", false, Duration::from_secs(1));
+    assert!(refused.is_err(), "{refused:?}");
 
     let kinds = [
+        "policy_refused",
         "backend_down",
         "flood_entered",
         "new_flow_spike",
@@ -386,6 +391,20 @@ detection:
     let data = &acl["evidences"][0]["data"];
     assert!(data["drops_per_second"].as_f64().unwrap() >= 50.0, "{acl}");
     assert!(data["held_seconds"].as_f64().unwrap() >= 0.4, "{acl}");
+
+    let (_, bad) = ocsf("policy_refused");
+    assert_eq!(bad["class_uid"], 0);
+    assert!(
+        bad["message"].as_str().unwrap().starts_with("bad.yaml: "),
+        "{bad}"
+    );
+    assert!(
+        bad["unmapped"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("bad.yaml:1:"),
+        "the error lines with their position: {bad}"
+    );
 
     let (_, api) = ocsf("api_refused");
     assert_eq!(api["class_uid"], 6003);
@@ -508,5 +527,56 @@ pools:
     assert!(
         status.success(),
         "the daemon stops promptly with a dead collector: {status}"
+    );
+}
+
+#[test]
+fn a_bad_events_file_stops_the_start_with_located_errors() {
+    let dir = scratch("evbad");
+    let _cleanup = RemoveDir(dir.clone());
+    let events = dir.join("events.yaml");
+    std::fs::write(
+        &events,
+        "sinks:\n  - syslog: { address: 127.0.0.1:514, transport: udp, colour: red }\n",
+    )
+    .unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "interfaces:\n  - { name: uplink, mac: 02:00:00:00:00:01, addresses: [198.51.100.1/24] }\n\
+         services:\n  - { name: web, vip: 203.0.113.10, ports: [443], protocol: tcp, routes: [{ pool: web }] }\n\
+         pools:\n  web: { scheduler: maglev, backends: [{ address: 198.51.100.11 }] }\n",
+    )
+    .unwrap();
+    let shm = dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let out = run_with_timeout(
+        Command::new(control_bin())
+            .env("SWITCHYARD_SHM_DIR", &shm)
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .args([
+                "--instance",
+                &unique("evbad"),
+                "--listen",
+                "127.0.0.1:0",
+                "--events",
+            ])
+            .arg(&events),
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let expected = format!("{}:2:", events.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("colour"), "{stderr}");
+    // Nothing was published: the start stopped before the segment was touched.
+    assert!(
+        std::fs::read_dir(&shm).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".gen-")),
+        "no generation file"
     );
 }

@@ -142,24 +142,7 @@ pub fn run(options: &RunOptions) -> ExitCode {
         error!("{e}");
         return ExitCode::FAILURE;
     }
-    let token_file = options
-        .token_file
-        .clone()
-        .unwrap_or_else(|| auth::default_token_path(&options.shm_dir, &options.instance));
-    let token = match auth::load_or_create(&token_file) {
-        Ok((token, created)) => {
-            info!(
-                "API token {} {}",
-                if created { "created in" } else { "read from" },
-                token_file.display()
-            );
-            token
-        }
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Read before anything is created: a bad events file changes nothing.
     let (events, detection) = match &options.events {
         None => (Events::disabled(), DetectionConfig::default()),
         Some(path) => {
@@ -186,6 +169,24 @@ pub fn run(options: &RunOptions) -> ExitCode {
         error!("{e}");
         return ExitCode::FAILURE;
     }
+    let token_file = options
+        .token_file
+        .clone()
+        .unwrap_or_else(|| auth::default_token_path(&options.shm_dir, &options.instance));
+    let token = match auth::load_or_create(&token_file) {
+        Ok((token, created)) => {
+            info!(
+                "API token {} {}",
+                if created { "created in" } else { "read from" },
+                token_file.display()
+            );
+            token
+        }
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Bound before anything is published, so a busy port changes nothing.
     let listener = match TcpListener::bind(options.listen) {
         Ok(l) => l,
