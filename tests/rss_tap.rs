@@ -308,6 +308,7 @@ fn every_flow_both_directions_on_one_worker_with_two_rx_queues() {
     for w in holder.values() {
         *per_worker_held.entry(*w).or_default() += 1;
     }
+    eprintln!("flows held per worker: {per_worker_held:?}");
     assert_eq!(
         per_worker_held.len(),
         2,
