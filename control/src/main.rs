@@ -202,7 +202,7 @@ struct RunArgs {
     /// Address of the local HTTP API (state, apply, metrics).
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
-    /// The API's bearer token file, created with mode 0600 if missing [default:
+    /// The API's bearer token file, created with mode 0640 if missing [default:
     /// <shm-dir>/switchyard-<instance>.token]. Required to listen beyond loopback; then every
     /// request needs the token.
     #[arg(long, value_name = "PATH")]

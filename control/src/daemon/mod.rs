@@ -133,7 +133,7 @@ pub fn run(options: &RunOptions) -> ExitCode {
     init_logging();
     if !options.listen.ip().is_loopback() && options.token_file.is_none() {
         error!(
-            "refusing to listen on {}: beyond loopback the API must be reached with a token the              operator chose where to keep; pass --token-file PATH (created with mode 0600 if              missing; every request, reads included, then needs it), or listen on 127.0.0.1",
+            "refusing to listen on {}: beyond loopback the API must be reached with a token the              operator chose where to keep; pass --token-file PATH (created with mode 0640 if              missing; every request, reads included, then needs it), or listen on 127.0.0.1",
             options.listen
         );
         return ExitCode::FAILURE;
