@@ -50,6 +50,8 @@ enum Command {
     Trace(TraceArgs),
     /// A bounded sample of live connections from the workers' connection tables.
     Flows(FlowsArgs),
+    /// Live packet capture of what the data plane receives (or drops), written as pcapng.
+    Capture(CaptureArgs),
     /// Take this node out of the routers' ECMP (withdraw every VIP from BGP, wait for traffic
     /// to stop), put it back, or show what it announces (docs/DEPLOY-ECMP.md).
     Node(NodeArgs),
@@ -113,6 +115,46 @@ struct TraceArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// Only packets to this address (a VIP).
+    #[arg(long)]
+    vip: Option<String>,
+    /// Only packets from or to this port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Only this protocol: tcp, udp, icmp, icmpv6 or a number.
+    #[arg(long)]
+    proto: Option<String>,
+    /// Capture packets as they are dropped for this reason (a drop counter: `acl`,
+    /// `drop_rate_limited`, ...) or for `any` reason, instead of received packets.
+    #[arg(long, value_name = "REASON")]
+    drop: Option<String>,
+    /// Packets at most (per worker on the data plane's side; in the file).
+    #[arg(long, short = 'c', default_value_t = 1000)]
+    count: u64,
+    /// Seconds at most.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Bytes kept of each packet (1-2048).
+    #[arg(long, short = 's', default_value_t = 2048)]
+    snaplen: u16,
+    /// Packets per second per worker at most.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u32,
+    /// Stop once the file holds this many bytes (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    max_bytes: u64,
+    /// The pcapng file to write; `-` for standard output.
+    #[arg(short = 'w', value_name = "FILE")]
+    write: PathBuf,
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +374,22 @@ fn main() -> ExitCode {
             },
             live: args.live,
             json: args.json,
+        }),
+        Command::Capture(args) => daemon::capture::run(&daemon::capture::CaptureOptions {
+            api: args.api,
+            token_file: args.token.path(),
+            params: daemon::capture::CaptureParams {
+                vip: args.vip,
+                port: args.port,
+                proto: args.proto,
+                drop: args.drop,
+                count: Some(args.count),
+                seconds: Some(args.seconds),
+                snaplen: Some(args.snaplen),
+                rate: Some(args.rate),
+            },
+            max_bytes: args.max_bytes,
+            write: args.write,
         }),
         Command::Flows(args) => daemon::inspect::flows(&daemon::inspect::FlowsOptions {
             api: args.api,

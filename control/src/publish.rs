@@ -248,6 +248,15 @@ impl Publisher {
         self.end.segment()
     }
 
+    /// The directory of the segment and its files.
+    pub fn shm_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// This control plane's epoch.
     pub fn epoch(&self) -> u64 {
         self.end.epoch()

@@ -273,6 +273,13 @@ async fn trace(
     answer(ask(&controller, |reply| Request::Trace(params, reply)).await)
 }
 
+async fn capture(
+    State(controller): State<Sender<Request>>,
+    Query(params): Query<super::capture::CaptureParams>,
+) -> Response {
+    answer(ask(&controller, |reply| Request::Capture(params, reply)).await)
+}
+
 async fn flows(
     State(controller): State<Sender<Request>>,
     Query(params): Query<FlowsParams>,
@@ -296,8 +303,8 @@ async fn not_found() -> Response {
     failure(
         404,
         "no such endpoint; the API has GET /v1/state, POST /v1/apply, GET /v1/rollouts, \
-         POST /v1/rollouts/SERVICE/{pause,resume,abort}, GET /v1/trace, GET /v1/flows and \
-         GET /metrics",
+         POST /v1/rollouts/SERVICE/{pause,resume,abort}, GET /v1/trace, GET /v1/flows, \
+         POST /v1/capture and GET /metrics",
     )
 }
 
@@ -310,6 +317,7 @@ fn router(controller: Sender<Request>, guard: Arc<Guard>) -> Router {
         .route("/v1/rollouts/{service}/{action}", post(rollout_action))
         .route("/v1/trace", get(trace))
         .route("/v1/flows", get(flows))
+        .route("/v1/capture", post(capture))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         // Room for the largest policy, so the handler can refuse a bigger one with its reason.

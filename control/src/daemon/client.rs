@@ -243,6 +243,32 @@ impl ApiClient {
         self.json(request.call())
     }
 
+    /// `POST /v1/capture`: starts a live capture; the answer names its file.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a bad filter is status 400, no data plane 503.
+    pub fn capture(
+        &self,
+        p: &super::capture::CaptureParams,
+    ) -> Result<super::capture::CaptureStarted, ClientError> {
+        let mut request = self.post("/v1/capture");
+        for (k, v) in [
+            ("vip", p.vip.clone()),
+            ("port", p.port.map(|v| v.to_string())),
+            ("proto", p.proto.clone()),
+            ("drop", p.drop.clone()),
+            ("count", p.count.map(|v| v.to_string())),
+            ("seconds", p.seconds.map(|v| v.to_string())),
+            ("snaplen", p.snaplen.map(|v| v.to_string())),
+            ("rate", p.rate.map(|v| v.to_string())),
+        ] {
+            if let Some(v) = v {
+                request = request.query(k, v);
+            }
+        }
+        self.json(request.send_empty())
+    }
+
     /// `GET /metrics`, as text.
     ///
     /// # Errors

@@ -106,6 +106,11 @@ pub enum Request {
         query::FlowsParams,
         oneshot::Sender<Result<query::FlowsView, ApiFailure>>,
     ),
+    /// `POST /v1/capture`: start a live capture (see [`super::capture`]).
+    Capture(
+        super::capture::CaptureParams,
+        oneshot::Sender<Result<super::capture::CaptureStarted, ApiFailure>>,
+    ),
     /// Stop (SIGINT, SIGTERM).
     Stop {
         signal: &'static str,
@@ -875,6 +880,9 @@ impl Controller {
             }
             Request::Trace(params, reply) => self.start_trace(&params, reply),
             Request::Flows(params, reply) => self.start_flows(&params, reply),
+            Request::Capture(params, reply) => {
+                let _ = reply.send(super::capture::start(&mut self.publisher, &params));
+            }
             Request::Stop { .. } => {}
         }
     }
@@ -1054,6 +1062,13 @@ impl Controller {
     /// Hands the workers' answers to their queries; answers finished and timed-out ones.
     fn answer_queries(&mut self) {
         for m in self.publisher.take_answers() {
+            if let shm::Message::Dropped { .. } = m {
+                let names = self.publisher.segment().counter_names();
+                if let Some(e) = super::capture::drop_event(&m, &names) {
+                    self.events.emit(e);
+                }
+                continue;
+            }
             let Some(id) = query::answer_id(&m) else {
                 continue;
             };

@@ -18,6 +18,7 @@
 pub mod announce;
 pub mod api;
 pub mod auth;
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod controller;
@@ -26,6 +27,7 @@ pub mod emit;
 pub mod inspect;
 pub mod metrics;
 pub mod node;
+pub mod pcapng;
 pub mod query;
 pub mod show;
 pub mod view;
