@@ -199,6 +199,13 @@ class Ecmp:
         run(["ip", "link", "set", node.up_tap, "netns", EDGE])
         ipn(EDGE, f"addr add 10.80.{node.k}.254/24 dev {node.up_tap}")
         ipn(EDGE, f"link set {node.up_tap} up")
+        if self.edge_bird is not None and self.edge_bird.poll() is None:
+            # The tap is new to the router: a route the node announced before it was there had
+            # a next hop on no interface and was dropped. Ask the node for its routes again
+            # (BGP route refresh). A router whose link to a node stays (a NIC, not a tap) never
+            # needs this.
+            run(["birdc", "-s", self.socket(None), "reload", "in", f"node_{node.name}"],
+                check=False)
         run(["ip", "link", "set", node.bk_tap, "netns", r])
         ipn(r, f"link set {node.bk_tap} address {node.gw_mac}")
         ipn(r, f"addr add {node.gw}/24 dev {node.bk_tap}")
@@ -239,11 +246,18 @@ class Ecmp:
         self.wait_routes({v: 2 for v in VIPS}, 20, "restore")
 
     def stop(self):
-        for node in NODES:
-            for p in (node.ctl, node.bird):
-                Fleet.stop(p, signal.SIGTERM, timeout=3)
-            Fleet.stop(node.dp, signal.SIGINT, timeout=10)
-        Fleet.stop(self.edge_bird, signal.SIGTERM, timeout=3)
+        """Stops every process (each tried, whatever the others do) and removes the topology."""
+        procs = [(p, signal.SIGTERM) for n in NODES for p in (n.ctl, n.bird)]
+        procs += [(n.dp, signal.SIGINT) for n in NODES] + [(self.edge_bird, signal.SIGTERM)]
+        for p, sig in procs:
+            try:
+                Fleet.stop(p, sig, timeout=10)
+            except Exception as ex:  # noqa: BLE001 - a stuck process must not keep the rest
+                log(f"ecmp: stopping pid {p.pid}: {ex}")
+                try:
+                    p.kill()
+                except OSError:
+                    pass
         remove(self.h.L.router)
         self.up = False
 
@@ -266,6 +280,12 @@ class Ecmp:
                 raise Fail(f"{what}: router routes {have}, expected {want} after {timeout} s; "
                            f"{self.bgp_summary()}")
             time.sleep(poll)
+
+    def learned_from(self, node):
+        """VIP routes the router's BIRD holds from node's BGP session."""
+        out = run(["birdc", "-s", self.socket(None), "show", "route", "protocol",
+                   f"node_{node.name}"], check=False).stdout
+        return len(re.findall(r"^\S+/32\s", out, re.M))
 
     def bgp_summary(self):
         out = run(["birdc", "-s", self.socket(None), "show", "protocols"], check=False).stdout
@@ -309,26 +329,44 @@ class Ecmp:
         out = [(c, b.strip()) for c, b in out]
         return out + [("000", "")] * (n - len(out))
 
-    def whoami(self, src, sport, vip, timeout=3):
-        """One connection from src:sport: the backend that answered, or None. The client ends
-        it with a reset (SO_LINGER 0), so the same 5-tuple can be used again at once (no
-        TIME_WAIT on either end)."""
-        code = (
-            "import socket,struct,sys\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-            f"s.settimeout({timeout}); s.bind(('{src}',{sport})); s.connect(('{vip}',{PORT}))\n"
-            f"s.sendall(b'GET /whoami HTTP/1.1\\r\\nHost: {vip}\\r\\n\\r\\n')\n"
-            "d=b''\n"
-            "while b'\\r\\n\\r\\n' not in d:\n"
-            "    c=s.recv(4096)\n"
-            "    if not c: break\n"
-            "    d+=c\n"
-            "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0)); s.close()\n"
-            "for l in d.decode(errors='replace').split('\\r\\n'):\n"
-            "    if l.lower().startswith('x-backend:'): print(l.split(':',1)[1].strip())\n")
-        r = run(["ip", "netns", "exec", CLI, "python3", "-c", code], check=False,
-                timeout=timeout + 5)
-        return r.stdout.strip() or None
+    def whoami(self, tuples, vip, timeout=3):
+        """One connection per (src, sport), one after the other, from one client process:
+        {(src, sport): the backend that answered, or None}. Each connection ends with a reset
+        (SO_LINGER 0), so the same 5-tuple can be used again at once (no TIME_WAIT)."""
+        code = f"""
+import json, socket, struct, sys
+out = {{}}
+for src, sport in json.loads(sys.argv[1]):
+    backend = None
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout({timeout})
+        s.bind((src, sport))
+        s.connect(("{vip}", {PORT}))
+        s.sendall(b"GET /whoami HTTP/1.1\\r\\nHost: {vip}\\r\\n\\r\\n")
+        data = b""
+        while b"\\r\\n\\r\\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        for line in data.decode(errors="replace").split("\\r\\n"):
+            if line.lower().startswith("x-backend:"):
+                backend = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    out[f"{{src}}:{{sport}}"] = backend
+print(json.dumps(out))
+"""
+        r = run(["ip", "netns", "exec", CLI, "python3", "-c", code, json.dumps(tuples)],
+                check=False, timeout=(timeout + 1) * len(tuples) + 20)
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            raise Fail(f"the client printed no answer: {r.stderr.strip()[-300:]}")
 
     def route_get(self, src, sport, vip):
         """The node the router's multipath hash picks for this 5-tuple."""

@@ -599,26 +599,26 @@ class Harness(Fleet):
         """The same 5-tuple forced through node a, then node b (a policy-routing rule on the
         router per source), reaches the same backend: both nodes compiled the same Maglev table."""
         e = self.ecmp()
-        pairs, same, failed = [], 0, 0
+        tuples = [(src, 42000 + i) for i, src in enumerate(ecmp.SOURCES[:16])]
+        answers = {}
         try:
-            for i, src in enumerate(ecmp.SOURCES[:16]):
-                sport = 42000 + i
-                answers = []
-                for n in ecmp.NODES:
-                    table = 100 + n.k
-                    ipn(ecmp.EDGE, f"route replace {ecmp.VIPS[0]}/32 via {n.uplink} table {table}")
+            for n in ecmp.NODES:
+                table = 100 + n.k
+                ipn(ecmp.EDGE, f"route replace {ecmp.VIPS[0]}/32 via {n.uplink} table {table}")
+                for src, _ in tuples:
                     ipn(ecmp.EDGE, f"rule add from {src} iif {ecmp.PREFIX}-e-c lookup {table} pref 100")
-                    try:
-                        answers.append(e.whoami(src, sport, ecmp.VIPS[0]))
-                    finally:
-                        ipn(ecmp.EDGE, f"rule del from {src} iif {ecmp.PREFIX}-e-c lookup {table} pref 100",
-                            check=False)
-                failed += answers.count(None)
-                same += answers[0] is not None and answers[0] == answers[1]
-                pairs.append((f"{src}:{sport}", *answers))
+                try:
+                    answers[n.name] = e.whoami(tuples, ecmp.VIPS[0])
+                finally:
+                    for src, _ in tuples:
+                        ipn(ecmp.EDGE, f"rule del from {src} iif {ecmp.PREFIX}-e-c pref 100", check=False)
         finally:
             for n in ecmp.NODES:
                 ipn(ecmp.EDGE, f"route flush table {100 + n.k}", check=False)
+        pairs = [(f"{s}:{p}", answers["a"].get(f"{s}:{p}"), answers["b"].get(f"{s}:{p}"))
+                 for s, p in tuples]
+        failed = sum((a is None) + (b is None) for _, a, b in pairs)
+        same = sum(a is not None and a == b for _, a, b in pairs)
         backends = collections.Counter(a for _, a, _b in pairs)
         r.note(f"16 five-tuples, each through node a then node b: {same} reached the same backend; "
                f"backends {dict(sorted(backends.items()))}")
@@ -663,11 +663,21 @@ class Harness(Fleet):
         t0 = time.time()
         a.dp.send_signal(signal.SIGKILL)
         a.dp.wait(5)
-        withdrawn = e.wait_routes({v: 1 for v in ecmp.VIPS}, 10, "after node a's data plane died",
-                                  poll=0.01)
-        r.note(f"node a's data plane SIGKILLed: both VIPs withdrawn at the router in "
-               f"{withdrawn * 1000:.0f} ms (BGP hold {ecmp.HOLD} s, keepalive {ecmp.KEEPALIVE} s: "
-               f"the announcer withdrew, the session stayed up)")
+        kernel_route = bgp_withdrawn = None
+        while time.time() - t0 < 10 and (kernel_route is None or bgp_withdrawn is None):
+            if kernel_route is None and all(len(e.nexthops(v)) == 1 for v in ecmp.VIPS):
+                kernel_route = time.time() - t0
+            if bgp_withdrawn is None and e.learned_from(a) == 0:
+                bgp_withdrawn = time.time() - t0
+            time.sleep(0.005)
+        r.check(kernel_route is not None and bgp_withdrawn is not None,
+                f"after 10 s: kernel route {kernel_route}, BGP withdrawal {bgp_withdrawn}; {e.bgp_summary()}")
+        withdrawn = max(kernel_route or 99, bgp_withdrawn or 99)
+        r.note(f"node a's data plane SIGKILLed: the router's kernel route lost node a after "
+               f"{(kernel_route or 0) * 1000:.0f} ms (the tap went with the process), its BIRD had "
+               f"node a's BGP withdrawal after {(bgp_withdrawn or 0) * 1000:.0f} ms (BGP hold "
+               f"{ecmp.HOLD} s, keepalive {ecmp.KEEPALIVE} s: the announcer withdrew, the session stayed up: "
+               f"{e.bgp_summary()})")
         try:
             status = json.loads(open(os.path.join(self.shm, f"switchyard-{a.instance}.announce.json")).read())
             configured = status["configured_at_ms"] / 1000 - t0
@@ -693,7 +703,8 @@ class Harness(Fleet):
                 f"streams on the lost node broke although node b has the same table: {broken_summary(lost)}")
         # Node added back: the router spreads flows over both again; those rehashed to node a
         # reach it without a connection-table entry.
-        st = StreamRun(e.client(), groups, tokens_for(6))
+        # Longer streams: they must outlive node a's start.
+        st = StreamRun(e.client(), groups, tokens_for(12))
         st.wait_ready(20)
         Fleet.stop(a.dp)
         t1 = time.time()
@@ -701,7 +712,7 @@ class Harness(Fleet):
         back = e.wait_routes({v: 2 for v in ecmp.VIPS}, 20, "node a back")
         time.sleep(0.5)
         moved = e.flows(a)
-        streams = st.wait(40)
+        streams = st.wait(60)
         onto_a = [s for s in streams if f"{s['src']}:{s['attempts'][0]['sport']}" in moved]
         r.note(f"node a's data plane restarted: announced again {back:.1f} s after it started "
                f"({time.time() - t1:.1f} s in all); of {len(streams)} streams {len(onto_a)} moved "

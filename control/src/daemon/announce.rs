@@ -487,12 +487,12 @@ impl Announcer {
         })
     }
 
-    /// Stops the thread (the routes file stays as it is: see the module doc).
+    /// Stops the thread (the routes file stays as it is: see the module doc). It is not
+    /// joined: it may wait on a state request the stopped controller will never answer, or on
+    /// a `birdc configure` that finishes on its own; the process exits without it.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        drop(self.thread.take());
     }
 }
 
