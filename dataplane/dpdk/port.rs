@@ -125,8 +125,8 @@ pub struct PortFeatures {
     /// the outer header's checksum itself when it emits the header (20 bytes, in cache), which
     /// saves setting per-packet offload metadata (`ol_flags`, `l2_len`, `l3_len`) on the mbuf.
     pub ipv4_cksum_available: bool,
-    /// The device could send multi-segment mbufs. Not requested: frames fit one buffer (the
-    /// settings refuse an MTU that does not), and fast free excludes chained mbufs.
+    /// The device could send multi-segment mbufs. Not requested: frames fit one buffer (an MTU
+    /// whose frames do not is warned about at start), and fast free excludes chained mbufs.
     pub multi_seg_available: bool,
 }
 
@@ -279,6 +279,8 @@ impl Port {
         // lands on one queue, so one worker's connection table sees the whole flow.
         let rss_hf = info.rss_offloads
             & u64::from(sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_TCP | sys::RTE_ETH_RSS_UDP);
+        // The key's length is the device's `hash_key_size`; a device that reports none gets the
+        // 40 bytes of the standard Toeplitz key (DPDK 22.11 passes the key to the driver as is).
         let key_len = match info.hash_key_size {
             0 => 40,
             n => usize::from(n),
