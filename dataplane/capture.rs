@@ -27,8 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use switchyard_table::shm::capture::{
-    capture_path_in, CaptureFile, CaptureFilter, CaptureProducer, RecordMeta, Watch,
-    ANY_COUNTER,
+    capture_path_in, CaptureFile, CaptureFilter, CaptureProducer, RecordMeta, Watch, ANY_COUNTER,
 };
 use switchyard_table::shm::{monotonic_ms, FlowTuple, Message};
 

@@ -248,7 +248,9 @@ pub fn drop_event(m: &Message, counters: &[String]) -> Option<Event> {
         "{reason}: {src}:{} → {dst}:{} proto {} (sampled, worker {worker})",
         flow.sport, flow.dport, flow.proto
     );
-    let mut e = Event::new(kind, text).reason(reason).worker(u32::from(worker));
+    let mut e = Event::new(kind, text)
+        .reason(reason)
+        .worker(u32::from(worker));
     e = e.flow(crate::events::Flow {
         src,
         src_port: flow.sport,
@@ -395,7 +397,15 @@ pub fn run(o: &CaptureOptions) -> ExitCode {
             Ok(w) => w,
             Err(e) => return fail(&e),
         };
-        drain(&file, &mut w, &started.counters, started.count, o.max_bytes, until, &stop)
+        drain(
+            &file,
+            &mut w,
+            &started.counters,
+            started.count,
+            o.max_bytes,
+            until,
+            &stop,
+        )
     } else {
         let out = match std::fs::File::create(&o.write) {
             Ok(f) => std::io::BufWriter::new(f),
@@ -405,7 +415,15 @@ pub fn run(o: &CaptureOptions) -> ExitCode {
             Ok(w) => w,
             Err(e) => return fail(&e),
         };
-        drain(&file, &mut w, &started.counters, started.count, o.max_bytes, until, &stop)
+        drain(
+            &file,
+            &mut w,
+            &started.counters,
+            started.count,
+            o.max_bytes,
+            until,
+            &stop,
+        )
     };
     match result {
         Ok(d) => {

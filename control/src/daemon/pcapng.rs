@@ -142,8 +142,13 @@ mod tests {
     fn tcpdump_reads_what_it_writes() {
         let path = std::env::temp_dir().join(format!("sy-pcapng-{}.pcapng", std::process::id()));
         let mut w = Writer::new(std::fs::File::create(&path).unwrap(), 38).unwrap();
-        w.packet(1_700_000_000_123_456_789, 42, &frame(1)[..38], Some("drop_acl"))
-            .unwrap();
+        w.packet(
+            1_700_000_000_123_456_789,
+            42,
+            &frame(1)[..38],
+            Some("drop_acl"),
+        )
+        .unwrap();
         w.packet(1_700_000_001_000_000_000, 42, &frame(2)[..38], None)
             .unwrap();
         w.flush().unwrap();
@@ -155,10 +160,20 @@ mod tests {
             .expect("tcpdump is installed by ci/setup");
         let _ = std::fs::remove_file(&path);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].starts_with("1700000000.123456789 IP 10.0.0.1"), "{text}");
-        assert!(lines[1].starts_with("1700000001.000000000 IP 10.0.0.2"), "{text}");
+        assert!(
+            lines[0].starts_with("1700000000.123456789 IP 10.0.0.1"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("1700000001.000000000 IP 10.0.0.2"),
+            "{text}"
+        );
     }
 }

@@ -155,8 +155,8 @@ impl CaptureFile {
             ));
         }
         let words = HEADER_WORDS + workers as usize * ring_words(SLOTS, SLOT_BYTES);
-        let map = WordMap::create(path, words)
-            .map_err(|e| CaptureError::Io(path.to_path_buf(), e))?;
+        let map =
+            WordMap::create(path, words).map_err(|e| CaptureError::Io(path.to_path_buf(), e))?;
         let w = map.words();
         let set = |i: usize, v: u64| w[i].store(v, Ordering::Relaxed);
         set(1, u64::from(CAPTURE_ABI_VERSION) | u64::from(workers) << 32);
@@ -287,7 +287,9 @@ impl CaptureFile {
                 0 => Watch::Received,
                 1 => Watch::Dropped { counter },
                 // Refused by `check_filter` on open.
-                _ => Watch::Dropped { counter: u32::MAX - 1 },
+                _ => Watch::Dropped {
+                    counter: u32::MAX - 1,
+                },
             },
             port: (f >> 32) as u16,
             snaplen: (f >> 48) as u16,
@@ -678,13 +680,13 @@ mod tests {
     fn a_damaged_header_or_filter_is_refused_on_open() {
         let d = dir("open");
         for (i, (word, value)) in [
-            (0usize, 0u64),                                              // magic
-            (1, u64::from(CAPTURE_ABI_VERSION + 1) | 1 << 32),            // ABI
-            (2, 100 | u64::from(SLOT_BYTES) << 32),                       // slots not 2^n
-            (3, 8),                                                       // size
-            (8, 4 | 6 << 8 | 2 << 16 | 443 << 32 | 96 << 48),            // watch 2
+            (0usize, 0u64),                                                 // magic
+            (1, u64::from(CAPTURE_ABI_VERSION + 1) | 1 << 32),              // ABI
+            (2, 100 | u64::from(SLOT_BYTES) << 32),                         // slots not 2^n
+            (3, 8),                                                         // size
+            (8, 4 | 6 << 8 | 2 << 16 | 443 << 32 | 96 << 48),               // watch 2
             (8, 4 | 6 << 8 | 443 << 32 | u64::from(MAX_SNAPLEN + 1) << 48), // snap length
-            (10, 0),                                                      // budget
+            (10, 0),                                                        // budget
         ]
         .into_iter()
         .enumerate()
