@@ -26,3 +26,4 @@ pub mod query;
 pub mod settings;
 pub mod stats;
 pub mod swap;
+pub mod telemetry;

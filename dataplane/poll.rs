@@ -100,6 +100,17 @@ impl PollLoop {
         let mut next_housekeeping = t0;
         let mut now_ms = 0;
         let mut queries = Queries::default();
+        use crate::pipeline::PacketBuf as _;
+        // Telemetry: this worker's block of the control segment (see crate::telemetry); busy
+        // and idle cycles from the TSC read each poll already makes.
+        if let Some(block) = self.counters.telemetry(index) {
+            self.pipeline
+                .set_telemetry(crate::telemetry::Telemetry::in_segment(block));
+        }
+        self.pipeline.telemetry().set_tsc_hz(dpdk::tsc_hz());
+        let (mut last_tsc, mut was_busy, mut busy, mut idle) = (t0, false, 0u64, 0u64);
+        let active_every = dpdk::tsc_hz() / 10; // ~100 ms
+        let mut next_active = t0;
         let mut taps_seen = 0u64;
 
         while !stop.load(Relaxed) {
@@ -113,6 +124,13 @@ impl PollLoop {
                 });
             }
             let tsc = dpdk::rdtsc();
+            let spent = tsc.wrapping_sub(last_tsc);
+            last_tsc = tsc;
+            if was_busy {
+                busy += spent;
+            } else {
+                idle += spent;
+            }
             #[allow(clippy::cast_possible_truncation)] // milliseconds wrap by design (u32 clock)
             {
                 now_ms =
@@ -127,6 +145,10 @@ impl PollLoop {
                 }
                 received = true;
                 f.totals.rx += n as u64;
+                let bytes: usize = f.next.packets_mut().iter().map(|p| p.data().len()).sum();
+                self.pipeline
+                    .telemetry()
+                    .port_rx(usize::from(rx_index), n as u64, bytes as u64);
                 if self.pipeline.taps_received() {
                     // A live capture of received packets: the one branch per burst it costs.
                     self.pipeline
@@ -176,7 +198,14 @@ impl PollLoop {
                 }
                 next_housekeeping = tsc + housekeeping_every;
             }
+            was_busy = received;
+            if tsc >= next_active {
+                self.pipeline.publish_active_flows();
+                next_active = tsc + active_every;
+            }
             if tsc >= next_publish {
+                self.pipeline.telemetry().cycles(busy, idle);
+                (busy, idle) = (0, 0);
                 me.publish(&f.totals);
                 self.counters
                     .publish(index, self.pipeline.counters().iter().map(|(_, v)| v));
@@ -184,6 +213,8 @@ impl PollLoop {
             }
         }
         self.flush_pending(&mut f, now_ms);
+        self.pipeline.telemetry().cycles(busy, idle);
+        self.pipeline.publish_active_flows();
         me.publish(&f.totals);
         self.counters
             .publish(index, self.pipeline.counters().iter().map(|(_, v)| v));
@@ -285,7 +316,17 @@ impl PollLoop {
         }
         for (i, out) in outs.iter_mut().enumerate() {
             if !out.is_empty() {
+                use crate::pipeline::PacketBuf as _;
+                let mut lens = [0u32; BURST_SIZE];
+                for (l, p) in lens.iter_mut().zip(out.packets_mut().iter()) {
+                    *l = u32::try_from(p.data().len()).unwrap_or(u32::MAX);
+                }
                 let (sent, lost) = out.tx(self.ports[i], self.plan.tx_queue, self.tx_retries);
+                let bytes: u64 = lens[..sent.min(BURST_SIZE)]
+                    .iter()
+                    .map(|&l| u64::from(l))
+                    .sum();
+                self.pipeline.telemetry().port_tx(i, sent as u64, bytes);
                 t.tx += sent as u64;
                 t.dropped += lost as u64;
                 if lost > 0 {

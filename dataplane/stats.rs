@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 use switchyard_table::shm::layout::{WorkerCounters, MAX_COUNTERS};
+use switchyard_table::shm::telemetry::WorkerBlock;
 use switchyard_table::shm::CounterRows;
 
 use crate::pipeline::Counter;
@@ -136,6 +137,16 @@ impl CounterBoard {
         match &self.rows {
             Rows::Segment(r) => r.row(worker),
             Rows::Local(r) => r.get(worker),
+        }
+    }
+
+    /// Worker `worker`'s telemetry block in the control segment; `None` without a segment (the
+    /// worker then counts into a block of its own) or past `MAX_WORKERS`.
+    #[must_use]
+    pub fn telemetry(&self, worker: usize) -> Option<WorkerBlock> {
+        match &self.rows {
+            Rows::Segment(r) => r.telemetry_blocks().worker(worker),
+            Rows::Local(_) => None,
         }
     }
 

@@ -304,6 +304,10 @@ struct BackendArgs {
 
 #[derive(Debug, Args)]
 struct ShowArgs {
+    /// `stats`: traffic per service, pool, backend and port, drops by reason, per-worker busy
+    /// share (from `GET /v1/stats`) instead of the configuration and state.
+    #[arg(value_parser = ["stats"])]
+    what: Option<String>,
     /// Address of the daemon's API.
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
     api: String,
@@ -346,6 +350,7 @@ fn main() -> ExitCode {
             api: args.api,
             token_file: args.token.path(),
             json: args.json,
+            stats: args.what.is_some(),
         }),
         Command::RemoveInstance(args) => remove_instance(&args),
         Command::Node(args) => {

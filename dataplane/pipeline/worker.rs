@@ -24,13 +24,13 @@
 //! consistent hash and forwarded without an entry (`forwarded_stateless`). See
 //! [`flow_backend`]. The tables' counters appear as `flow_*`.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use switchyard_table::generation::{Generation, FAMILY_V6, NONE, PROTO_TCP};
 use switchyard_table::lpm::{lookup_v4, lookup_v6};
 
-use super::classify::{classify, Lb, Step};
+use super::classify::{classify, Lb, NeighbourNews, Step};
 use super::counters::{Counter, Counters};
 use super::encap::{self, Inner as EncapInner};
 use super::limit::{Eviction, SourceLimiter, TokenBucket};
@@ -38,6 +38,7 @@ use super::local;
 use super::sched::{live_backend, schedule, NewFlow, SchedState, SLOT_COUNTED};
 use super::view::View;
 use super::{PacketBuf, PortIndex, PortMap, Verdict};
+use crate::neighbour::{Observation, WorkerNeighbours};
 use crate::flow::{
     fold32, hash_words, tcp_flags, FlowKey, FlowKeyV4, FlowKeyV6, FlowMut, FlowState, FlowTable,
     FlowValue, InsertLimit, InsertOutcome, Timeouts,
@@ -145,6 +146,9 @@ pub struct PipelineWorker {
     sources: SourceLimiter,
     counters: Counters,
     ports: PortMap,
+    /// Resolved gateway MACs and the resolver's queue ([`crate::neighbour`]); `None` until
+    /// [`PipelineWorker::set_neighbours`] (news is then dropped, `drop_neighbour_queue_full`).
+    neighbours: Option<WorkerNeighbours>,
     /// Phase-1 results of the burst in progress in [`PipelineWorker::process_burst`].
     staged: Staged,
     /// A live capture on this worker ([`crate::capture`]), almost always `None`; the two flags
@@ -218,6 +222,7 @@ impl PipelineWorker {
             sources: SourceLimiter::new(seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15),
             counters: Counters::default(),
             ports: cfg.ports,
+            neighbours: None,
             staged: Staged::default(),
             tap: None,
             tap_received: false,
@@ -248,6 +253,20 @@ impl PipelineWorker {
         self.sched.reset_for(&g);
         self.generation = Some(g);
         self.epoch += 1;
+    }
+
+    /// Whether the resolver has a MAC for `port`'s gateway (either family).
+    pub(crate) fn gateway_resolved(&self, port: PortIndex) -> bool {
+        self.neighbours
+            .as_ref()
+            .and_then(|n| n.slots.port(port))
+            .is_some_and(crate::neighbour::PortSlots::any)
+    }
+
+    /// Connects the worker to the neighbour resolver: where resolved gateway MACs are read and
+    /// where news about gateways goes.
+    pub fn set_neighbours(&mut self, n: WorkerNeighbours) {
+        self.neighbours = Some(n);
     }
 
     /// Tells the worker how many workers share the appliance's ICMP budget: `Config.icmp_rate`
@@ -512,6 +531,7 @@ impl PipelineWorker {
                 self.counters.inc(Counter::KernelToWire);
                 Ok(Verdict::Forward(port))
             }
+            Step::Learn(news) => self.learn(&news, rx_port),
             Step::ArpReply { l3 } => {
                 self.reply(rx_port, Counter::ArpReplySent, false, now, |mac| {
                     local::arp_reply(pkt, usize::from(l3), mac)
@@ -542,6 +562,28 @@ impl PipelineWorker {
                 }
                 Verdict::Drop
             }
+        }
+    }
+
+    /// Hands news about a gateway of `rx_port` to the resolver; the frame itself is done.
+    fn learn(&mut self, news: &NeighbourNews, rx_port: PortIndex) -> Result<Verdict, Counter> {
+        let addr = if news.v6 {
+            IpAddr::V6(news.addr.into())
+        } else {
+            IpAddr::V4(u32::try_from(news.addr).unwrap_or(0).into())
+        };
+        let observation = Observation {
+            port: rx_port,
+            addr,
+            mac: news.mac,
+            overrides: news.overrides,
+        };
+        match &self.neighbours {
+            Some(n) if n.observe(observation) => {
+                self.counters.inc(Counter::NeighbourLearned);
+                Ok(Verdict::Drop)
+            }
+            _ => Err(Counter::DropNeighbourQueueFull),
         }
     }
 
@@ -581,6 +623,7 @@ impl PipelineWorker {
             icmp,
             sources,
             counters,
+            neighbours,
             ..
         } = self;
         let g: &Generation = generation.as_deref().ok_or(Counter::DropNoTable)?;
@@ -588,9 +631,19 @@ impl PipelineWorker {
         // leaves no state behind.
         let egress_port = view.backend_port.unwrap_or(rx_port);
         let egress = view.port(egress_port).ok_or(Counter::DropPortUnbound)?;
-        if !egress.has_gateway() {
-            return Err(Counter::DropNoGatewayMac);
-        }
+        // A configured MAC is used as it is; otherwise the resolver's slot (cold when a MAC
+        // is configured: one branch on a value already in the view).
+        let resolved = if egress.has_gateway() {
+            None
+        } else {
+            if !egress.resolves_gateway() {
+                return Err(Counter::DropNoGatewayMac);
+            }
+            match neighbours.as_ref().and_then(|n| n.slots.port(egress_port)) {
+                Some(slots) if slots.any() => Some(slots),
+                _ => return Err(Counter::DropGatewayUnresolved),
+            }
+        };
         let table = K::table(tables);
         let index = if lb.icmp_error {
             let pinned = table
@@ -608,6 +661,22 @@ impl PipelineWorker {
             .get(index)
             .ok_or(Counter::DropBadTableReference)?;
         let backend_v6 = backend.family == FAMILY_V6;
+
+        let gateway = match resolved {
+            None => egress.gateway_mac,
+            Some(slots) => match slots.mac(backend_v6) {
+                Some(mac) => mac,
+                None if (if backend_v6 {
+                    egress.gateway_v6
+                } else {
+                    u128::from(egress.gateway_v4)
+                }) == 0 =>
+                {
+                    return Err(Counter::DropNoGatewayMac)
+                }
+                None => return Err(Counter::DropGatewayUnresolved),
+            },
+        };
 
         let (l3, len) = (usize::from(lb.l3), usize::from(lb.len));
         let overhead = encap::overhead(view.gue, backend_v6);
@@ -636,8 +705,15 @@ impl PipelineWorker {
             tos: lb.tos,
             hash: lb.hash,
         };
-        let forwarded =
-            encap::encapsulate(pkt, view, &inner, &backend.address, backend_v6, egress)?;
+        let forwarded = encap::encapsulate(
+            pkt,
+            view,
+            &inner,
+            &backend.address,
+            backend_v6,
+            egress,
+            gateway,
+        )?;
         counters.inc(forwarded);
         if lb.icmp_error {
             counters.inc(Counter::IcmpErrorSteered);

@@ -84,6 +84,13 @@ async fn state(State(controller): State<Sender<Request>>) -> Response {
     }
 }
 
+async fn stats(State(controller): State<Sender<Request>>) -> Response {
+    match ask(&controller, Request::Stats).await {
+        Some(view) => Json(view).into_response(),
+        None => stopping(),
+    }
+}
+
 async fn metrics(State(controller): State<Sender<Request>>) -> Response {
     match ask(&controller, Request::Metrics).await {
         Some(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
@@ -317,6 +324,7 @@ fn router(controller: Sender<Request>, guard: Arc<Guard>) -> Router {
         .route("/v1/rollouts/{service}/{action}", post(rollout_action))
         .route("/v1/trace", get(trace))
         .route("/v1/flows", get(flows))
+        .route("/v1/stats", get(stats))
         .route("/v1/capture", post(capture))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -35,8 +35,10 @@ pub struct ShowOptions {
     pub api: String,
     /// The daemon's token file (`--token-file`, else `<shm-dir>/switchyard-<instance>.token`).
     pub token_file: PathBuf,
-    /// Print the raw JSON of `GET /v1/state`.
+    /// Print the raw JSON of `GET /v1/state` (or `GET /v1/stats`).
     pub json: bool,
+    /// `show stats`: traffic per service, pool, backend and port instead of the state.
+    pub stats: bool,
 }
 
 /// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
@@ -242,6 +244,19 @@ pub fn backend_state(options: &BackendStateOptions) -> ExitCode {
 pub fn show(options: &ShowOptions) -> ExitCode {
     let client =
         ApiClient::new(&options.api, Duration::from_secs(10)).with_token_file(&options.token_file);
+    if options.stats {
+        let stats = match client.stats() {
+            Ok(s) => s,
+            Err(e) => return client_failure(&e),
+        };
+        let text = if options.json {
+            serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n"
+        } else {
+            super::stats::render(&stats)
+        };
+        let _ = io::stdout().lock().write_all(text.as_bytes());
+        return ExitCode::SUCCESS;
+    }
     let state = match client.state() {
         Ok(s) => s,
         Err(e) => return client_failure(&e),

@@ -177,6 +177,15 @@ impl ApiClient {
         self.json(response)
     }
 
+    /// `GET /v1/stats`: traffic per service, pool, backend and port.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn stats(&self) -> Result<super::stats::StatsView, ClientError> {
+        let response = self.get("/v1/stats").call();
+        self.json(response)
+    }
+
     /// `GET /v1/rollouts`.
     ///
     /// # Errors

@@ -74,6 +74,8 @@ pub const MAX_APPLY_WAIT: Duration = Duration::from_secs(120);
 pub enum Request {
     State(oneshot::Sender<StateView>),
     Metrics(oneshot::Sender<String>),
+    /// `GET /v1/stats`: traffic per service, pool, backend and port.
+    Stats(oneshot::Sender<super::stats::StatsView>),
     Apply(
         ApplyRequest,
         oneshot::Sender<Result<ApplyResponse, ApiFailure>>,
@@ -337,7 +339,15 @@ pub struct Controller {
     detector: Option<Detector>,
     /// Why the next generation is published, for its `policy_applied` event.
     cause: Option<String>,
+    /// Traffic totals from the workers' telemetry ([`super::stats`]), read every
+    /// [`TRAFFIC_READ_EVERY`] and before each answer that shows them.
+    traffic: super::stats::Traffic,
+    next_traffic_read: Instant,
 }
+
+/// How often the controller folds the workers' telemetry into its totals (a row handed to
+/// another key is lost only if it changed hands twice within this time).
+const TRAFFIC_READ_EVERY: Duration = Duration::from_millis(250);
 
 /// How often phased canaries are checked for a step due or a gate tripped.
 const ROLLOUT_TICK: Duration = Duration::from_millis(200);
@@ -649,6 +659,8 @@ impl Controller {
             events: Events::disabled(),
             detector: None,
             cause: None,
+            traffic: super::stats::Traffic::default(),
+            next_traffic_read: Instant::now(),
         };
         controller.load_rollouts(&policy);
         // Backends the tables already have down stay down until their checks pass `rise`
@@ -857,7 +869,12 @@ impl Controller {
                 let _ = reply.send(self.state_view());
             }
             Request::Metrics(reply) => {
+                self.read_traffic();
                 let _ = reply.send(self.metrics());
+            }
+            Request::Stats(reply) => {
+                self.read_traffic();
+                let _ = reply.send(self.stats_view());
             }
             Request::Apply(apply, reply) => self.apply(apply, reply),
             Request::Fleet(observation) => self.observe_fleet(observation),
@@ -890,6 +907,9 @@ impl Controller {
     /// Drains the data plane's messages, follows the current generation, answers waiting
     /// `apply`s and polls the policy file.
     pub fn tick(&mut self) {
+        if Instant::now() >= self.next_traffic_read {
+            self.read_traffic();
+        }
         self.detect();
         self.publish_load();
         self.tick_rollouts();
@@ -1722,6 +1742,49 @@ impl Controller {
         }
     }
 
+    /// Folds the workers' telemetry into the traffic totals.
+    fn read_traffic(&mut self) {
+        self.next_traffic_read = Instant::now() + TRAFFIC_READ_EVERY;
+        let segment = self.publisher.segment().clone();
+        let d = segment.dataplane_status();
+        if d.pid == 0 {
+            return;
+        }
+        let workers: Vec<u32> = self.workers().iter().map(|w| w.worker).collect();
+        self.traffic.read(&segment, d.epoch, &workers);
+    }
+
+    /// `GET /v1/stats` (from the totals as last read).
+    #[must_use]
+    pub fn stats_view(&self) -> super::stats::StatsView {
+        let segment = self.publisher.segment();
+        let d = segment.dataplane_status();
+        let mut counters: Vec<(String, u64)> = Vec::new();
+        if d.pid != 0 {
+            counters = segment
+                .counter_names()
+                .into_iter()
+                .map(|n| (n, 0))
+                .collect();
+            for w in self.workers() {
+                for (c, v) in counters
+                    .iter_mut()
+                    .zip(segment.counters(w.worker as usize).unwrap_or_default())
+                {
+                    c.1 += v;
+                }
+            }
+        }
+        let mut pools = describe::pools(&self.current.policy, &self.current.generation);
+        self.fill_live(&mut pools);
+        self.traffic.view(
+            &self.current.generation,
+            &pools,
+            &counters,
+            self.publisher.dataplane_attached(),
+        )
+    }
+
     /// `GET /metrics`.
     #[must_use]
     pub fn metrics(&self) -> String {
@@ -1766,6 +1829,7 @@ impl Controller {
             workers,
         };
         let mut body = metrics::render(&control, &dataplane);
+        metrics::render_traffic(&mut body, &self.stats_view());
         self.events.render_metrics(&mut body);
         body
     }

@@ -12,7 +12,12 @@
 //! - `switchyard_control_*`: generation numbers, publishes, rejects, reloads, publish→live;
 //! - `switchyard_dataplane_*`: up, pid, epoch, workers, and per worker (`worker` label) the live
 //!   generation, packets, drops and every named counter as `switchyard_dataplane_<name>_total`
-//!   (a counter of `_milliseconds` as `<stem>_seconds_total`, in seconds).
+//!   (a counter of `_milliseconds` as `<stem>_seconds_total`, in seconds);
+//! - traffic from the workers' telemetry ([`super::stats`], [`render_traffic`]):
+//!   `switchyard_service_*{service}`, `switchyard_pool_*{pool}`,
+//!   `switchyard_backend_*{pool,backend,address}` (packets, bytes, new flows, active flows;
+//!   health, weights, load), `switchyard_port_*{port}`, per worker busy/idle seconds and swaps,
+//!   `switchyard_dataplane_dropped_packets_total{reason}`.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -395,6 +400,276 @@ fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
             }
         }
     }
+}
+
+/// Appends the traffic families (see the module doc) to `body`, skipping any family `body`
+/// already has.
+#[allow(clippy::too_many_lines)] // one table of families
+pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
+    use Kind::{Counter, Gauge};
+    use Value::{Float, Int};
+    let mut e = Exposition::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.split(' ').next() {
+                e.families.insert(name.to_owned());
+            }
+        }
+    }
+    type Svc = super::stats::ServiceStats;
+    let services: [(&str, &str, fn(&Svc) -> u64); 3] = [
+        (
+            "switchyard_service_packets_total",
+            "Packets of the service forwarded to a backend.",
+            |v| v.packets,
+        ),
+        (
+            "switchyard_service_bytes_total",
+            "Bytes (frames as received) of the service forwarded to a backend.",
+            |v| v.bytes,
+        ),
+        (
+            "switchyard_service_new_flows_total",
+            "Flows opened to the service (a SYN or a UDP flow's first datagram that missed the \
+             connection table).",
+            |v| v.new_flows,
+        ),
+    ];
+    for (name, help, get) in services {
+        if e.family(name, Counter, help) {
+            for v in &s.services {
+                e.sample(name, &[("service", &v.name)], Int(get(v)));
+            }
+        }
+    }
+    type Pool = super::stats::PoolStats;
+    let pools: [(&str, Kind, &str, fn(&Pool) -> u64); 4] = [
+        (
+            "switchyard_pool_packets_total",
+            Counter,
+            "Packets forwarded to the pool's backends.",
+            |v| v.packets,
+        ),
+        (
+            "switchyard_pool_bytes_total",
+            Counter,
+            "Bytes forwarded to the pool's backends.",
+            |v| v.bytes,
+        ),
+        (
+            "switchyard_pool_new_flows_total",
+            Counter,
+            "Flows opened to the pool's backends.",
+            |v| v.new_flows,
+        ),
+        (
+            "switchyard_pool_active_flows",
+            Gauge,
+            "Flows on the pool's backends in the workers' connection tables (closing ones aside).",
+            |v| v.active_flows,
+        ),
+    ];
+    for (name, kind, help, get) in pools {
+        if e.family(name, kind, help) {
+            for v in &s.pools {
+                e.sample(name, &[("pool", &v.name)], Int(get(v)));
+            }
+        }
+    }
+    type Backend = super::stats::BackendStats;
+    let backends: [(&str, Kind, &str, fn(&Backend) -> u64); 8] = [
+        (
+            "switchyard_backend_packets_total",
+            Counter,
+            "Packets forwarded to the backend.",
+            |v| v.packets,
+        ),
+        (
+            "switchyard_backend_bytes_total",
+            Counter,
+            "Bytes forwarded to the backend.",
+            |v| v.bytes,
+        ),
+        (
+            "switchyard_backend_new_flows_total",
+            Counter,
+            "Flows opened to the backend.",
+            |v| v.new_flows,
+        ),
+        (
+            "switchyard_backend_active_flows",
+            Gauge,
+            "Flows on the backend in the workers' connection tables (closing ones aside).",
+            |v| v.active_flows,
+        ),
+        (
+            "switchyard_backend_up",
+            Gauge,
+            "1 while the backend passes its health check (or its pool has none).",
+            |v| u64::from(v.healthy),
+        ),
+        (
+            "switchyard_backend_drained",
+            Gauge,
+            "1 while the backend is drained (takes no new flow, keeps its flows).",
+            |v| u64::from(v.state == "drained"),
+        ),
+        (
+            "switchyard_backend_weight",
+            Gauge,
+            "The backend's weight in the policy.",
+            |v| u64::from(v.weight),
+        ),
+        (
+            "switchyard_backend_effective_weight",
+            Gauge,
+            "The backend's weight in the live tables (health, drain and load applied).",
+            |v| u64::from(v.effective_weight),
+        ),
+    ];
+    for (name, kind, help, get) in backends {
+        if e.family(name, kind, help) {
+            for v in &s.backends {
+                e.sample(
+                    name,
+                    &[
+                        ("pool", &v.pool),
+                        ("backend", &v.backend),
+                        ("address", &v.address),
+                    ],
+                    Int(get(v)),
+                );
+            }
+        }
+    }
+    // Written even with no pool with `load` (then without samples), so dashboards find them.
+    let name = "switchyard_backend_load_ratio";
+    if e.family(
+        name,
+        Gauge,
+        "Smoothed live load of the backend (1 = saturated), for pools with `load`.",
+    ) {
+        for v in &s.backends {
+            if let Some(load) = v.load {
+                let labels = [("pool", v.pool.as_str()), ("backend", v.backend.as_str())];
+                e.sample(name, &labels, Float(load));
+            }
+        }
+    }
+    let name = "switchyard_backend_load_signal";
+    if e.family(
+        name,
+        Gauge,
+        "The last scraped value of each load signal of the backend (`signal` names the \
+             server's metric).",
+    ) {
+        for v in &s.backends {
+            for (signal, value) in &v.signals {
+                let labels = [
+                    ("pool", v.pool.as_str()),
+                    ("backend", v.backend.as_str()),
+                    ("signal", signal.as_str()),
+                ];
+                e.sample(name, &labels, Float(*value));
+            }
+        }
+    }
+    type Port = super::stats::PortStats;
+    let ports: [(&str, &str, fn(&Port) -> u64); 4] = [
+        (
+            "switchyard_port_received_packets_total",
+            "Packets received on the data-plane port (by port index).",
+            |p| p.rx_packets,
+        ),
+        (
+            "switchyard_port_received_bytes_total",
+            "Bytes received on the data-plane port.",
+            |p| p.rx_bytes,
+        ),
+        (
+            "switchyard_port_transmitted_packets_total",
+            "Packets sent on the data-plane port.",
+            |p| p.tx_packets,
+        ),
+        (
+            "switchyard_port_transmitted_bytes_total",
+            "Bytes sent on the data-plane port.",
+            |p| p.tx_bytes,
+        ),
+    ];
+    for (name, help, get) in ports {
+        if e.family(name, Counter, help) {
+            for p in &s.ports {
+                e.sample(name, &[("port", &p.port.to_string())], Int(get(p)));
+            }
+        }
+    }
+    #[allow(clippy::cast_precision_loss)] // seconds of TSC cycles: a float is what is wanted
+    let seconds = |cycles: u64, hz: u64| {
+        if hz == 0 {
+            0.0
+        } else {
+            cycles as f64 / hz as f64
+        }
+    };
+    let name = "switchyard_dataplane_worker_busy_seconds_total";
+    if e.family(
+        name,
+        Counter,
+        "Time the worker spent in polls that received packets.",
+    ) {
+        for w in &s.workers {
+            let label = w.worker.to_string();
+            e.sample(
+                name,
+                &[("worker", &label)],
+                Float(seconds(w.busy_cycles, w.tsc_hz)),
+            );
+        }
+    }
+    let name = "switchyard_dataplane_worker_idle_seconds_total";
+    if e.family(
+        name,
+        Counter,
+        "Time the worker spent in polls that received nothing.",
+    ) {
+        for w in &s.workers {
+            let label = w.worker.to_string();
+            e.sample(
+                name,
+                &[("worker", &label)],
+                Float(seconds(w.idle_cycles, w.tsc_hz)),
+            );
+        }
+    }
+    let name = "switchyard_dataplane_worker_swaps_total";
+    if e.family(
+        name,
+        Counter,
+        "Table generations the worker switched to since it started.",
+    ) {
+        for w in &s.workers {
+            e.sample(name, &[("worker", &w.worker.to_string())], Int(w.swaps));
+        }
+    }
+    let name = "switchyard_dataplane_dropped_packets_total";
+    if e.family(
+        name,
+        Counter,
+        "Packets the data plane dropped, by reason (summed over workers; reasons with drops).",
+    ) {
+        for (reason, n) in &s.drops {
+            e.sample(name, &[("reason", reason)], Int(*n));
+        }
+    }
+    e.single(
+        "switchyard_dataplane_untracked_packets_total",
+        Counter,
+        "Packets forwarded for services or backends beyond the telemetry rows (1024 services, \
+         4096 backends per worker).",
+        Int(s.untracked_packets),
+    );
+    body.push_str(&e.out);
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod node;
 pub mod pcapng;
 pub mod query;
 pub mod show;
+pub mod stats;
 pub mod view;
 pub mod watch;
 

@@ -24,8 +24,34 @@
 //!                                                      256 slots of 64 bytes (control)
 //! 0x16200  0x10100  2×2 + 1024   data→control ring     head (data plane), tail (control),
 //!                                                      1024 slots of 64 bytes (data plane)
-//! 0x26300                                              end (SEGMENT_SIZE)
+//! 0x26300  64 × 0x30480           each worker, its own  WorkerTelemetry[64]: header line
+//!                                 block                (generation, swaps, busy/idle TSC
+//!                                                      cycles, untracked packets), 16 port
+//!                                                      lines, 1024 service rows, 4096
+//!                                                      backend rows (see below)
+//! 0xc38300                                             end (SEGMENT_SIZE, 12.2 MiB; sparse)
 //! ```
+//!
+//! Telemetry ([`WorkerTelemetry`], one block per worker, written only by that worker; rows keyed
+//! so the control plane can tell which service or backend a row counts for):
+//!
+//! ```text
+//! +0x0      0x40     header      generation, swaps, busy_cycles, idle_cycles, tsc_hz,
+//!                                untracked_packets, untracked_bytes
+//! +0x40     0x400    ports       16 × PortRow: rx_packets, rx_bytes, tx_packets, tx_bytes
+//!                                (one line each), by the appliance's port order
+//! +0x440    0x8000   services    1024 × ServiceRow: key (service_key of its name; 0 = free),
+//!                                packets, bytes, new_flows
+//! +0x8440   0x8000   backend ids 4096 × u64: the stable backend id a backend row counts for
+//!                                (0 = free)
+//! +0x10440  0x20000  backends    4096 × BackendRow: packets, bytes, new_flows, active_flows
+//! +0x30440                       (padded to 0x30480)
+//! ```
+//!
+//! A row keeps its key while its service or backend is in the worker's generation, and after
+//! it leaves until every other row is taken: a row is reused last-freed-last, so the control
+//! plane sees a row's final counts before anything else is counted in it. A worker that gives
+//! a row a new key zeroes its counters first, then stores the key (release).
 //!
 //! Ring heads and tails sit on 128-byte blocks of their own (two cache lines) so that the
 //! adjacent-line prefetcher does not make the producer and the consumer share a line, the same
@@ -37,8 +63,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// `b"SWYDCTL\0"` read as a little-endian `u64`.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SWYDCTL\0");
-/// Bumped on any change to this layout, the message formats or their meaning.
-pub const SEGMENT_ABI_VERSION: u32 = 2;
+/// Bumped on any change to this layout, the message formats or their meaning. Version 3: the
+/// per-worker telemetry blocks.
+pub const SEGMENT_ABI_VERSION: u32 = 3;
 pub const CACHE_LINE: usize = 64;
 /// Workers the segment has status and counter slots for.
 pub const MAX_WORKERS: usize = 64;
@@ -46,6 +73,14 @@ pub const MAX_WORKERS: usize = 64;
 pub const MAX_COUNTERS: usize = 128;
 /// Bytes of one counter name (NUL-padded UTF-8).
 pub const COUNTER_NAME_LEN: usize = 32;
+/// Ports a worker's telemetry has rows for (the appliance's first 16 ports).
+pub const MAX_TELEMETRY_PORTS: usize = 16;
+/// Services a worker's telemetry has rows for; traffic of any further service is counted as
+/// untracked.
+pub const MAX_TELEMETRY_SERVICES: usize = 1024;
+/// Backends a worker's telemetry has rows for; traffic to any further backend is counted as
+/// untracked.
+pub const MAX_TELEMETRY_BACKENDS: usize = 4096;
 /// Slots of the control→data ring.
 pub const CONTROL_TO_DATA_CAPACITY: usize = 256;
 /// Slots of the data→control ring (acks from up to 64 workers per generation fit many times).
@@ -158,6 +193,72 @@ pub struct Ring<const N: usize> {
     pub slots: [Slot; N],
 }
 
+/// The header line of a worker's telemetry block.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct TelemetryHeader {
+    /// The generation the worker runs (whose services and backends its rows are keyed by).
+    pub generation: AtomicU64,
+    /// Generations this worker switched to since it started.
+    pub swaps: AtomicU64,
+    /// TSC cycles spent in polls that received packets.
+    pub busy_cycles: AtomicU64,
+    /// TSC cycles spent in polls that received nothing.
+    pub idle_cycles: AtomicU64,
+    /// TSC frequency, for turning cycles into seconds.
+    pub tsc_hz: AtomicU64,
+    /// Packets forwarded to a backend whose service or backend has no row.
+    pub untracked_packets: AtomicU64,
+    pub untracked_bytes: AtomicU64,
+    pub _reserved: AtomicU64,
+}
+
+/// One port's traffic as one worker saw it: its own line.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct PortRow {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub _reserved: [AtomicU64; 4],
+}
+
+/// One service's traffic as one worker forwarded it. Bytes are frame bytes as received.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ServiceRow {
+    /// `telemetry::service_key` of the service's name; 0: a free row.
+    pub key: AtomicU64,
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Flows this worker's connection table took in for the service.
+    pub new_flows: AtomicU64,
+}
+
+/// One backend's traffic as one worker forwarded it (its key is in `backend_ids`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct BackendRow {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub new_flows: AtomicU64,
+    /// Flows on the backend in this worker's connection tables, closing ones aside (refreshed
+    /// about every 100 ms).
+    pub active_flows: AtomicU64,
+}
+
+/// One worker's telemetry: written by that worker only, read by the control plane.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct WorkerTelemetry {
+    pub header: TelemetryHeader,
+    pub ports: [PortRow; MAX_TELEMETRY_PORTS],
+    pub services: [ServiceRow; MAX_TELEMETRY_SERVICES],
+    pub backend_ids: [AtomicU64; MAX_TELEMETRY_BACKENDS],
+    pub backends: [BackendRow; MAX_TELEMETRY_BACKENDS],
+}
+
 /// The whole control segment.
 #[repr(C)]
 #[derive(Debug)]
@@ -171,6 +272,7 @@ pub struct SegmentLayout {
     pub counters: [WorkerCounters; MAX_WORKERS],
     pub control_to_data: Ring<CONTROL_TO_DATA_CAPACITY>,
     pub data_to_control: Ring<DATA_TO_CONTROL_CAPACITY>,
+    pub telemetry: [WorkerTelemetry; MAX_WORKERS],
 }
 
 /// Bytes in the segment file.
@@ -191,11 +293,14 @@ pub mod offsets {
     pub const COUNTERS: usize = 0x2100;
     pub const CONTROL_TO_DATA: usize = 0x12100;
     pub const DATA_TO_CONTROL: usize = 0x16200;
+    pub const TELEMETRY: usize = 0x26300;
+    /// Bytes of one worker's telemetry block.
+    pub const WORKER_TELEMETRY: usize = 0x30480;
     /// Within a ring: head index, tail index, first slot.
     pub const RING_HEAD: usize = 0x0;
     pub const RING_TAIL: usize = 0x80;
     pub const RING_SLOTS: usize = 0x100;
-    pub const END: usize = 0x26300;
+    pub const END: usize = TELEMETRY + 64 * WORKER_TELEMETRY;
 }
 
 macro_rules! assert_layout {
@@ -218,6 +323,11 @@ assert_layout! {
     Slot => MESSAGE_SIZE, 64;
     Ring<CONTROL_TO_DATA_CAPACITY> => 256 + 64 * CONTROL_TO_DATA_CAPACITY, 128;
     Ring<DATA_TO_CONTROL_CAPACITY> => 256 + 64 * DATA_TO_CONTROL_CAPACITY, 128;
+    TelemetryHeader => 64, 64;
+    PortRow => 64, 64;
+    ServiceRow => 32, 8;
+    BackendRow => 32, 8;
+    WorkerTelemetry => offsets::WORKER_TELEMETRY, 128;
     SegmentLayout => offsets::END, 128;
 }
 
@@ -237,6 +347,12 @@ const _: () = {
     assert!(offset_of!(SegmentLayout, counters) == offsets::COUNTERS);
     assert!(offset_of!(SegmentLayout, control_to_data) == offsets::CONTROL_TO_DATA);
     assert!(offset_of!(SegmentLayout, data_to_control) == offsets::DATA_TO_CONTROL);
+    assert!(offset_of!(SegmentLayout, telemetry) == offsets::TELEMETRY);
+    assert!(offset_of!(WorkerTelemetry, ports) == 0x40);
+    assert!(offset_of!(WorkerTelemetry, services) == 0x440);
+    assert!(offset_of!(WorkerTelemetry, backend_ids) == 0x8440);
+    assert!(offset_of!(WorkerTelemetry, backends) == 0x10440);
+    assert!(offsets::TELEMETRY.is_multiple_of(128));
     assert!(offset_of!(Ring<1>, head) == offsets::RING_HEAD);
     assert!(offset_of!(Ring<1>, tail) == offsets::RING_TAIL);
     assert!(offset_of!(Ring<1>, slots) == offsets::RING_SLOTS);

@@ -33,6 +33,7 @@ pub mod layout;
 mod map;
 pub mod message;
 mod ring;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

@@ -1,0 +1,431 @@
+//! Traffic statistics: the data plane's per-worker telemetry blocks (`switchyard_table::shm::
+//! telemetry`) folded into totals per service, pool, backend and port, served as
+//! `GET /v1/stats` (`switchyard-control show stats [--json]`) and in `/metrics`.
+//!
+//! The controller reads every worker's block a few times a second ([`Traffic::read`]) and adds
+//! what each row grew by since the last read to the totals of the row's key (a service's name,
+//! a backend's stable id), so totals keep growing across generation swaps, rows handed to
+//! another key and data-plane restarts: a row whose key changed, or whose counts went down (a
+//! new data plane), counts from zero. A pool's totals are the sums of its backends' (a backend
+//! belongs to one pool: its id is keyed by pool and address), so the per-packet path counts
+//! services and backends only.
+//!
+//! Active flows are a gauge: the sum over workers of each backend's flows in the connection
+//! tables (closing TCP flows aside), refreshed by the workers about every 100 ms. There is no
+//! per-service figure: a pool may serve several services and a flow entry records its backend,
+//! not its service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use switchyard_table::generation::{name_str, Generation};
+use switchyard_table::shm::layout::MAX_TELEMETRY_PORTS;
+use switchyard_table::shm::telemetry::{service_key, RowCounts};
+use switchyard_table::shm::Segment;
+
+use super::view::PoolView;
+
+/// Counts of one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Counts of one pool: the sums of its backends'.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub active_flows: u64,
+}
+
+/// Counts and state of one backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStats {
+    pub pool: String,
+    /// The backend's name in the policy, else its address.
+    pub backend: String,
+    pub address: String,
+    pub id: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub active_flows: u64,
+    pub healthy: bool,
+    /// `up`, `down` or `drained`.
+    pub state: String,
+    pub weight: u32,
+    pub effective_weight: u32,
+    /// Smoothed load (1.0 = saturated), for pools with `load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<f64>,
+    /// The last scrape's signals, for pools with `load`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, f64>,
+}
+
+/// Traffic of one data-plane port (by its index in the data plane's port order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStats {
+    pub port: u32,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// One worker's generation, swaps and cycles (as the running data plane counted them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub worker: u32,
+    pub generation: u64,
+    pub swaps: u64,
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub tsc_hz: u64,
+}
+
+impl WorkerStats {
+    /// Busy share of the worker's polls, 0..=1.
+    #[must_use]
+    pub fn busy_ratio(&self) -> f64 {
+        let total = self.busy_cycles.saturating_add(self.idle_cycles);
+        if total == 0 {
+            0.0
+        } else {
+            #[allow(clippy::cast_precision_loss)] // a ratio
+            let r = self.busy_cycles as f64 / total as f64;
+            r
+        }
+    }
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Milliseconds since the Unix epoch when the counters were read.
+    pub time_ms: u64,
+    /// A data plane is attached.
+    pub dataplane_up: bool,
+    pub services: Vec<ServiceStats>,
+    pub pools: Vec<PoolStats>,
+    pub backends: Vec<BackendStats>,
+    pub ports: Vec<PortStats>,
+    pub workers: Vec<WorkerStats>,
+    /// Packets dropped, by reason (the data plane's `drop_*` counters without the prefix),
+    /// summed over workers; reasons with no drop are left out.
+    pub drops: BTreeMap<String, u64>,
+    /// Packets forwarded for a service or backend beyond the telemetry rows.
+    pub untracked_packets: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    packets: u64,
+    bytes: u64,
+    new_flows: u64,
+}
+
+impl Totals {
+    fn add(&mut self, now: &RowCounts, before: Option<&RowCounts>) {
+        let grew = |n: u64, b: u64| if n >= b { n - b } else { n };
+        match before {
+            Some(b) if b.key == now.key && now.packets >= b.packets => {
+                self.packets += grew(now.packets, b.packets);
+                self.bytes += grew(now.bytes, b.bytes);
+                self.new_flows += grew(now.new_flows, b.new_flows);
+            }
+            _ => {
+                self.packets += now.packets;
+                self.bytes += now.bytes;
+                self.new_flows += now.new_flows;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PortTotals {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+}
+
+/// Totals since the control plane started (see the module doc).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// The data-plane epoch the last rows were read from.
+    epoch: u64,
+    /// Last reading of each (worker, row).
+    services_seen: HashMap<(u32, usize), RowCounts>,
+    backends_seen: HashMap<(u32, usize), RowCounts>,
+    ports_seen: HashMap<(u32, usize), switchyard_table::shm::telemetry::PortCounts>,
+    /// Totals by service key and by backend id.
+    services: HashMap<u64, Totals>,
+    backends: HashMap<u32, Totals>,
+    /// Active flows by backend id (the last reading).
+    active: HashMap<u32, u64>,
+    ports: BTreeMap<usize, PortTotals>,
+    workers: Vec<WorkerStats>,
+    untracked: u64,
+    untracked_seen: HashMap<u32, u64>,
+}
+
+impl Traffic {
+    /// Reads every worker's block and adds what grew.
+    pub fn read(&mut self, segment: &Segment, epoch: u64, workers: &[u32]) {
+        if epoch != self.epoch {
+            // A new data plane: its rows start from zero.
+            self.epoch = epoch;
+            self.services_seen.clear();
+            self.backends_seen.clear();
+            self.ports_seen.clear();
+            self.untracked_seen.clear();
+        }
+        self.active.clear();
+        self.workers.clear();
+        for &w in workers {
+            let Some(snap) = segment.telemetry(w as usize, MAX_TELEMETRY_PORTS) else {
+                continue;
+            };
+            self.workers.push(WorkerStats {
+                worker: w,
+                generation: snap.generation,
+                swaps: snap.swaps,
+                busy_cycles: snap.busy_cycles,
+                idle_cycles: snap.idle_cycles,
+                tsc_hz: snap.tsc_hz,
+            });
+            let before = self.untracked_seen.insert(w, snap.untracked_packets);
+            self.untracked += match before {
+                Some(b) if snap.untracked_packets >= b => snap.untracked_packets - b,
+                _ => snap.untracked_packets,
+            };
+            for (row, now) in &snap.services {
+                let before = self.services_seen.insert((w, *row), *now);
+                self.services
+                    .entry(now.key)
+                    .or_default()
+                    .add(now, before.as_ref());
+            }
+            for (row, now) in &snap.backends {
+                let Ok(id) = u32::try_from(now.key) else {
+                    continue;
+                };
+                let before = self.backends_seen.insert((w, *row), *now);
+                self.backends
+                    .entry(id)
+                    .or_default()
+                    .add(now, before.as_ref());
+                *self.active.entry(id).or_default() += now.active_flows;
+            }
+            for (port, now) in snap.ports.iter().enumerate() {
+                let before = self.ports_seen.insert((w, port), *now).unwrap_or_default();
+                let grew = |n: u64, b: u64| if n >= b { n - b } else { n };
+                let t = self.ports.entry(port).or_default();
+                t.rx_packets += grew(now.rx_packets, before.rx_packets);
+                t.rx_bytes += grew(now.rx_bytes, before.rx_bytes);
+                t.tx_packets += grew(now.tx_packets, before.tx_packets);
+                t.tx_bytes += grew(now.tx_bytes, before.tx_bytes);
+            }
+        }
+    }
+
+    /// The totals of the current policy's services, pools and backends (`pools` as `show`
+    /// has them, with health, weights and load), the ports that carried traffic, and the
+    /// drops by reason from the data plane's counters (`counters`: name and sum).
+    #[must_use]
+    pub fn view(
+        &self,
+        generation: &Generation,
+        pools: &[PoolView],
+        counters: &[(String, u64)],
+        dataplane_up: bool,
+    ) -> StatsView {
+        let services = generation
+            .services
+            .iter()
+            .map(|s| {
+                let name = name_str(&s.name).to_owned();
+                let t = self
+                    .services
+                    .get(&service_key(&name))
+                    .copied()
+                    .unwrap_or_default();
+                ServiceStats {
+                    name,
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    new_flows: t.new_flows,
+                }
+            })
+            .collect();
+        let mut pool_stats = Vec::new();
+        let mut backends = Vec::new();
+        for p in pools {
+            let mut ps = PoolStats {
+                name: p.name.clone(),
+                ..PoolStats::default()
+            };
+            for b in &p.backends {
+                let t = self.backends.get(&b.id).copied().unwrap_or_default();
+                let active = self.active.get(&b.id).copied().unwrap_or(0);
+                ps.packets += t.packets;
+                ps.bytes += t.bytes;
+                ps.new_flows += t.new_flows;
+                ps.active_flows += active;
+                backends.push(BackendStats {
+                    pool: p.name.clone(),
+                    backend: b.name.clone().unwrap_or_else(|| b.address.clone()),
+                    address: b.address.clone(),
+                    id: b.id,
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    new_flows: t.new_flows,
+                    active_flows: active,
+                    healthy: b.healthy,
+                    state: b.state.clone(),
+                    weight: b.weight,
+                    effective_weight: b.effective_weight,
+                    load: b.load.as_ref().and_then(|l| l.load),
+                    signals: b
+                        .load
+                        .as_ref()
+                        .map(|l| l.signals.clone())
+                        .unwrap_or_default(),
+                });
+            }
+            pool_stats.push(ps);
+        }
+        let ports = self
+            .ports
+            .iter()
+            .filter(|(_, t)| t.rx_packets + t.tx_packets > 0)
+            .map(|(&port, t)| PortStats {
+                port: u32::try_from(port).unwrap_or(u32::MAX),
+                rx_packets: t.rx_packets,
+                rx_bytes: t.rx_bytes,
+                tx_packets: t.tx_packets,
+                tx_bytes: t.tx_bytes,
+            })
+            .collect();
+        let drops = counters
+            .iter()
+            .filter_map(|(name, v)| {
+                let reason = name.strip_prefix("drop_")?;
+                (*v > 0).then(|| (reason.to_owned(), *v))
+            })
+            .collect();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        StatsView {
+            time_ms,
+            dataplane_up,
+            services,
+            pools: pool_stats,
+            backends,
+            ports,
+            workers: self.workers.clone(),
+            drops,
+            untracked_packets: self.untracked,
+        }
+    }
+}
+
+/// `show stats` as text tables.
+#[must_use]
+pub fn render(s: &StatsView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "data plane: {}",
+        if s.dataplane_up { "up" } else { "not attached" }
+    );
+    let _ = writeln!(
+        out,
+        "\nSERVICE                  PACKETS            BYTES   NEW FLOWS"
+    );
+    for v in &s.services {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>11} {:>16} {:>11}",
+            v.name, v.packets, v.bytes, v.new_flows
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPOOL                     PACKETS            BYTES   NEW FLOWS      ACTIVE"
+    );
+    for v in &s.pools {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>11} {:>16} {:>11} {:>11}",
+            v.name, v.packets, v.bytes, v.new_flows, v.active_flows
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPOOL/BACKEND                      PACKETS            BYTES   NEW FLOWS      ACTIVE  STATE    WEIGHT"
+    );
+    for v in &s.backends {
+        let _ = writeln!(
+            out,
+            "{:<29} {:>11} {:>16} {:>11} {:>11}  {:<8} {:>6}",
+            format!("{}/{}", v.pool, v.backend),
+            v.packets,
+            v.bytes,
+            v.new_flows,
+            v.active_flows,
+            v.state,
+            v.effective_weight
+        );
+    }
+    if !s.ports.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPORT      RX PACKETS         RX BYTES   TX PACKETS         TX BYTES"
+        );
+        for p in &s.ports {
+            let _ = writeln!(
+                out,
+                "{:<4} {:>15} {:>16} {:>12} {:>16}",
+                p.port, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes
+            );
+        }
+    }
+    if !s.workers.is_empty() {
+        let _ = writeln!(out, "\nWORKER  GENERATION   SWAPS   BUSY");
+        for w in &s.workers {
+            let _ = writeln!(
+                out,
+                "{:<7} {:>10} {:>7} {:>5.1}%",
+                w.worker,
+                w.generation,
+                w.swaps,
+                w.busy_ratio() * 100.0
+            );
+        }
+    }
+    if !s.drops.is_empty() {
+        let _ = writeln!(out, "\nDROP REASON                          PACKETS");
+        for (reason, n) in &s.drops {
+            let _ = writeln!(out, "{reason:<32} {n:>11}");
+        }
+    }
+    if s.untracked_packets > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} packets of services or backends beyond the telemetry rows",
+            s.untracked_packets
+        );
+    }
+    out
+}
