@@ -39,6 +39,11 @@ pub struct Appliance {
     eal: Eal,
 }
 
+/// The mempool of NUMA socket `socket`.
+fn pool_name(socket: i32) -> String {
+    format!("sy_pool_s{socket}")
+}
+
 /// Spreads RX queues over workers.
 ///
 /// Queue `q` of a multi-queue port goes to worker `q % workers` on every port: symmetric RSS with
@@ -171,7 +176,7 @@ impl Appliance {
         let mut pools = Vec::new();
         for &s in &sockets {
             let pool = Mempool::create(
-                &format!("sy_pool_s{s}"),
+                &pool_name(s),
                 settings.mempool.mbufs,
                 settings.mempool.cache,
                 settings.mempool.data_room,
@@ -349,6 +354,15 @@ impl Appliance {
             ));
         }
         lines
+    }
+
+    /// The name of the mempool of each port (in port order): where a worker allocates the
+    /// frames the appliance originates (the neighbour resolver's requests and announcements).
+    pub fn pool_names(&self) -> Vec<std::ffi::CString> {
+        self.ports
+            .iter()
+            .map(|p| std::ffi::CString::new(pool_name(p.info().numa_socket())).unwrap_or_default())
+            .collect()
     }
 
     /// How the pipeline sees the ports: the interface bound to each, and the backend-facing and

@@ -15,8 +15,9 @@ use switchyard::dpdk::PortId;
 use switchyard::flow::{FlowKeyV4, FlowKeyV6, FlowTable, InsertLimit};
 use switchyard::forward::ForwardWorker;
 use switchyard::launch;
+use switchyard::neighbour::{self, Resolver};
 use switchyard::pipeline::{Counter, PipelineWorker, WorkerConfig};
-use switchyard::poll::PollLoop;
+use switchyard::poll::{Originated, PollLoop};
 use switchyard::query::QueryBoard;
 use switchyard::settings::Settings;
 use switchyard::stats::CounterBoard;
@@ -286,6 +287,13 @@ fn run(args: &RunArgs) -> Result<()> {
         ch.set_queries(Arc::clone(&queries));
     }
     let flow_cfg = settings.flow_table;
+    // Gateway resolution: the main lcore resolves, workers read the MACs, worker 0 sends.
+    let (resolver_links, worker_neighbours, outbox) = neighbour::links(ports.len());
+    let mut resolver = Resolver::new(resolver_links, settings.neighbour.timers()).logging(true);
+    let outbox = std::cell::Cell::new(Some(Originated {
+        outbox,
+        pools: app.pool_names(),
+    }));
     let mut links = LinkWatch::new(&app);
     let mut last_counter_publish = std::time::Instant::now();
     let report = launch::run_workers(
@@ -302,6 +310,8 @@ fn run(args: &RunArgs) -> Result<()> {
             let counters = counters.clone();
             let queries = Arc::clone(&queries);
             let tx_retries = settings.tx_retries;
+            let neighbours = worker_neighbours.clone();
+            let originated = if plan.index == 0 { outbox.take() } else { None };
             move || {
                 // Built on the worker's own lcore so its connection tables are NUMA-local.
                 let mut pipeline = PipelineWorker::new(WorkerConfig {
@@ -315,6 +325,7 @@ fn run(args: &RunArgs) -> Result<()> {
                     worker: plan.index,
                 });
                 pipeline.set_worker_count(workers);
+                pipeline.set_neighbours(neighbours);
                 let (v4, v6) = pipeline.flow_capacity();
                 println!(
                     "worker {} flow tables: ipv4 {v4} flows x {} B, ipv6 {v6} flows x {} B, {} bytes",
@@ -332,6 +343,7 @@ fn run(args: &RunArgs) -> Result<()> {
                     totals,
                     counters,
                     queries,
+                    originated,
                 }
                 .run(&stop)
             }
@@ -347,6 +359,7 @@ fn run(args: &RunArgs) -> Result<()> {
                     ch.post_event(kind, u64::from(change.port.0), b);
                 }
             }
+            resolver.follow(&cell, &port_map);
             if let Some(ch) = channel.as_mut() {
                 ch.poll(&cell);
                 if last_counter_publish.elapsed() >= Duration::from_millis(100) {
@@ -360,6 +373,13 @@ fn run(args: &RunArgs) -> Result<()> {
         },
     )?;
     print_port_stats(&app, &links);
+    for (port, addr, state, mac) in resolver.entries() {
+        let mac = mac.map_or_else(|| "-".to_owned(), |m| m.to_string());
+        println!(
+            "neighbour port {port} gateway {addr} {} {mac}",
+            state.name()
+        );
+    }
     for (name, value) in counters.sum() {
         if value > 0 {
             println!("counter {name} {value}");

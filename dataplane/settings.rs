@@ -133,6 +133,46 @@ pub struct Settings {
     /// Layer-3 MTU for every port; unset keeps the device default.
     pub mtu: Option<u16>,
     pub flow_table: FlowTableSettings,
+    pub neighbour: NeighbourSettings,
+}
+
+/// Timers of gateway resolution by ARP / neighbour discovery (see `dataplane/neighbour`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeighbourSettings {
+    /// How long an answer keeps a gateway's MAC confirmed before it is refreshed (unicast).
+    pub reachable_ms: u64,
+    /// Interval between requests.
+    pub retrans_ms: u64,
+    /// Broadcast requests before backing off; unanswered refreshes before the MAC is withdrawn.
+    pub probes: u32,
+    /// Longest interval between requests for a gateway that does not answer.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for NeighbourSettings {
+    fn default() -> Self {
+        let t = crate::neighbour::Timers::default();
+        Self {
+            reachable_ms: t.reachable_ms,
+            retrans_ms: t.retrans_ms,
+            probes: t.probes,
+            max_backoff_ms: t.max_backoff_ms,
+        }
+    }
+}
+
+impl NeighbourSettings {
+    /// The resolver's timers.
+    #[must_use]
+    pub fn timers(&self) -> crate::neighbour::Timers {
+        crate::neighbour::Timers {
+            reachable_ms: self.reachable_ms,
+            retrans_ms: self.retrans_ms,
+            probes: self.probes,
+            max_backoff_ms: self.max_backoff_ms,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -144,6 +184,7 @@ impl Default for Settings {
             tx_retries: 8,
             mtu: None,
             flow_table: FlowTableSettings::default(),
+            neighbour: NeighbourSettings::default(),
         }
     }
 }
@@ -225,6 +266,24 @@ impl Settings {
         if let Some(mtu) = self.mtu {
             if !(68..=9600).contains(&mtu) {
                 return Err(SettingsError(format!("mtu is {mtu}; expected 68 to 9600")));
+            }
+        }
+        let n = &self.neighbour;
+        for (name, v, lo, hi) in [
+            ("neighbour.reachable_ms", n.reachable_ms, 100, 3_600_000),
+            ("neighbour.retrans_ms", n.retrans_ms, 10, 60_000),
+            (
+                "neighbour.max_backoff_ms",
+                n.max_backoff_ms,
+                n.retrans_ms,
+                3_600_000,
+            ),
+            ("neighbour.probes", u64::from(n.probes), 1, 10),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(SettingsError(format!(
+                    "{name} is {v}; expected {lo} to {hi}"
+                )));
             }
         }
         let f = &self.flow_table;

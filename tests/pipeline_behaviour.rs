@@ -657,8 +657,8 @@ fn every_single_byte_flip_of_every_fixture_is_handled() {
     assert!(runs > 10_000, "{runs}");
 }
 
-/// A packet that is dropped leaves no state: with no gateway MAC the SYN is dropped before the
-/// connection table is touched (it used to insert the flow first).
+/// A packet that is dropped leaves no state: with the gateway not resolved the SYN is dropped
+/// before the connection table is touched (it used to insert the flow first).
 #[test]
 fn a_dropped_packet_leaves_no_flow_entry() {
     let mut w = worker_with(
@@ -670,7 +670,7 @@ fn a_dropped_packet_leaves_no_flow_entry() {
         let (v, _) = run(&mut w, &tcp4_frame(OTHER, sport, VIP4, 443, SYN, &[]), 1);
         assert_eq!(v, Verdict::Drop);
     }
-    assert_eq!(w.counters().get(Counter::DropNoGatewayMac), 10);
+    assert_eq!(w.counters().get(Counter::DropGatewayUnresolved), 10);
     assert_eq!(w.flow_count(), (0, 0), "no flow entry for a dropped packet");
     assert_eq!(w.counters().get(Counter::FlowInserts), 0);
 }

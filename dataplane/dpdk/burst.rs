@@ -76,6 +76,28 @@ impl Burst {
         usize::from(n)
     }
 
+    /// Appends a new mbuf from the pool named `pool` holding a copy of `bytes` (a frame the
+    /// appliance originates). `false` when the burst is full, the frame longer than 64 KiB, or
+    /// the pool has no such pool, buffer or room.
+    pub fn push_copy(&mut self, pool: &std::ffi::CStr, bytes: &[u8]) -> bool {
+        if self.len == BURST_SIZE {
+            return false;
+        }
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return false;
+        };
+        // SAFETY: `pool` is a valid C string and `bytes` readable for `len` bytes; the shim looks
+        // the pool up by name (NULL when there is none) and returns a new mbuf this burst owns,
+        // or NULL.
+        let m = unsafe { sys::sy_mbuf_from_bytes(pool.as_ptr(), bytes.as_ptr(), len) };
+        if m.is_null() {
+            return false;
+        }
+        self.pkts[self.len] = m;
+        self.len += 1;
+        true
+    }
+
     /// Sends everything held on one TX queue, retrying up to `retries` more times while the queue
     /// is full. What still did not fit is freed. Returns `(sent, dropped)`.
     #[inline]

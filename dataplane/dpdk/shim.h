@@ -25,5 +25,9 @@ uint16_t sy_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint
 uint16_t sy_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 int sy_errno(void);
 uint64_t sy_rdtsc(void);
+/* A new one-segment mbuf from the pool named `pool` holding a copy of `len` bytes, or NULL (no
+ * such pool, pool empty, no room). For the few frames the appliance originates (neighbour
+ * requests and announcements), never per received packet. */
+struct rte_mbuf *sy_mbuf_from_bytes(const char *pool, const uint8_t *data, uint16_t len);
 
 #endif

@@ -19,9 +19,18 @@
 //!    [`crate::wire::Error`]). Frames from the kernel port ([`super::PortMap::kernel`]) go out of the
 //!    port whose interface owns their source MAC (`kernel_to_wire`), untouched.
 //! 2. **Local traffic.** ARP requests for an address of the RX interface or inside a VIP are
-//!    answered in place (`arp_reply_sent`); ARP replies and gratuitous ARP are
-//!    `drop_arp_ignored` (gateway MACs are configured), requests for other addresses
-//!    `drop_arp_not_ours`. Neighbour solicitations for an address of the RX interface or a
+//!    answered in place (`arp_reply_sent`), requests for other addresses
+//!    `drop_arp_not_ours`. ARP replies and gratuitous ARP, and neighbour advertisements (to
+//!    our MAC or a multicast one), are news about a neighbour: about the RX interface's
+//!    gateway address while its MAC is resolved rather than configured, with a unicast MAC,
+//!    they are handed to the resolver in phase 2 (`neighbour_learned`, see
+//!    [`crate::neighbour`]); a broadcast, multicast or zero MAC is `drop_neighbour_bad_mac`,
+//!    any other address `drop_neighbour_not_gateway` (a unicast advertisement about another
+//!    address goes on as traffic for the host, so the exception path's own neighbour
+//!    discovery keeps working; ARP on an interface with a configured
+//!    gateway MAC: `drop_arp_ignored`); an advertisement failing RFC 4861 §7.1.2 (hop limit
+//!    255, code 0, checksum, no solicited flag to a multicast destination) or without a
+//!    target link-layer address is `drop_na_invalid`. Neighbour solicitations for an address of the RX interface or a
 //!    VIP are answered with a solicited, override advertisement carrying our MAC
 //!    (`nd_advert_sent`; a DAD probe from `::` is answered to all-nodes, unsolicited) after the
 //!    RFC 4861 §7.1.1 checks (`drop_nd_invalid`; other targets `drop_nd_not_ours`). Echo
@@ -87,6 +96,8 @@ pub(crate) enum Step {
     KernelToWire(PortIndex),
     /// Answer an ARP request (L3 header at `l3`).
     ArpReply { l3: u16 },
+    /// Hand news about the RX interface's gateway to the resolver.
+    Learn(NeighbourNews),
     /// Answer a neighbour solicitation; `dad` when it is a duplicate-address probe (source ::).
     NdAdvert { l3: u16, dad: bool },
     /// Answer an ICMP echo request.
@@ -109,6 +120,17 @@ impl Step {
             _ => None,
         }
     }
+}
+
+/// "This gateway address is at this MAC", from an ARP packet or a neighbour advertisement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NeighbourNews {
+    pub v6: bool,
+    /// The address (IPv4 in the low 32 bits).
+    pub addr: u128,
+    pub mac: wire::EthernetAddress,
+    /// ARP, or an NA with the override flag.
+    pub overrides: bool,
 }
 
 /// A packet to balance: its flow (client → VIP) and where its L3 packet lies in the frame.
@@ -200,8 +222,7 @@ fn arp(g: &Generation, port: &PortBinding, l3: &[u8], off: u16) -> Result<Step, 
     if repr.operation != wire::ArpOp::Request
         || repr.sender_protocol_addr == repr.target_protocol_addr
     {
-        // Replies and gratuitous ARP: gateway MACs are configured, nothing to learn.
-        return Err(Counter::DropArpIgnored);
+        return arp_news(port, &repr);
     }
     let target = u32::from(repr.target_protocol_addr);
     if port.owns_v4(target) || lookup_v4(&g.vip_lpm_v4, target) != 0 {
@@ -209,6 +230,65 @@ fn arp(g: &Generation, port: &PortBinding, l3: &[u8], off: u16) -> Result<Step, 
     } else {
         Err(Counter::DropArpNotOurs)
     }
+}
+
+/// An ARP reply or gratuitous ARP: news for the resolver when it is about our gateway.
+fn arp_news(port: &PortBinding, repr: &wire::ArpRepr) -> Result<Step, Counter> {
+    if port.has_gateway() {
+        return Err(Counter::DropArpIgnored);
+    }
+    let sender = u32::from(repr.sender_protocol_addr);
+    if port.gateway_v4 == 0 || sender != port.gateway_v4 {
+        return Err(Counter::DropNeighbourNotGateway);
+    }
+    let mac = repr.sender_hardware_addr;
+    if !mac.is_unicast() || mac.0 == [0; 6] {
+        return Err(Counter::DropNeighbourBadMac);
+    }
+    Ok(Step::Learn(NeighbourNews {
+        v6: false,
+        addr: u128::from(sender),
+        mac,
+        overrides: true,
+    }))
+}
+
+/// A neighbour advertisement: news for the resolver when it is about our gateway and passes
+/// the RFC 4861 §7.1.2 checks.
+fn neighbor_advert(
+    port: &PortBinding,
+    ip: &Ipv6Packet<&[u8]>,
+    icmp: &Icmpv6Packet<&[u8]>,
+) -> Result<Step, Counter> {
+    let target = u128::from(icmp.target_addr());
+    if port.gateway_v6 == 0 || target != port.gateway_v6 {
+        return Err(Counter::DropNeighbourNotGateway);
+    }
+    if ip.hop_limit() != 255 {
+        return Err(Counter::DropNaInvalid);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Icmpv6Repr::NeighborAdvert {
+        flags,
+        target_lladdr,
+        ..
+    } = Icmpv6Repr::parse(&src, &dst, icmp)?
+    else {
+        return Err(Counter::DropNaInvalid);
+    };
+    if dst.is_multicast() && flags.contains(wire::NdpFlags::SOLICITED) {
+        return Err(Counter::DropNaInvalid);
+    }
+    let mac = target_lladdr.ok_or(Counter::DropNaInvalid)?;
+    if !mac.is_unicast() || mac.0 == [0; 6] {
+        return Err(Counter::DropNeighbourBadMac);
+    }
+    Ok(Step::Learn(NeighbourNews {
+        v6: true,
+        addr: target,
+        mac,
+        overrides: flags.contains(wire::NdpFlags::OVERRIDE),
+    }))
 }
 
 /// 0.0.0.0/8, 127/8, 224/4 (multicast) and 240/4 (reserved, and the broadcast address).
@@ -390,6 +470,14 @@ fn ipv6(
         let icmp = Icmpv6Packet::new_checked(payload)?;
         if icmp.msg_type() == Icmpv6Message::NEIGHBOR_SOLICIT {
             return neighbor_solicit(g, port, &ip, &icmp, off);
+        }
+        // An advertisement to a unicast address about anything but our gateway is the host's
+        // (the exception path's own neighbour discovery).
+        if icmp.msg_type() == Icmpv6Message::NEIGHBOR_ADVERT
+            && (l2_multicast
+                || (port.gateway_v6 != 0 && u128::from(icmp.target_addr()) == port.gateway_v6))
+        {
+            return neighbor_advert(port, &ip, &icmp);
         }
     }
     if l2_multicast {

@@ -52,6 +52,17 @@ counters! {
     ArpReplySent => "arp_reply_sent",
     /// Neighbour advertisement sent for an own address or a VIP.
     NdAdvertSent => "nd_advert_sent",
+    /// ARP request sent to resolve or refresh a gateway (by worker 0, for the resolver).
+    ArpRequestSent => "arp_request_sent",
+    /// Neighbour solicitation sent to resolve or refresh a gateway.
+    NdSolicitSent => "nd_solicit_sent",
+    /// Gratuitous ARP sent for an own address or a VIP (on start, and for new ones).
+    GratuitousArpSent => "gratuitous_arp_sent",
+    /// Unsolicited neighbour advertisement sent for an own address or a VIP.
+    UnsolicitedNaSent => "unsolicited_na_sent",
+    /// ARP reply, gratuitous ARP or neighbour advertisement about a gateway of the RX
+    /// interface, handed to the resolver.
+    NeighbourLearned => "neighbour_learned",
     /// ICMP echo reply sent.
     IcmpEchoReplySent => "icmp_echo_reply_sent",
     /// ICMPv6 echo reply sent.
@@ -181,8 +192,20 @@ counters! {
     // ---- drops: local traffic ----
     /// ARP request for an address that is neither the RX interface's nor in a VIP.
     DropArpNotOurs => "drop_arp_not_ours",
-    /// ARP reply or gratuitous ARP (the appliance uses configured gateway MACs).
+    /// ARP reply or gratuitous ARP on an interface whose gateway MAC is configured.
     DropArpIgnored => "drop_arp_ignored",
+    /// ARP reply, gratuitous ARP or neighbour advertisement about an address that is no
+    /// gateway of the RX interface (nothing asked for it): ignored.
+    DropNeighbourNotGateway => "drop_neighbour_not_gateway",
+    /// ARP or neighbour advertisement claiming a broadcast, multicast or all-zero MAC.
+    DropNeighbourBadMac => "drop_neighbour_bad_mac",
+    /// Neighbour advertisement failing RFC 4861 §7.1.2 (hop limit, target, solicited flag to
+    /// a multicast destination) or without a target link-layer address.
+    DropNaInvalid => "drop_na_invalid",
+    /// The resolver's queue of learned neighbours was full (or no resolver runs).
+    DropNeighbourQueueFull => "drop_neighbour_queue_full",
+    /// A resolver frame worker 0 could not send (no mbuf, or the TX queue stayed full).
+    DropNeighbourTx => "drop_neighbour_tx",
     /// Neighbour solicitation for an address that is neither the RX interface's nor a VIP.
     DropNdNotOurs => "drop_nd_not_ours",
     /// Neighbour solicitation failing RFC 4861 §7.1.1 (hop limit, target, DAD rules).
@@ -238,8 +261,12 @@ counters! {
     DropNoRoute => "drop_no_route",
     /// None of the route's pools has a healthy backend.
     DropNoHealthyBackend => "drop_no_healthy_backend",
-    /// The egress interface has no gateway MAC.
+    /// The egress interface has neither a gateway MAC nor a gateway address of the outer
+    /// family to resolve.
     DropNoGatewayMac => "drop_no_gateway_mac",
+    /// The egress interface's gateway is being resolved (no MAC yet, or it stopped answering):
+    /// dropped, not held (see `dataplane/neighbour`).
+    DropGatewayUnresolved => "drop_gateway_unresolved",
     /// Not enough headroom or tailroom in the buffer to build the output.
     DropNoBufferRoom => "drop_no_buffer_room",
     /// A multi-segment packet (the poll loop drops these before the pipeline; counted here so

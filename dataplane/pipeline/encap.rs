@@ -12,11 +12,13 @@
 //! flow hash. GUE: UDP source port `0xC000 | hash & 0x3FFF`, destination the configured GUE
 //! port, a 4-byte variant-0 data header with the inner protocol (4 or 41); the UDP checksum is
 //! 0 over IPv4 (RFC 6936 allows it for tunnels; the inner packet has its own) and computed over
-//! IPv6. Ethernet: from the egress interface's MAC to its gateway's MAC, untagged.
+//! IPv6. Ethernet: from the egress interface's MAC to its gateway's MAC (configured, or
+//! resolved by [`crate::neighbour`]), untagged.
 //!
 //! Egress is the backend port ([`super::PortMap::backend`]), or the RX port on a one-armed
-//! appliance; an egress interface without a gateway MAC drops the packet before the connection
-//! table is touched (`drop_no_gateway_mac`). **VLAN tags on input are not carried to the
+//! appliance; an egress interface with neither a gateway MAC nor a gateway address drops the
+//! packet before the connection table is touched (`drop_no_gateway_mac`), one whose gateway is
+//! not resolved yet `drop_gateway_unresolved`. **VLAN tags on input are not carried to the
 //! output**: the frame to the backend is built from scratch for the egress interface, and the
 //! policy has no per-interface VLAN (a tagged uplink would need one). Ethernet padding after
 //! the inner packet is cut. Counted `forwarded_{ipip,gue}_{v4,v6}` by outer family.
@@ -27,8 +29,8 @@ use super::counters::Counter;
 use super::view::{PortBinding, View};
 use super::PacketBuf;
 use crate::wire::{
-    checksum, ethernet, gue, ipv4, ipv6, udp, EtherType, EthernetFrame, EthernetRepr, GuePacket,
-    GueRepr, IpProtocol, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
+    checksum, ethernet, gue, ipv4, ipv6, udp, EtherType, EthernetAddress, EthernetFrame,
+    EthernetRepr, GuePacket, GueRepr, IpProtocol, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
 };
 
 /// TTL / hop limit of the outer header.
@@ -71,7 +73,8 @@ pub(crate) struct Inner {
 }
 
 /// Encapsulates the inner packet to `backend` (16 address bytes, IPv4 in the first 4) and
-/// readdresses the frame to `egress`'s gateway. Returns the forwarding counter.
+/// readdresses the frame from `egress` to `gateway` (its gateway's MAC). Returns the
+/// forwarding counter.
 ///
 /// # Errors
 /// [`Counter::DropNoBufferRoom`] when the headroom cannot take the outer headers.
@@ -83,12 +86,14 @@ pub(crate) fn encapsulate<P: PacketBuf>(
     backend: &[u8; 16],
     backend_v6: bool,
     egress: &PortBinding,
+    gateway: EthernetAddress,
 ) -> Result<Counter, Counter> {
+    let to = (egress, gateway);
     match (backend_v6, view.gue) {
-        (false, false) => encap_as::<P, OuterV4, false>(pkt, view, inner, backend, egress),
-        (false, true) => encap_as::<P, OuterV4, true>(pkt, view, inner, backend, egress),
-        (true, false) => encap_as::<P, OuterV6, false>(pkt, view, inner, backend, egress),
-        (true, true) => encap_as::<P, OuterV6, true>(pkt, view, inner, backend, egress),
+        (false, false) => encap_as::<P, OuterV4, false>(pkt, view, inner, backend, to),
+        (false, true) => encap_as::<P, OuterV4, true>(pkt, view, inner, backend, to),
+        (true, false) => encap_as::<P, OuterV6, false>(pkt, view, inner, backend, to),
+        (true, true) => encap_as::<P, OuterV6, true>(pkt, view, inner, backend, to),
     }
 }
 
@@ -217,7 +222,7 @@ fn encap_as<P: PacketBuf, O: Outer, const GUE: bool>(
     view: &View,
     inner: &Inner,
     backend: &[u8; 16],
-    egress: &PortBinding,
+    (egress, gateway): (&PortBinding, EthernetAddress),
 ) -> Result<Counter, Counter> {
     let tunnel = if GUE { GUE_LEN } else { 0 };
     let front = ethernet::HEADER_LEN + O::HEADER_LEN + tunnel;
@@ -236,7 +241,7 @@ fn encap_as<P: PacketBuf, O: Outer, const GUE: bool>(
     let (l2, rest) = head.split_at_mut(ethernet::HEADER_LEN);
     EthernetRepr {
         src_addr: egress.mac,
-        dst_addr: egress.gateway_mac,
+        dst_addr: gateway,
         ethertype: O::ETHERTYPE,
     }
     .emit(&mut EthernetFrame::new_unchecked(l2));

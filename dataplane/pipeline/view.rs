@@ -14,8 +14,12 @@ use crate::wire::EthernetAddress;
 pub(crate) struct PortBinding {
     /// The interface's MAC: frames to it are ours, and frames we send carry it.
     pub mac: EthernetAddress,
-    /// Where encapsulated packets leaving this port are sent (all zero when not configured).
+    /// Where encapsulated packets leaving this port are sent (all zero when not configured:
+    /// then the resolved MAC of the gateway address, see [`crate::neighbour`]).
     pub gateway_mac: EthernetAddress,
+    /// The gateway's addresses when its MAC is resolved rather than configured (0: none).
+    pub gateway_v4: u32,
+    pub gateway_v6: u128,
     v4: [u32; MAX_IF_ADDRS],
     v4_count: usize,
     v6: [u128; MAX_IF_ADDRS],
@@ -47,6 +51,16 @@ impl PortBinding {
         Self {
             mac: EthernetAddress(it.mac),
             gateway_mac: EthernetAddress(it.gateway_mac),
+            gateway_v4: if it.gateway_mac == [0; 6] {
+                u32::from_be_bytes(it.gateway_v4)
+            } else {
+                0
+            },
+            gateway_v6: if it.gateway_mac == [0; 6] {
+                u128::from_be_bytes(it.gateway_v6)
+            } else {
+                0
+            },
             v4: it.v4.map(u32::from_be_bytes),
             v4_count,
             v6: it.v6.map(u128::from_be_bytes),
@@ -87,6 +101,12 @@ impl PortBinding {
     #[inline]
     pub fn has_gateway(&self) -> bool {
         self.gateway_mac.0 != [0; 6]
+    }
+
+    /// Whether a gateway address is to be resolved (no MAC configured).
+    #[inline]
+    pub fn resolves_gateway(&self) -> bool {
+        self.gateway_v4 != 0 || self.gateway_v6 != 0
     }
 }
 

@@ -170,7 +170,12 @@ impl PipelineWorker {
         let egress = self.view.backend_port.unwrap_or(rx);
         match self.view.port(egress) {
             None => return drop(t, Counter::DropPortUnbound),
-            Some(p) if !p.has_gateway() => return drop(t, Counter::DropNoGatewayMac),
+            Some(p) if !p.has_gateway() && !p.resolves_gateway() => {
+                return drop(t, Counter::DropNoGatewayMac)
+            }
+            Some(p) if !p.has_gateway() && !self.gateway_resolved(egress) => {
+                return drop(t, Counter::DropGatewayUnresolved)
+            }
             Some(_) => {}
         }
         let mut held_live = false;
