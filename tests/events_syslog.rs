@@ -1,7 +1,8 @@
 //! Events to a real syslog collector: Debian's rsyslogd, started by the test on loopback with
 //! its own configuration (UDP and TCP inputs on free ports, each writing the raw message as
 //! received to its own file), receives what the control plane emits while a real data plane
-//! forwards a SYN flood and ACL-denied traffic and a model server dies:
+//! forwards a SYN flood and ACL-denied traffic (sampled drops and a sustained-drop finding)
+//! and a model server dies:
 //!
 //! ```text
 //!  tcpreplay ─► tap ─► switchyard-dataplane (1 worker, insert cap 2000/s) ─► pcap
@@ -321,6 +322,7 @@ detection:
         "flood_entered",
         "new_flow_spike",
         "acl_drops_sustained",
+        "acl_drop",
         "api_refused",
     ];
     let tcp = wait_for_kinds(&rsyslog.tcp_log, &kinds, Duration::from_secs(20));
@@ -392,6 +394,22 @@ detection:
     assert!(data["drops_per_second"].as_f64().unwrap() >= 50.0, "{acl}");
     assert!(data["held_seconds"].as_f64().unwrap() >= 0.4, "{acl}");
 
+    // A sampled ACL drop from the data plane: Network Activity, the client truncated to /16.
+    let (_, sample) = ocsf("acl_drop");
+    assert_eq!(sample["class_uid"], 4001);
+    assert_eq!(sample["activity_id"], 5);
+    assert_eq!(sample["disposition_id"], 2);
+    assert_eq!(sample["src_endpoint"]["ip"], "198.18.0.0", "{sample}");
+    assert_eq!(sample["src_endpoint"]["port"], 30_000);
+    assert_eq!(sample["dst_endpoint"]["ip"], VIP.to_string());
+    assert_eq!(sample["dst_endpoint"]["port"], 443);
+    assert_eq!(sample["connection_info"]["protocol_name"], "tcp");
+    assert_eq!(sample["unmapped"]["reason"], "drop_acl");
+    assert!(
+        !sample.to_string().contains("198.18.0.1"),
+        "no client address in the export: {sample}"
+    );
+
     let (_, bad) = ocsf("policy_refused");
     assert_eq!(bad["class_uid"], 0);
     assert!(
@@ -422,6 +440,11 @@ detection:
     assert!(down.contains("cs2Label=pool cs2=llama"), "{down}");
     assert!(cef("new_flow_spike").contains("cs5Label=evidence cs5="));
     assert!(cef("api_refused").contains(" src=127.0.0.0"));
+    let sample = cef("acl_drop");
+    assert!(
+        sample.contains(" src=198.18.0.0 spt=30000 dst=203.0.113.10 dpt=443 proto=tcp act=blocked"),
+        "{sample}"
+    );
 
     // The JSON-lines file has them too, and the daemon's start.
     let lines = read_lines(&jsonl);
@@ -438,6 +461,18 @@ detection:
         assert!(
             kinds_in_file.iter().any(|x| x == k),
             "{k} not in {kinds_in_file:?}"
+        );
+    }
+
+    // No denied client's address (198.18.0.1 …) anywhere in what was exported.
+    for (what, text) in [
+        ("events.jsonl", lines.join("\n")),
+        ("TCP", read_lines(&rsyslog.tcp_log).join("\n")),
+        ("UDP", read_lines(&rsyslog.udp_log).join("\n")),
+    ] {
+        assert!(
+            !text.contains("198.18.0.1"),
+            "{what} leaks a client address:\n{text}"
         );
     }
 

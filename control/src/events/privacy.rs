@@ -93,21 +93,50 @@ impl Anonymiser {
         }
     }
 
-    /// Rewrites the event's client addresses in place.
+    /// Rewrites the event's client addresses in place: the `client` and flow source fields,
+    /// and wherever those addresses appear in the `message` and `reason` text.
     pub fn apply(&self, event: &mut Event) {
         if matches!(self, Self::Keep) {
             return;
         }
+        let mut replaced = Vec::new();
         for text in event
             .client
             .iter_mut()
             .chain(event.flow.as_mut().map(|f| &mut f.src))
         {
             if let Ok(address) = text.parse::<IpAddr>() {
-                *text = self.address(address);
+                let hidden = self.address(address);
+                replaced.push((std::mem::replace(text, hidden.clone()), hidden));
+            }
+        }
+        for (original, hidden) in &replaced {
+            for text in std::iter::once(&mut event.message).chain(event.reason.as_mut()) {
+                *text = replace_address(text, original, hidden);
             }
         }
     }
+}
+
+/// `text` with every whole occurrence of the address `original` replaced: not inside a longer
+/// address or number (`198.51.100.7` is not touched in `198.51.100.77`).
+fn replace_address(text: &str, original: &str, hidden: &str) -> String {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '.';
+    // A colon before an IPv6 address means a longer one; before IPv4 it is punctuation.
+    let v6 = original.contains(':');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(original) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + original.len()..].chars().next();
+        let whole =
+            !before.is_some_and(|c| part(c) || (v6 && c == ':')) && !after.is_some_and(part);
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { hidden } else { original });
+        rest = &rest[at + original.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, String> {
@@ -188,6 +217,36 @@ mod tests {
         assert_eq!(f.src, "198.51.0.0");
         assert_eq!(f.dst, ip("203.0.113.10"));
         assert_eq!(e.backend, Some(ip("10.9.9.9")));
+    }
+
+    #[test]
+    fn addresses_in_the_text_are_hidden_too() {
+        let a = Anonymiser::Truncate {
+            ipv4_prefix: 16,
+            ipv6_prefix: 32,
+        };
+        let mut e = Event::new(
+            Kind::AclDrop,
+            "drop_acl: 198.51.100.7:4000 -> 203.0.113.10:443, not 198.51.100.77 nor 1198.51.100.7",
+        )
+        .reason("peer:198.51.100.7")
+        .flow(Flow {
+            src: ip("198.51.100.7"),
+            src_port: 4000,
+            dst: ip("203.0.113.10"),
+            dst_port: 443,
+            protocol: 6,
+        });
+        a.apply(&mut e);
+        assert_eq!(
+            e.message,
+            "drop_acl: 198.51.0.0:4000 -> 203.0.113.10:443, not 198.51.100.77 nor 1198.51.100.7"
+        );
+        assert_eq!(e.reason.as_deref(), Some("peer:198.51.0.0"));
+        let mut e = Event::new(Kind::AclDrop, "[2001:db8:1:2::9]:443 2001:db8:1:2::9")
+            .client(ip("2001:db8:1:2::9"));
+        a.apply(&mut e);
+        assert_eq!(e.message, "[2001:db8::]:443 2001:db8::");
     }
 
     #[test]
