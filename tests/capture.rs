@@ -75,8 +75,7 @@ fn counter_in(body: &str, name: &str) -> u64 {
     let prefix = format!("switchyard_dataplane_{name}_total{{");
     body.lines()
         .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
 
@@ -237,8 +236,10 @@ fn capture_takes_what_the_filter_asks_while_forwarding_goes_on() {
         df > 1000 && da > 250,
         "forwarding went on: {df} forwarded, {da} ACL drops"
     );
-    let ratio = df as f64 / da as f64;
-    assert!((ratio - 4.0).abs() < 0.1, "forwarded/ACL-dropped {ratio}");
+    assert!(
+        df * 10 >= da * 39 && df * 10 <= da * 41,
+        "forwarded {df} : ACL-dropped {da}, expected 4 : 1"
+    );
 
     // Dropped packets by reason: exactly the count, all from the denied client, named.
     let b = dir.join("b.pcapng");
@@ -306,10 +307,10 @@ fn capture_takes_what_the_filter_asks_while_forwarding_goes_on() {
     assert!(status.success());
     let text = std::fs::read_to_string(&jsonl).unwrap_or_default();
     let n = text.lines().filter(|l| l.contains("\"acl_drop\"")).count();
-    let uptime = t_start.elapsed().as_secs_f64();
+    let uptime = t_start.elapsed().as_secs() + 1;
     assert!(
-        n as f64 <= 10.0 * uptime + 10.0,
-        "{n} acl_drop events in at most {uptime:.0} s: not bounded"
+        n as u64 <= 10 * uptime + 10,
+        "{n} acl_drop events in at most {uptime} s: not bounded"
     );
     let _ = ctl.stop(libc::SIGTERM, WAIT);
 }

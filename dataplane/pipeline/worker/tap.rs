@@ -62,7 +62,7 @@ impl PipelineWorker {
     pub fn capture_received<P: PacketBuf>(&mut self, pkts: &[P], rx_port: PortIndex, now: u32) {
         if let Some(tap) = self.tap.as_mut() {
             for p in pkts {
-                tap.offer(p.data(), u16::from(rx_port), ANY_COUNTER, now);
+                tap.offer(p.data(), rx_port, ANY_COUNTER, now);
             }
         }
     }
@@ -77,7 +77,7 @@ impl PipelineWorker {
             self.drop_samples.sample(data, c, worker, now);
         }
         if let Some(tap) = self.tap.as_mut().filter(|t| t.wants_drop(c)) {
-            tap.offer(data, u16::from(rx_port), c, now);
+            tap.offer(data, rx_port, c, now);
         }
     }
 
