@@ -48,8 +48,14 @@
 //!    options: TCP/UDP clients of an inference API do not send them, hop-by-hop is a known
 //!    slow-path DoS vector, and an ext-header walk per packet buys nothing; `drop_ipv6_fragment`
 //!    for a fragment header), martian source. Martian sources (`drop_martian_source`):
-//!    0.0.0.0/8, 127/8, 224/4 and 240/4 (broadcast included); `::`, `::1`, ff00::/8; any
-//!    address inside a VIP; any own address. Then, for traffic to a VIP: IPIP / IPv6-in-IP, or
+//!    0.0.0.0/8, 127/8, 224/4 and 240/4 (broadcast included); `::`, `::1`, ff00::/8,
+//!    ::ffff:0:0/96 (IPv4-mapped); any address inside a VIP; any own address; and, for traffic
+//!    to a VIP (not to our own addresses, which the kernel may talk to over a link), the
+//!    link-local 169.254/16 and fe80::/10. The IPv4 reserved flag set:
+//!    `drop_ipv4_reserved_flag` (RFC 791: must be zero). TCP or UDP to a VIP from source port
+//!    0: `drop_source_port_zero`. An echo request whose ICMP checksum does not verify is not
+//!    answered (`drop_bad_icmp_checksum`). A frame to the broadcast MAC that is not ARP:
+//!    `drop_l2_broadcast` (not `drop_not_our_mac`: it was addressed to every station). Then, for traffic to a VIP: IPIP / IPv6-in-IP, or
 //!    UDP to `Config.gue_port`, is `drop_already_encapsulated` (never encapsulated twice, so a
 //!    looping or spoofed tunnel packet cannot bounce between balancers); invalid TCP flag
 //!    combinations (`drop_bad_tcp_flags`: the Linux conntrack table of
@@ -193,7 +199,11 @@ fn classify_frame(
         || (dst.is_broadcast() && l2.ethertype == EtherType::ARP)
         || (ipv6_multicast && l2.ethertype == EtherType::IPV6);
     if !ours {
-        return Err(Counter::DropNotOurMac);
+        return Err(if dst.is_broadcast() {
+            Counter::DropL2Broadcast
+        } else {
+            Counter::DropNotOurMac
+        });
     }
     // At most 14 + 2 × 4 bytes.
     let l3 = u16::try_from(l2.l3_offset).map_err(|_| Counter::DropTruncated)?;
@@ -298,10 +308,23 @@ pub(crate) fn martian_v4(addr: u32) -> bool {
     top == 0 || top == 127 || top >= 224
 }
 
-/// ::, ::1 and ff00::/8.
+/// ::, ::1, ff00::/8 and IPv4-mapped ::ffff:0:0/96 (an IPv4 client never sends IPv6 with it;
+/// only a spoofer or a broken translator does).
 #[inline]
 pub(crate) fn martian_v6(addr: u128) -> bool {
-    addr <= 1 || addr >> 120 == 0xff
+    addr <= 1 || addr >> 120 == 0xff || addr >> 32 == 0xffff
+}
+
+/// 169.254.0.0/16: link-local, never routed, so never a client of a VIP.
+#[inline]
+pub(crate) fn link_local_v4(addr: u32) -> bool {
+    addr >> 16 == 0xa9fe
+}
+
+/// fe80::/10: link-local, never routed, so never a client of a VIP.
+#[inline]
+pub(crate) fn link_local_v6(addr: u128) -> bool {
+    addr >> 118 == 0x3fa
 }
 
 fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counter> {
@@ -314,6 +337,9 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
     }
     if !ip.verify_checksum() {
         return Err(Counter::DropBadIpv4Checksum);
+    }
+    if ip.reserved_flag() {
+        return Err(Counter::DropIpv4ReservedFlag);
     }
     let src = u32::from(ip.src_addr());
     let dst = u32::from(ip.dst_addr());
@@ -329,6 +355,9 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
     if !local && vip == 0 {
         return Err(Counter::DropNotOurs);
     }
+    if !local && link_local_v4(src) {
+        return Err(Counter::DropMartianSource);
+    }
     if view.is_own_v4(src) || lookup_v4(&g.vip_lpm_v4, src) != 0 {
         return Err(Counter::DropMartianSource);
     }
@@ -338,6 +367,9 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
         if proto == IpProtocol::ICMP {
             let icmp = IcmpPacket::new_checked(payload)?;
             if icmp.msg_type() == IcmpMessage::ECHO_REQUEST && icmp.msg_code() == 0 {
+                if !icmp.verify_checksum() {
+                    return Err(Counter::DropBadIcmpChecksum);
+                }
                 return Ok(Step::Echo4 { l3: off });
             }
         }
@@ -365,6 +397,9 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
             return match icmp.msg_type() {
                 IcmpMessage::ECHO_REQUEST if icmp.msg_code() == 0 => {
                     acl_check(g, acl, None, proto.0, None)?;
+                    if !icmp.verify_checksum() {
+                        return Err(Counter::DropBadIcmpChecksum);
+                    }
                     Ok(Step::Echo4 { l3: off })
                 }
                 IcmpMessage::DST_UNREACHABLE | IcmpMessage::TIME_EXCEEDED => {
@@ -382,6 +417,9 @@ fn ipv4(g: &Generation, view: &View, l3: &[u8], off: u16) -> Result<Step, Counte
     };
     if ip.ttl() <= 1 {
         return Err(Counter::DropTtlExpired);
+    }
+    if sport == 0 {
+        return Err(Counter::DropSourcePortZero);
     }
     let service = service_for(g, vip, proto.0, dport);
     acl_check(g, acl, service, proto.0, Some(dport))?;
@@ -498,6 +536,9 @@ fn ipv6(
     if !local && vip == 0 {
         return Err(Counter::DropNotOurs);
     }
+    if !local && link_local_v6(src) {
+        return Err(Counter::DropMartianSource);
+    }
     if view.is_own_v6(src) || lookup_v6(&g.vip_lpm_v6, src) != 0 {
         return Err(Counter::DropMartianSource);
     }
@@ -505,6 +546,9 @@ fn ipv6(
         if next == IpProtocol::ICMPV6 {
             let icmp = Icmpv6Packet::new_checked(payload)?;
             if icmp.msg_type() == Icmpv6Message::ECHO_REQUEST && icmp.msg_code() == 0 {
+                if !icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()) {
+                    return Err(Counter::DropBadIcmpChecksum);
+                }
                 return Ok(Step::Echo6 { l3: off });
             }
         }
@@ -536,6 +580,9 @@ fn ipv6(
             return match icmp.msg_type() {
                 Icmpv6Message::ECHO_REQUEST if icmp.msg_code() == 0 => {
                     acl_check(g, acl, None, next.0, None)?;
+                    if !icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()) {
+                        return Err(Counter::DropBadIcmpChecksum);
+                    }
                     Ok(Step::Echo6 { l3: off })
                 }
                 Icmpv6Message::DST_UNREACHABLE
@@ -555,6 +602,9 @@ fn ipv6(
     };
     if ip.hop_limit() <= 1 {
         return Err(Counter::DropTtlExpired);
+    }
+    if sport == 0 {
+        return Err(Counter::DropSourcePortZero);
     }
     let service = service_for(g, vip, next.0, dport);
     acl_check(g, acl, service, next.0, Some(dport))?;

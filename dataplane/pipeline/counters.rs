@@ -184,7 +184,8 @@ counters! {
     DropUnsupportedIcmp => "drop_unsupported_icmp",
 
     // ---- drops: L2 ----
-    /// Destination MAC neither the RX interface's, broadcast, nor IPv6 multicast.
+    /// Destination MAC neither the RX interface's, broadcast (see `drop_l2_broadcast`), nor
+    /// IPv6 multicast (neighbour discovery).
     DropNotOurMac => "drop_not_our_mac",
     /// EtherType other than ARP, IPv4, IPv6.
     DropUnknownEthertype => "drop_unknown_ethertype",
@@ -247,6 +248,14 @@ counters! {
     DropAlreadyEncapsulated => "drop_already_encapsulated",
     /// Martian source: unspecified, loopback, multicast, reserved/broadcast, a VIP, our own.
     DropMartianSource => "drop_martian_source",
+    /// IPv4 with the reserved ("evil") flag set: RFC 791 says it must be zero.
+    DropIpv4ReservedFlag => "drop_ipv4_reserved_flag",
+    /// TCP or UDP to a VIP from source port 0, which no real stack sends from.
+    DropSourcePortZero => "drop_source_port_zero",
+    /// An ICMP or ICMPv6 echo request whose checksum does not verify (not answered).
+    DropBadIcmpChecksum => "drop_bad_icmp_checksum",
+    /// A frame to the broadcast MAC other than ARP (IPv4 broadcast, anything else).
+    DropL2Broadcast => "drop_l2_broadcast",
     /// IP protocol other than TCP, UDP, ICMP to a VIP.
     DropUnsupportedProtocol => "drop_unsupported_protocol",
     /// TCP/UDP to a VIP on a port or protocol no service has.

@@ -35,6 +35,7 @@ pub const HEADER_LEN: usize = field::DST_ADDR.end;
 /// Longest IPv4 header (IHL 15).
 pub const MAX_HEADER_LEN: usize = 60;
 
+const FLAG_RESERVED: u16 = 0x8000;
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
@@ -145,6 +146,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     fn flags_and_offset(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::FLG_OFF])
+    }
+
+    /// The reserved flag (bit 0 of the flags), which RFC 791 says must be zero.
+    #[must_use]
+    #[inline]
+    pub fn reserved_flag(&self) -> bool {
+        self.flags_and_offset() & FLAG_RESERVED != 0
     }
 
     /// The don't-fragment flag.
