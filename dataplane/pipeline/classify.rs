@@ -20,7 +20,8 @@
 //!    port whose interface owns their source MAC (`kernel_to_wire`), untouched.
 //! 2. **Local traffic.** ARP requests for an address of the RX interface or inside a VIP are
 //!    answered in place (`arp_reply_sent`), requests for other addresses
-//!    `drop_arp_not_ours`. ARP replies and gratuitous ARP, and neighbour advertisements (to
+//!    `drop_arp_not_ours`, requests from a broadcast, multicast or zero sender MAC
+//!    `drop_arp_bad_sender` (the reply would go to every station). ARP replies and gratuitous ARP, and neighbour advertisements (to
 //!    our MAC or a multicast one), are news about a neighbour: about the RX interface's
 //!    gateway address while its MAC is resolved rather than configured, with a unicast MAC,
 //!    they are handed to the resolver in phase 2 (`neighbour_learned`, see
@@ -233,6 +234,12 @@ fn arp(g: &Generation, port: &PortBinding, l3: &[u8], off: u16) -> Result<Step, 
         || repr.sender_protocol_addr == repr.target_protocol_addr
     {
         return arp_news(port, &repr);
+    }
+    // The reply goes to the sender's hardware address: never to broadcast, multicast or zero
+    // (a sender address of 0.0.0.0 with a unicast MAC is an RFC 5227 probe and is answered).
+    let sender = repr.sender_hardware_addr;
+    if !sender.is_unicast() || sender.0 == [0; 6] {
+        return Err(Counter::DropArpBadSender);
     }
     let target = u32::from(repr.target_protocol_addr);
     if port.owns_v4(target) || lookup_v4(&g.vip_lpm_v4, target) != 0 {

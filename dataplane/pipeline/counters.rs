@@ -193,6 +193,9 @@ counters! {
     // ---- drops: local traffic ----
     /// ARP request for an address that is neither the RX interface's nor in a VIP.
     DropArpNotOurs => "drop_arp_not_ours",
+    /// ARP request from a broadcast, multicast or all-zero sender MAC (never answered: the reply
+    /// would go to every station).
+    DropArpBadSender => "drop_arp_bad_sender",
     /// ARP reply or gratuitous ARP on an interface whose gateway MAC is configured.
     DropArpIgnored => "drop_arp_ignored",
     /// ARP reply, gratuitous ARP or neighbour advertisement about an address that is no
