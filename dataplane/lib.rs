@@ -19,6 +19,7 @@ pub mod flow;
 pub mod forward;
 #[cfg(feature = "dpdk")]
 pub mod launch;
+pub mod neighbour;
 pub mod pipeline;
 #[cfg(feature = "dpdk")]
 pub mod poll;

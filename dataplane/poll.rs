@@ -13,11 +13,13 @@
 //! ~100 µs. Counters are stored into the worker's own row of the control segment a few times per
 //! millisecond, never with a lock.
 
+use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::appliance::WorkerPlan;
 use crate::dpdk::{self, Burst, PortId, BURST_SIZE};
+use crate::neighbour::{Outbox, SEND_PER_TICK};
 use crate::pipeline::{Counter, PipelineWorker, PortIndex, SampleScan, Staged, Verdict};
 use crate::query::{Query, QueryBoard};
 use crate::stats::{CounterBoard, Totals, TotalsBoard, WorkerTotals};
@@ -37,6 +39,16 @@ pub struct PollLoop {
     pub counters: CounterBoard,
     /// Flow queries from the control plane (`trace`, `flows`), looked at every housekeeping tick.
     pub queries: Arc<QueryBoard>,
+    /// On worker 0 only: the frames the neighbour resolver built, sent every housekeeping tick.
+    pub originated: Option<Originated>,
+}
+
+/// The frames the appliance originates (neighbour requests, announcements) and where their
+/// buffers come from.
+pub struct Originated {
+    pub outbox: Outbox,
+    /// The mempool of each port, by name, in port order.
+    pub pools: Vec<CString>,
 }
 
 /// A worker's part in flow queries: the last query seen, a sample in progress, answers the
@@ -193,6 +205,7 @@ impl PollLoop {
             if tsc >= next_housekeeping {
                 self.pipeline.housekeeping(now_ms);
                 self.answer_queries(&mut queries, now_ms);
+                f.totals.tx += self.send_originated();
                 if let Some(slot) = self.queries.tap_slot(index) {
                     self.pipeline.tap_tick(slot, &mut taps_seen);
                 }
@@ -270,6 +283,39 @@ impl PollLoop {
                 q.unsent = None;
             }
         }
+    }
+
+    /// Sends up to [`SEND_PER_TICK`] frames of the neighbour resolver on this worker's TX
+    /// queue of their port, each counted under its own counter or `drop_neighbour_tx`.
+    /// Returns how many were sent.
+    fn send_originated(&mut self) -> u64 {
+        let Some(o) = self.originated.as_ref() else {
+            return 0;
+        };
+        let mut sent = 0;
+        for _ in 0..SEND_PER_TICK {
+            let Some(frame) = o.outbox.next() else {
+                break;
+            };
+            let port = usize::from(frame.port);
+            let mut burst = Burst::new();
+            let ok = match (self.ports.get(port), o.pools.get(port)) {
+                (Some(&id), Some(pool)) if burst.push_copy(pool, &frame.bytes) => {
+                    burst.tx(id, self.plan.tx_queue, self.tx_retries).0 == 1
+                }
+                _ => false,
+            };
+            if ok {
+                sent += 1;
+                self.pipeline.count(frame.counter);
+                self.pipeline
+                    .telemetry()
+                    .port_tx(port, 1, frame.bytes.len() as u64);
+            } else {
+                self.pipeline.count(Counter::DropNeighbourTx);
+            }
+        }
+        sent
     }
 
     /// Executes the pending burst (if any) and sends it; leaves it empty.

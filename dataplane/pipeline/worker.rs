@@ -38,11 +38,11 @@ use super::local;
 use super::sched::{live_backend, schedule, NewFlow, SchedState, SLOT_COUNTED};
 use super::view::View;
 use super::{PacketBuf, PortIndex, PortMap, Verdict};
-use crate::neighbour::{Observation, WorkerNeighbours};
 use crate::flow::{
     fold32, hash_words, tcp_flags, FlowKey, FlowKeyV4, FlowKeyV6, FlowMut, FlowState, FlowTable,
     FlowValue, InsertLimit, InsertOutcome, Timeouts,
 };
+use crate::neighbour::{Observation, WorkerNeighbours};
 
 /// A fresh secret for the connection table's bucket hash: std's `RandomState` keys come from
 /// the OS (getrandom) the first time a thread asks, so every data-plane start, and every worker
@@ -145,6 +145,8 @@ pub struct PipelineWorker {
     workers: u32,
     sources: SourceLimiter,
     counters: Counters,
+    /// Per port, service and backend traffic (see [`crate::telemetry`]).
+    telemetry: crate::telemetry::Telemetry,
     ports: PortMap,
     /// Resolved gateway MACs and the resolver's queue ([`crate::neighbour`]); `None` until
     /// [`PipelineWorker::set_neighbours`] (news is then dropped, `drop_neighbour_queue_full`).
@@ -221,6 +223,7 @@ impl PipelineWorker {
             workers: 1,
             sources: SourceLimiter::new(seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15),
             counters: Counters::default(),
+            telemetry: crate::telemetry::Telemetry::local(),
             ports: cfg.ports,
             neighbours: None,
             staged: Staged::default(),
@@ -251,6 +254,7 @@ impl PipelineWorker {
             .configure(c.new_flow_rate, c.new_flow_burst, c.source_v6_prefix);
         self.view = View::new(&g, &self.ports);
         self.sched.reset_for(&g);
+        self.telemetry.set_generation(&g, self.generation.is_some());
         self.generation = Some(g);
         self.epoch += 1;
     }
@@ -267,6 +271,27 @@ impl PipelineWorker {
     /// where news about gateways goes.
     pub fn set_neighbours(&mut self, n: WorkerNeighbours) {
         self.neighbours = Some(n);
+    }
+
+    /// Counts into `telemetry` from now on (the worker's block of the control segment) instead
+    /// of a block of its own; maps it to the current generation, if any.
+    pub fn set_telemetry(&mut self, telemetry: crate::telemetry::Telemetry) {
+        self.telemetry = telemetry;
+        if let Some(g) = self.generation.clone() {
+            self.telemetry.set_generation(&g, false);
+        }
+    }
+
+    /// The worker's telemetry (ports and cycles are counted by its poll loop).
+    #[must_use]
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.telemetry
+    }
+
+    /// Stores the active flows of every backend into the telemetry (about every 100 ms).
+    pub fn publish_active_flows(&self) {
+        self.telemetry
+            .publish_active_flows(|id| self.sched.live_flows(id));
     }
 
     /// Tells the worker how many workers share the appliance's ICMP budget: `Config.icmp_rate`
@@ -624,6 +649,7 @@ impl PipelineWorker {
             sources,
             counters,
             neighbours,
+            telemetry,
             ..
         } = self;
         let g: &Generation = generation.as_deref().ok_or(Counter::DropNoTable)?;
@@ -645,13 +671,13 @@ impl PipelineWorker {
             }
         };
         let table = K::table(tables);
-        let index = if lb.icmp_error {
+        let (index, opened) = if lb.icmp_error {
             let pinned = table
                 .peek(&lb.key, lb.table_hash, now)
                 .and_then(|(v, _)| live_backend(g, v.backend).ok());
             match pinned {
-                Some(index) => index,
-                None => schedule(g, sched, counters, &new_flow(g, lb))?,
+                Some(index) => (index, false),
+                None => (schedule(g, sched, counters, &new_flow(g, lb))?, false),
             }
         } else {
             flow_backend(g, table, sched, counters, sources, lb, now)?
@@ -661,7 +687,6 @@ impl PipelineWorker {
             .get(index)
             .ok_or(Counter::DropBadTableReference)?;
         let backend_v6 = backend.family == FAMILY_V6;
-
         let gateway = match resolved {
             None => egress.gateway_mac,
             Some(slots) => match slots.mac(backend_v6) {
@@ -705,6 +730,7 @@ impl PipelineWorker {
             tos: lb.tos,
             hash: lb.hash,
         };
+        let frame = pkt.data().len() as u64;
         let forwarded = encap::encapsulate(
             pkt,
             view,
@@ -715,6 +741,7 @@ impl PipelineWorker {
             gateway,
         )?;
         counters.inc(forwarded);
+        telemetry.forwarded(lb.service, index, frame, opened);
         if lb.icmp_error {
             counters.inc(Counter::IcmpErrorSteered);
         }
@@ -754,6 +781,9 @@ fn new_flow<K: Family>(g: &Generation, lb: &Lb<K>) -> NewFlow {
 ///   client that connects during a flood stays on one backend, even on a round-robin pool.
 ///
 /// A RST that misses is forwarded without an entry (`forwarded_without_entry`).
+///
+/// Returns the backend's index and whether the packet opened a flow (a miss that is a SYN or a
+/// UDP datagram, stored or not: what telemetry counts as a new flow).
 #[inline]
 fn flow_backend<K: Family>(
     g: &Generation,
@@ -763,7 +793,7 @@ fn flow_backend<K: Family>(
     sources: &mut SourceLimiter,
     lb: &Lb<K>,
     now: u32,
-) -> Result<usize, Counter> {
+) -> Result<(usize, bool), Counter> {
     let flags = lb.tcp_flags;
     let tcp = lb.key.proto() == PROTO_TCP;
     let hash = lb.table_hash;
@@ -774,7 +804,7 @@ fn flow_backend<K: Family>(
                 if tcp {
                     track_tcp(&mut flow, sched, counters, flags);
                 }
-                Ok(index)
+                Ok((index, false))
             }
             Err(reason) => {
                 // Gone or unhealthy: reschedule and re-point the entry.
@@ -795,7 +825,7 @@ fn flow_backend<K: Family>(
                     backend: id,
                     slot: if counted { SLOT_COUNTED } else { 0 },
                 };
-                Ok(index)
+                Ok((index, false))
             }
         };
     }
@@ -826,11 +856,12 @@ fn flow_backend<K: Family>(
     let index = schedule(g, sched, counters, &flow)?;
     if reset {
         counters.inc(Counter::ForwardedWithoutEntry);
-        return Ok(index);
+        return Ok((index, false));
     }
+    let opened = !mid_stream;
     if !stored {
         counters.inc(Counter::ForwardedStateless);
-        return Ok(index);
+        return Ok((index, opened));
     }
     let id = g.backends.get(index).map_or(0, |b| b.id);
     let counted = state != FlowState::TcpClosing;
@@ -842,7 +873,7 @@ fn flow_backend<K: Family>(
     if counted && matches!(outcome, InsertOutcome::Inserted | InsertOutcome::Evicted) {
         sched.acquire(id);
     }
-    Ok(index)
+    Ok((index, opened))
 }
 
 /// Advances a TCP flow's state; a close releases its least-connection count, a reopened
