@@ -88,6 +88,35 @@ fn the_metrics_page_with_a_data_plane_attached_passes_promtool() {
         .filter(|l| l.starts_with("switchyard_dataplane_") && l.contains("_total{worker="))
         .count();
     assert!(series >= 50, "{series} per-worker counter series:\n{body}");
+    // Traffic per service, pool and backend (the policy's, counted or not), drops by reason
+    // (net_null's zero frames are not for our MAC), ports and worker cycles: the telemetry
+    // families, checked by promtool with the rest.
+    for series in [
+        "switchyard_service_packets_total{service=\"echo\"} ",
+        "switchyard_service_bytes_total{service=\"echo\"} ",
+        "switchyard_service_new_flows_total{service=\"echo\"} ",
+        "switchyard_pool_active_flows{pool=",
+        "switchyard_backend_packets_total{pool=",
+        "switchyard_backend_bytes_total{pool=",
+        "switchyard_backend_new_flows_total{pool=",
+        "switchyard_backend_active_flows{pool=",
+        "switchyard_backend_up{pool=",
+        "switchyard_backend_effective_weight{pool=",
+        "switchyard_dataplane_dropped_packets_total{reason=\"not_our_mac\"} ",
+        "switchyard_port_received_packets_total{port=\"0\"} ",
+        "switchyard_dataplane_worker_busy_seconds_total{worker=\"0\"} ",
+        "switchyard_dataplane_worker_swaps_total{worker=\"0\"} ",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(series)),
+            "no {series}... series:\n{body}"
+        );
+    }
+    assert!(
+        body.lines().any(|l| l.starts_with("switchyard_backend_packets_total{")
+            && l.contains("address=\"192.0.2.10\"")),
+        "the minimal policy's backend has no series:\n{body}"
+    );
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
