@@ -39,6 +39,11 @@ macro_rules! cases {
 }
 
 cases! {
+    service_acl => [
+        "service_acl.yaml:12:36: services[0].acl[0]: an ACL rule has `allow:` or `deny:`, not both",
+        "service_acl.yaml:14:9: services[0].acl[2]: rule can never match: services[0].acl[1] (deny 0.0.0.0/0) above it matches every packet this one would",
+        "service_acl.yaml:20:52: limits.new_flows_per_source.ipv6_prefix: ipv6_prefix 65 is out of range 0..=64",
+    ],
     acl => [
         "acl.yaml:16:32: acl[0]: an ACL rule has `allow:` or `deny:`, not both",
         "acl.yaml:17:5: acl[1]: an ACL rule needs `allow: PREFIX` or `deny: PREFIX`",
