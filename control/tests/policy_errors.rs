@@ -415,3 +415,16 @@ fn diagnostics_carry_paths_and_positions() {
     assert_eq!(first.position.map(|p| (p.line, p.column)), Some((12, 53)));
     assert_eq!(errors.file(), "undefined_pool.yaml");
 }
+
+/// Found by the policy_parse fuzz target: a multi-line scalar quoted in a message printed as
+/// several lines, the second without the file and position, so a policy could forge a line
+/// that reads like another problem. Each problem is one line.
+#[test]
+fn a_quoted_value_with_newlines_stays_on_its_line() {
+    let src = "interfaces: []\nservices:\n  - name: x\n    vip: 203.0.113.10\n    ports: [\"80\\nforged.yaml:1:1: fake\"]\n    routes: [{ pool: p }]\npools: { p: { backends: [{ address: 192.0.2.1 }] } }\n";
+    let errors = policy::parse_str(src, "nl.yaml").expect_err("a bad port");
+    for line in errors.to_string().lines() {
+        assert!(line.starts_with("nl.yaml:"), "a line without the file: {line}");
+    }
+    assert!(errors.to_string().contains("80\\nforged.yaml"), "{errors}");
+}

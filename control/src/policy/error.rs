@@ -58,12 +58,27 @@ impl Diagnostic {
 }
 
 impl Diagnostic {
+    /// Path and message, with control characters escaped: a message quotes values from the
+    /// file, and a newline in one must not start a line that reads like another problem.
     fn write_body(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(path) = &self.path {
-            write!(f, "{path}: ")?;
+            write_escaped(f, path)?;
+            f.write_str(": ")?;
         }
-        f.write_str(&self.message)
+        write_escaped(f, &self.message)
     }
+}
+
+/// `text` with control characters (newlines included) written as escapes.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for Diagnostic {
