@@ -160,6 +160,8 @@ fn walk(g: &Generation, blob: &[u8]) {
         for rule in &g.acl_rules[range(group.first_rule, group.rule_count)] {
             assert!(rule.action == ACL_ALLOW || rule.action == ACL_DENY);
             assert!(rule.port_lo <= rule.port_hi);
+            // A service's rule names a service of the generation (0 = global).
+            assert!(usize::from(rule.service) <= g.services.len());
         }
     }
     for it in &g.interfaces {
@@ -223,4 +225,5 @@ fn walk(g: &Generation, blob: &[u8]) {
 
     let c = &g.config;
     assert!(c.outer_src_v4_len <= 32 && c.outer_src_v6_len <= 128);
+    assert!(c.source_v6_prefix <= 64);
 }
