@@ -452,3 +452,101 @@ pub fn run(o: &CaptureOptions) -> ExitCode {
         Err(e) => fail(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        [
+            "rx",
+            "drop_acl",
+            "drop_rate_limited",
+            "drop_no_route",
+            "drop_truncated",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    fn dropped(counter: u32) -> Message {
+        let (src, family) = FlowTuple::addr_bytes("10.1.99.7".parse().unwrap());
+        let (dst, _) = FlowTuple::addr_bytes("203.0.113.10".parse().unwrap());
+        Message::Dropped {
+            counter,
+            worker: 2,
+            flow: FlowTuple {
+                family,
+                proto: 6,
+                src,
+                dst,
+                sport: 41000,
+                dport: 443,
+            },
+        }
+    }
+
+    #[test]
+    fn sampled_drops_become_events_of_their_kind_with_the_five_tuple() {
+        let e = drop_event(&dropped(1), &names()).unwrap();
+        assert_eq!(e.kind, Kind::AclDrop);
+        assert_eq!(e.reason.as_deref(), Some("drop_acl"));
+        assert_eq!(e.worker, Some(2));
+        let f = e.flow.unwrap();
+        assert_eq!(
+            (f.src.as_str(), f.src_port, f.dst_port),
+            ("10.1.99.7", 41000, 443)
+        );
+        assert_eq!(
+            drop_event(&dropped(2), &names()).unwrap().kind,
+            Kind::RateLimitDrop
+        );
+        assert_eq!(
+            drop_event(&dropped(3), &names()).unwrap().kind,
+            Kind::ResidencyDrop
+        );
+        // Not a sampled reason, or an index the data plane does not have: no event.
+        assert!(drop_event(&dropped(4), &names()).is_none());
+        assert!(drop_event(&dropped(99), &names()).is_none());
+    }
+
+    #[test]
+    fn a_request_becomes_a_filter_or_a_clear_refusal() {
+        let p = CaptureParams {
+            vip: Some("203.0.113.10".into()),
+            port: Some(443),
+            proto: Some("tcp".into()),
+            drop: Some("acl".into()),
+            ..CaptureParams::default()
+        };
+        let f = filter(&p, &names()).unwrap();
+        assert_eq!((f.family, f.port, f.proto), (4, 443, 6));
+        assert_eq!(f.watch, Watch::Dropped { counter: 1 });
+        assert_eq!((f.snaplen, f.budget), (MAX_SNAPLEN, 1000));
+        for bad in [
+            CaptureParams {
+                vip: Some("nope".into()),
+                ..CaptureParams::default()
+            },
+            CaptureParams {
+                drop: Some("bogus".into()),
+                ..CaptureParams::default()
+            },
+            CaptureParams {
+                snaplen: Some(MAX_SNAPLEN + 1),
+                ..CaptureParams::default()
+            },
+            CaptureParams {
+                count: Some(0),
+                ..CaptureParams::default()
+            },
+            CaptureParams {
+                seconds: Some(MAX_SECONDS + 1),
+                ..CaptureParams::default()
+            },
+        ] {
+            let e = filter(&bad, &names()).expect_err("refused");
+            assert_eq!(e.status, 400);
+        }
+    }
+}
