@@ -113,8 +113,9 @@ fn the_metrics_page_with_a_data_plane_attached_passes_promtool() {
         );
     }
     assert!(
-        body.lines().any(|l| l.starts_with("switchyard_backend_packets_total{")
-            && l.contains("address=\"192.0.2.10\"")),
+        body.lines()
+            .any(|l| l.starts_with("switchyard_backend_packets_total{")
+                && l.contains("address=\"192.0.2.10\"")),
         "the minimal policy's backend has no series:\n{body}"
     );
 

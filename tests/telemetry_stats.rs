@@ -240,7 +240,11 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
         .iter()
         .filter(|f| f.len() > 54 && f[12..14] == [0x08, 0x00] && f[14 + 9] == 4)
         .collect();
-    assert_eq!(ipip.len() as u64, forwarded, "packets in the output capture");
+    assert_eq!(
+        ipip.len() as u64,
+        forwarded,
+        "packets in the output capture"
+    );
     for f in &ipip {
         let outer = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
         let backend = outer(14 + 16);

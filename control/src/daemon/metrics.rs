@@ -402,6 +402,9 @@ fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
     }
 }
 
+/// A metric family over rows of `T`: name, kind, help and the row's value.
+type RowFamily<T> = (&'static str, Kind, &'static str, fn(&T) -> u64);
+
 /// Appends the traffic families (see the module doc) to `body`, skipping any family `body`
 /// already has.
 #[allow(clippy::too_many_lines)] // one table of families
@@ -417,33 +420,36 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         }
     }
     type Svc = super::stats::ServiceStats;
-    let services: [(&str, &str, fn(&Svc) -> u64); 3] = [
+    let services: [RowFamily<Svc>; 3] = [
         (
             "switchyard_service_packets_total",
+            Counter,
             "Packets of the service forwarded to a backend.",
             |v| v.packets,
         ),
         (
             "switchyard_service_bytes_total",
+            Counter,
             "Bytes (frames as received) of the service forwarded to a backend.",
             |v| v.bytes,
         ),
         (
             "switchyard_service_new_flows_total",
+            Counter,
             "Flows opened to the service (a SYN or a UDP flow's first datagram that missed the \
              connection table).",
             |v| v.new_flows,
         ),
     ];
-    for (name, help, get) in services {
-        if e.family(name, Counter, help) {
+    for (name, kind, help, get) in services {
+        if e.family(name, kind, help) {
             for v in &s.services {
                 e.sample(name, &[("service", &v.name)], Int(get(v)));
             }
         }
     }
     type Pool = super::stats::PoolStats;
-    let pools: [(&str, Kind, &str, fn(&Pool) -> u64); 4] = [
+    let pools: [RowFamily<Pool>; 4] = [
         (
             "switchyard_pool_packets_total",
             Counter,
@@ -477,7 +483,7 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         }
     }
     type Backend = super::stats::BackendStats;
-    let backends: [(&str, Kind, &str, fn(&Backend) -> u64); 8] = [
+    let backends: [RowFamily<Backend>; 8] = [
         (
             "switchyard_backend_packets_total",
             Counter,
@@ -575,30 +581,34 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         }
     }
     type Port = super::stats::PortStats;
-    let ports: [(&str, &str, fn(&Port) -> u64); 4] = [
+    let ports: [RowFamily<Port>; 4] = [
         (
             "switchyard_port_received_packets_total",
+            Counter,
             "Packets received on the data-plane port (by port index).",
             |p| p.rx_packets,
         ),
         (
             "switchyard_port_received_bytes_total",
+            Counter,
             "Bytes received on the data-plane port.",
             |p| p.rx_bytes,
         ),
         (
             "switchyard_port_transmitted_packets_total",
+            Counter,
             "Packets sent on the data-plane port.",
             |p| p.tx_packets,
         ),
         (
             "switchyard_port_transmitted_bytes_total",
+            Counter,
             "Bytes sent on the data-plane port.",
             |p| p.tx_bytes,
         ),
     ];
-    for (name, help, get) in ports {
-        if e.family(name, Counter, help) {
+    for (name, kind, help, get) in ports {
+        if e.family(name, kind, help) {
             for p in &s.ports {
                 e.sample(name, &[("port", &p.port.to_string())], Int(get(p)));
             }

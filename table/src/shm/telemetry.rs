@@ -76,7 +76,9 @@ impl CounterRows {
     }
 }
 
+#[allow(clippy::declare_interior_mutable_const)] // array-repeat initialisers only
 const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)] // array-repeat initialisers only
 const ZERO_PORT: PortRow = PortRow {
     rx_packets: ZERO,
     rx_bytes: ZERO,
@@ -84,12 +86,14 @@ const ZERO_PORT: PortRow = PortRow {
     tx_bytes: ZERO,
     _reserved: [ZERO; 4],
 };
+#[allow(clippy::declare_interior_mutable_const)] // array-repeat initialisers only
 const ZERO_SERVICE: ServiceRow = ServiceRow {
     key: ZERO,
     packets: ZERO,
     bytes: ZERO,
     new_flows: ZERO,
 };
+#[allow(clippy::declare_interior_mutable_const)] // array-repeat initialisers only
 const ZERO_BACKEND: BackendRow = BackendRow {
     packets: ZERO,
     bytes: ZERO,
