@@ -424,7 +424,10 @@ fn a_quoted_value_with_newlines_stays_on_its_line() {
     let src = "interfaces: []\nservices:\n  - name: x\n    vip: 203.0.113.10\n    ports: [\"80\\nforged.yaml:1:1: fake\"]\n    routes: [{ pool: p }]\npools: { p: { backends: [{ address: 192.0.2.1 }] } }\n";
     let errors = policy::parse_str(src, "nl.yaml").expect_err("a bad port");
     for line in errors.to_string().lines() {
-        assert!(line.starts_with("nl.yaml:"), "a line without the file: {line}");
+        assert!(
+            line.starts_with("nl.yaml:"),
+            "a line without the file: {line}"
+        );
     }
     assert!(errors.to_string().contains("80\\nforged.yaml"), "{errors}");
 }

@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             let selector = BackendSelector::parse(&String::from_utf8_lossy(rest));
-            for to in [AdminState::Drained, AdminState::Disabled, AdminState::InService] {
+            for to in [
+                AdminState::Drained,
+                AdminState::Disabled,
+                AdminState::InService,
+            ] {
                 if let Ok(edit) = set_backend_state(POLICY, "policy.yaml", &selector, to) {
                     // An edit the daemon would apply must itself load.
                     parse_str(&edit.text, "policy.yaml")
