@@ -388,6 +388,24 @@ detection:
     println!("# spike: {rate:.0} new flows/s against a baseline of {baseline:.1}/s");
     assert!(rate >= 200.0 && rate > 3.0 * baseline, "{spike}");
     assert_eq!(spike["finding_info"]["types"][0], "new_flow_spike");
+    // And per service, from the data plane's per-service new-flow rows.
+    let per_service: Vec<Value> = tcp
+        .iter()
+        .filter(|m| m.msgid == "new_flow_spike")
+        .map(|m| serde_json::from_str(&m.msg).unwrap())
+        .filter(|v: &Value| v["unmapped"]["service"] == "llama")
+        .collect();
+    assert_eq!(
+        per_service.len(),
+        1,
+        "one spike for service llama: {per_service:?}"
+    );
+    let data = &per_service[0]["evidences"][0]["data"];
+    assert!(
+        data["new_flows_per_second"].as_f64().unwrap()
+            > 3.0 * data["baseline_per_second"].as_f64().unwrap(),
+        "{data}"
+    );
 
     let (_, acl) = ocsf("acl_drops_sustained");
     let data = &acl["evidences"][0]["data"];

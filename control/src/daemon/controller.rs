@@ -1884,7 +1884,28 @@ impl Controller {
         let Some(detector) = self.detector.as_mut() else {
             return;
         };
-        for event in detector.observe(now, &names, &rows) {
+        let mut events = detector.observe(now, &names, &rows);
+        // New flows per service: each service's telemetry row summed over the workers.
+        let keys: BTreeMap<u64, &str> = self
+            .current
+            .policy
+            .services
+            .iter()
+            .map(|s| (shm::telemetry::service_key(&s.name), s.name.as_str()))
+            .collect();
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for (worker, _) in &rows {
+            let Some(t) = segment.telemetry(*worker as usize, 0) else {
+                continue;
+            };
+            for (_, row) in &t.services {
+                if let Some(name) = keys.get(&row.key) {
+                    *totals.entry((*name).to_owned()).or_default() += row.new_flows;
+                }
+            }
+        }
+        events.extend(detector.observe_services(now, totals));
+        for event in events {
             self.events.emit(event);
         }
     }

@@ -12,8 +12,8 @@
 //!   `baseline`. A spike is a rate at least `min_rate` and above `factor ×` the baseline, once
 //!   the baseline has learnt for `warmup`; it is reported once when it starts, and the baseline
 //!   does not learn from it (an attack does not become the norm) until the rate falls back.
-//!   Per worker, not per service: the data plane's counters are per worker totals (with RSS
-//!   each worker sees its share of every service).
+//!   The same check runs per service ([`Detector::observe_services`]) on each service's new
+//!   flows, summed over workers from the data plane's per-service telemetry rows.
 //! - **Sustained drops** (`acl_drops_sustained`, `rate_limit_drops_sustained`): `drop_acl` or
 //!   `drop_rate_limited`, summed over workers, at or above `rate` per second at every reading
 //!   for `for`; reported once per episode, again after the rate has dropped below.
@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::config::{DetectionConfig, SustainedConfig};
+use super::config::{DetectionConfig, SpikeConfig, SustainedConfig};
 use super::{Event, Kind};
 
 /// Per-worker learning state of the spike detector.
@@ -73,6 +73,9 @@ pub struct Detector {
     columns: Columns,
     last: Option<(Instant, BTreeMap<u32, Vec<u64>>)>,
     baselines: BTreeMap<u32, Baseline>,
+    /// Per-service new flows (summed over workers) at the last reading.
+    last_services: Option<(Instant, BTreeMap<String, u64>)>,
+    service_baselines: BTreeMap<String, Baseline>,
     acl: Sustained,
     rate_limited: Sustained,
     next: Option<Instant>,
@@ -95,6 +98,8 @@ impl Detector {
             columns: Columns::default(),
             last: None,
             baselines: BTreeMap::new(),
+            last_services: None,
+            service_baselines: BTreeMap::new(),
             acl: Sustained::default(),
             rate_limited: Sustained::default(),
             next: None,
@@ -117,6 +122,8 @@ impl Detector {
     pub fn reset(&mut self) {
         self.last = None;
         self.baselines.clear();
+        self.last_services = None;
+        self.service_baselines.clear();
         self.acl = Sustained::default();
         self.rate_limited = Sustained::default();
     }
@@ -228,34 +235,87 @@ impl Detector {
             since: now,
             in_spike: false,
         });
-        let learnt = now.saturating_duration_since(b.since) >= cfg.warmup;
-        let spiking = learnt && rate >= cfg.min_rate && rate > cfg.factor * b.rate;
-        let mut event = None;
-        if spiking && !b.in_spike {
-            event = Some(
-                Event::new(
-                    Kind::NewFlowSpike,
-                    format!(
-                        "worker {worker}: {rate:.0} new flows/s, {:.1}× its baseline of {:.1}/s",
-                        rate / b.rate.max(f64::MIN_POSITIVE),
-                        b.rate
-                    ),
-                )
-                .worker(worker)
-                .evidence("new_flows_per_second", rate)
-                .evidence("baseline_per_second", b.rate)
-                .evidence("factor", cfg.factor)
-                .evidence("min_rate", cfg.min_rate)
-                .evidence("interval_seconds", dt),
-            );
-        }
-        b.in_spike = spiking;
-        if !spiking {
-            let alpha = (dt / cfg.baseline.as_secs_f64().max(1e-3)).min(1.0);
-            b.rate += alpha * (rate - b.rate);
-        }
-        event
+        spike(b, &cfg, &format!("worker {worker}"), now, dt, rate).map(|e| e.worker(worker))
     }
+
+    /// Compares per-service new flows (each service's total over every worker, from the
+    /// data plane's telemetry rows) with the last reading: a spike per service against that
+    /// service's own baseline, as for workers. A total that went down (a row reassigned, a
+    /// data-plane restart) restarts that service's baseline.
+    pub fn observe_services(&mut self, now: Instant, totals: BTreeMap<String, u64>) -> Vec<Event> {
+        let Some(cfg) = self.config.new_flow_spike.clone() else {
+            return Vec::new();
+        };
+        let Some((then, previous)) = self.last_services.replace((now, totals.clone())) else {
+            return Vec::new();
+        };
+        let dt = now.saturating_duration_since(then).as_secs_f64();
+        if dt <= 0.0 {
+            return Vec::new();
+        }
+        self.service_baselines
+            .retain(|name, _| totals.contains_key(name));
+        let mut events = Vec::new();
+        for (name, total) in totals {
+            let Some(old) = previous.get(&name).copied() else {
+                continue;
+            };
+            if total < old {
+                self.service_baselines.remove(&name);
+                continue;
+            }
+            let rate = per_second(total - old, dt);
+            let b = self
+                .service_baselines
+                .entry(name.clone())
+                .or_insert(Baseline {
+                    rate,
+                    since: now,
+                    in_spike: false,
+                });
+            if let Some(e) = spike(b, &cfg, &format!("service {name}"), now, dt, rate) {
+                events.push(e.service(name));
+            }
+        }
+        events
+    }
+}
+
+/// One spike check against a baseline; see the module documentation.
+fn spike(
+    b: &mut Baseline,
+    cfg: &SpikeConfig,
+    subject: &str,
+    now: Instant,
+    dt: f64,
+    rate: f64,
+) -> Option<Event> {
+    let learnt = now.saturating_duration_since(b.since) >= cfg.warmup;
+    let spiking = learnt && rate >= cfg.min_rate && rate > cfg.factor * b.rate;
+    let mut event = None;
+    if spiking && !b.in_spike {
+        event = Some(
+            Event::new(
+                Kind::NewFlowSpike,
+                format!(
+                    "{subject}: {rate:.0} new flows/s, {:.1}× its baseline of {:.1}/s",
+                    rate / b.rate.max(f64::MIN_POSITIVE),
+                    b.rate
+                ),
+            )
+            .evidence("new_flows_per_second", rate)
+            .evidence("baseline_per_second", b.rate)
+            .evidence("factor", cfg.factor)
+            .evidence("min_rate", cfg.min_rate)
+            .evidence("interval_seconds", dt),
+        );
+    }
+    b.in_spike = spiking;
+    if !spiking {
+        let alpha = (dt / cfg.baseline.as_secs_f64().max(1e-3)).min(1.0);
+        b.rate += alpha * (rate - b.rate);
+    }
+    event
 }
 
 fn sustained(
@@ -298,7 +358,6 @@ pub const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::config::SpikeConfig;
 
     fn names() -> Vec<String> {
         [
@@ -410,6 +469,28 @@ mod tests {
             .collect();
         // 3 s at rate after second 4 (index 4 starts the episode, index 7 is 3 s later).
         assert_eq!(when, vec![7], "{kinds:?}");
+    }
+
+    #[test]
+    fn per_service_spikes_against_each_services_own_baseline() {
+        let mut d = Detector::new(config());
+        let t0 = Instant::now();
+        let mut totals = BTreeMap::from([("chat".to_owned(), 0u64), ("image".to_owned(), 0)]);
+        let mut spikes = Vec::new();
+        for i in 1..=12u64 {
+            // chat: 150/s throughout; image: 50/s, then 600/s at second 10.
+            *totals.get_mut("chat").unwrap() += 150;
+            *totals.get_mut("image").unwrap() += if i == 10 { 600 } else { 50 };
+            let t = t0 + Duration::from_secs(i);
+            for e in d.observe_services(t, totals.clone()) {
+                spikes.push((
+                    i,
+                    e.service.clone().unwrap(),
+                    e.evidence["new_flows_per_second"],
+                ));
+            }
+        }
+        assert_eq!(spikes, vec![(10, "image".to_owned(), 600.0)]);
     }
 
     #[test]
