@@ -135,6 +135,9 @@ pub struct Observation {
     /// The sender says its MAC replaces any other (every ARP packet; an NA with the override
     /// flag). An NA without it only answers a resolution in progress (RFC 4861 §7.2.5).
     pub overrides: bool,
+    /// A solicited NA without a target link-layer address (`mac` is meaningless): confirms
+    /// the MAC in use, if any, and changes nothing.
+    pub confirm_only: bool,
 }
 
 /// A frame the main lcore built for worker 0 to send on `port`, counted under `counter`.
@@ -252,6 +255,7 @@ mod tests {
             addr: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 254)),
             mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
             overrides: true,
+            confirm_only: false,
         };
         let accepted = (0..OBSERVATION_QUEUE + 10).filter(|_| w.observe(o)).count();
         assert_eq!(accepted, OBSERVATION_QUEUE);

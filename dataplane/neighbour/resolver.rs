@@ -344,6 +344,17 @@ impl Resolver {
         };
         let e = &self.entries[i];
         let (port, addr, old) = (e.port, e.addr, e.mac);
+        if o.confirm_only {
+            if old.is_none() {
+                self.stats.ignored += 1;
+                return;
+            }
+            let e = &mut self.entries[i];
+            e.state = NeighbourState::Reachable;
+            e.sent = 0;
+            e.until = now + reachable;
+            return;
+        }
         match old {
             Some(mac) if mac == o.mac => {}
             Some(mac) if !o.overrides => {
@@ -558,6 +569,7 @@ mod tests {
             addr,
             mac,
             overrides,
+            confirm_only: false,
         }
     }
 
@@ -685,6 +697,29 @@ mod tests {
         assert_eq!(w.slots.port(0).unwrap().mac(true), Some(GW_MAC2));
         let s = r.stats();
         assert_eq!((s.resolved, s.changed, s.ignored), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_solicited_advert_without_lladdr_confirms_but_never_resolves() {
+        let (mut r, w, _out) = setup();
+        let gw6 = IpAddr::V6(gw6());
+        let confirm = Observation {
+            confirm_only: true,
+            ..news(gw6, EthernetAddress([0; 6]), false)
+        };
+        w.observe(confirm);
+        r.tick(1);
+        assert_eq!(state(&r, gw6), (NeighbourState::Incomplete, None));
+        assert_eq!(r.stats().ignored, 1);
+        w.observe(news(gw6, GW_MAC, true));
+        r.tick(2);
+        // Past reachable_ms: probing; the MAC-less answer confirms it again.
+        r.tick(1_100);
+        assert_eq!(state(&r, gw6).0, NeighbourState::Probe);
+        w.observe(confirm);
+        r.tick(1_110);
+        assert_eq!(state(&r, gw6), (NeighbourState::Reachable, Some(GW_MAC)));
+        assert_eq!(w.slots.port(0).unwrap().mac(true), Some(GW_MAC));
     }
 
     #[test]

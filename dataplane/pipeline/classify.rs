@@ -18,23 +18,23 @@
 //!    wire error's counter (`drop_truncated`, `drop_too_many_vlan_tags`, ...: one counter per
 //!    [`crate::wire::Error`]). Frames from the kernel port ([`super::PortMap::kernel`]) go out of the
 //!    port whose interface owns their source MAC (`kernel_to_wire`), untouched.
-//! 2. **Local traffic.** ARP requests for an address of the RX interface or inside a VIP are
-//!    answered in place (`arp_reply_sent`), requests for other addresses
-//!    `drop_arp_not_ours`, requests from a broadcast, multicast or zero sender MAC
-//!    `drop_arp_bad_sender` (the reply would go to every station). ARP replies and gratuitous ARP, and neighbour advertisements (to
-//!    our MAC or a multicast one), are news about a neighbour: about the RX interface's
-//!    gateway address while its MAC is resolved rather than configured, with a unicast MAC,
-//!    they are handed to the resolver in phase 2 (`neighbour_learned`, see
-//!    [`crate::neighbour`]); a broadcast, multicast or zero MAC is `drop_neighbour_bad_mac`,
-//!    any other address `drop_neighbour_not_gateway` (a unicast advertisement about another
-//!    address goes on as traffic for the host, so the exception path's own neighbour
-//!    discovery keeps working; ARP on an interface with a configured
-//!    gateway MAC: `drop_arp_ignored`); an advertisement failing RFC 4861 §7.1.2 (hop limit
-//!    255, code 0, checksum, no solicited flag to a multicast destination) or without a
-//!    target link-layer address is `drop_na_invalid`. Neighbour solicitations for an address of the RX interface or a
-//!    VIP are answered with a solicited, override advertisement carrying our MAC
-//!    (`nd_advert_sent`; a DAD probe from `::` is answered to all-nodes, unsolicited) after the
-//!    RFC 4861 §7.1.1 checks (`drop_nd_invalid`; other targets `drop_nd_not_ours`). Echo
+//! 2. **Local traffic.** ARP requests for an address of the RX interface or inside a VIP are answered
+//!    in place (`arp_reply_sent`), requests for other addresses `drop_arp_not_ours`, requests from a
+//!    broadcast, multicast or zero sender MAC `drop_arp_bad_sender` (the reply would go to every
+//!    station). ARP replies and gratuitous ARP, and neighbour advertisements (to our MAC or a
+//!    multicast one), are news about a neighbour: about the RX interface's gateway address while its
+//!    MAC is resolved rather than configured, with a unicast MAC, they are handed to the resolver in
+//!    phase 2 (`neighbour_learned`, see [`crate::neighbour`]); a broadcast, multicast or zero MAC is
+//!    `drop_neighbour_bad_mac`, any other address `drop_neighbour_not_gateway` (a unicast
+//!    advertisement about another address goes on as traffic for the host, so the exception path's
+//!    own neighbour discovery keeps working; ARP on an interface with a configured gateway MAC:
+//!    `drop_arp_ignored`); an advertisement failing RFC 4861 §7.1.2 (hop limit 255, code 0, checksum,
+//!    no solicited flag to a multicast destination), or unsolicited without a target link-layer
+//!    address, is `drop_na_invalid` (a solicited one without it — Linux's answer to a unicast refresh
+//!    — confirms the MAC in use). Neighbour solicitations for an address of the RX interface or a VIP
+//!    are answered with a solicited, override advertisement carrying our MAC (`nd_advert_sent`; a DAD
+//!    probe from `::` is answered to all-nodes, unsolicited) after the RFC 4861 §7.1.1 checks
+//!    (`drop_nd_invalid`; other targets `drop_nd_not_ours`). Echo
 //!    requests to own addresses and VIPs are answered in place, drawing from the worker's ICMP
 //!    token bucket (`Config.icmp_rate` per second, `icmp_burst` deep; rate 0 sends nothing;
 //!    empty → `drop_icmp_rate_limited`). Anything else to an own address (of any interface) is
@@ -138,6 +138,8 @@ pub(crate) struct NeighbourNews {
     pub mac: wire::EthernetAddress,
     /// ARP, or an NA with the override flag.
     pub overrides: bool,
+    /// A solicited NA without a target link-layer address: confirms the MAC in use.
+    pub confirm_only: bool,
 }
 
 /// A packet to balance: its flow (client → VIP) and where its L3 packet lies in the frame.
@@ -267,6 +269,7 @@ fn arp_news(port: &PortBinding, repr: &wire::ArpRepr) -> Result<Step, Counter> {
         addr: u128::from(sender),
         mac,
         overrides: true,
+        confirm_only: false,
     }))
 }
 
@@ -296,7 +299,20 @@ fn neighbor_advert(
     if dst.is_multicast() && flags.contains(wire::NdpFlags::SOLICITED) {
         return Err(Counter::DropNaInvalid);
     }
-    let mac = target_lladdr.ok_or(Counter::DropNaInvalid)?;
+    let Some(mac) = target_lladdr else {
+        // Linux answers a unicast solicitation (our refresh) without the option: a solicited
+        // advertisement then confirms the MAC in use and changes nothing (RFC 4861 §7.2.5).
+        if !flags.contains(wire::NdpFlags::SOLICITED) {
+            return Err(Counter::DropNaInvalid);
+        }
+        return Ok(Step::Learn(NeighbourNews {
+            v6: true,
+            addr: target,
+            mac: wire::EthernetAddress([0; 6]),
+            overrides: false,
+            confirm_only: true,
+        }));
+    };
     if !mac.is_unicast() || mac.0 == [0; 6] {
         return Err(Counter::DropNeighbourBadMac);
     }
@@ -305,6 +321,7 @@ fn neighbor_advert(
         addr: target,
         mac,
         overrides: flags.contains(wire::NdpFlags::OVERRIDE),
+        confirm_only: false,
     }))
 }
 

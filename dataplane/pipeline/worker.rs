@@ -602,6 +602,7 @@ impl PipelineWorker {
             addr,
             mac: news.mac,
             overrides: news.overrides,
+            confirm_only: news.confirm_only,
         };
         match &self.neighbours {
             Some(n) if n.observe(observation) => {
