@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(errors) => {
             assert!(!errors.is_empty(), "an error without a diagnostic");
-            let lines = text.lines().count() + 1;
+            // YAML breaks lines at LF, CRLF and a lone CR (`str::lines` knows only the first two).
+            let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1;
             for line in errors.to_string().lines() {
                 // Continuation lines of one diagnostic are indented.
                 if line.starts_with(' ') {
