@@ -108,6 +108,16 @@ impl PortBinding {
     pub fn resolves_gateway(&self) -> bool {
         self.gateway_v4 != 0 || self.gateway_v6 != 0
     }
+
+    /// Whether a gateway address of that family is to be resolved.
+    #[inline]
+    pub fn resolves_gateway_of(&self, v6: bool) -> bool {
+        if v6 {
+            self.gateway_v6 != 0
+        } else {
+            self.gateway_v4 != 0
+        }
+    }
 }
 
 /// Per-generation constants of one worker.

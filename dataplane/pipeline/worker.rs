@@ -692,12 +692,7 @@ impl PipelineWorker {
             None => egress.gateway_mac,
             Some(slots) => match slots.mac(backend_v6) {
                 Some(mac) => mac,
-                None if (if backend_v6 {
-                    egress.gateway_v6
-                } else {
-                    u128::from(egress.gateway_v4)
-                }) == 0 =>
-                {
+                None if !egress.resolves_gateway_of(backend_v6) => {
                     return Err(Counter::DropNoGatewayMac)
                 }
                 None => return Err(Counter::DropGatewayUnresolved),
