@@ -289,7 +289,9 @@ fn run(args: &RunArgs) -> Result<()> {
     let flow_cfg = settings.flow_table;
     // Gateway resolution: the main lcore resolves, workers read the MACs, worker 0 sends.
     let (resolver_links, worker_neighbours, outbox) = neighbour::links(ports.len());
-    let mut resolver = Resolver::new(resolver_links, settings.neighbour.timers()).logging(true);
+    let mut resolver = Resolver::new(resolver_links, settings.neighbour.timers())
+        .logging(true)
+        .announcing(settings.neighbour.announce);
     let outbox = std::cell::Cell::new(Some(Originated {
         outbox,
         pools: app.pool_names(),

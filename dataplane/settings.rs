@@ -148,6 +148,9 @@ pub struct NeighbourSettings {
     pub probes: u32,
     /// Longest interval between requests for a gateway that does not answer.
     pub max_backoff_ms: u64,
+    /// Gratuitous ARP / unsolicited NA for own addresses and VIPs at start (off only where
+    /// outputs are compared frame for frame, as the pcap tests do).
+    pub announce: bool,
 }
 
 impl Default for NeighbourSettings {
@@ -158,6 +161,7 @@ impl Default for NeighbourSettings {
             retrans_ms: t.retrans_ms,
             probes: t.probes,
             max_backoff_ms: t.max_backoff_ms,
+            announce: true,
         }
     }
 }

@@ -277,6 +277,14 @@ fn bursts_of_32_match_one_packet_at_a_time() {
 /// Drop counters no frame can cause on a valid generation, and where each is tested.
 const NOT_FROM_A_FRAME: &[(&str, &str)] = &[
     (
+        "drop_neighbour_queue_full",
+        "a flood of neighbour news faster than the main lcore drains it: neighbour_pipeline",
+    ),
+    (
+        "drop_neighbour_tx",
+        "worker 0 sending the resolver's frames (dataplane/poll.rs), no mbuf or a full TX queue",
+    ),
+    (
         "drop_no_table",
         "no generation yet: pipeline_behaviour, run before any table",
     ),

@@ -134,6 +134,8 @@ pub struct Resolver {
     stats: ResolverStats,
     /// Print a line per state change.
     log: bool,
+    /// Announce own addresses and VIPs.
+    announce: bool,
     /// The generation last taken by [`Resolver::follow`].
     generation: Option<u64>,
     /// Start of the resolver's clock.
@@ -159,6 +161,7 @@ impl Resolver {
             announced: HashSet::new(),
             stats: ResolverStats::default(),
             log: false,
+            announce: true,
             generation: None,
             started: std::time::Instant::now(),
         }
@@ -168,6 +171,13 @@ impl Resolver {
     #[must_use]
     pub fn logging(mut self, on: bool) -> Self {
         self.log = on;
+        self
+    }
+
+    /// Whether to announce own addresses and VIPs (gratuitous ARP, unsolicited NA).
+    #[must_use]
+    pub fn announcing(mut self, on: bool) -> Self {
+        self.announce = on;
         self
     }
 
@@ -251,7 +261,7 @@ impl Resolver {
                 .chain(vips_v4.iter().map(|&a| IpAddr::V4(a)))
                 .chain(vips_v6.iter().map(|&a| IpAddr::V6(a)));
             for addr in addrs {
-                if self.announced.insert((port, addr)) {
+                if self.announce && self.announced.insert((port, addr)) {
                     let counter = if addr.is_ipv4() {
                         Counter::GratuitousArpSent
                     } else {

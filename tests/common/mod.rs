@@ -316,14 +316,16 @@ pub fn wait_for_interface(name: &str, timeout: Duration) {
 }
 
 /// Writes appliance settings with a `net_pcap0` uplink and a `net_pcap1` backend port, room for
-/// `ipv4_flows` IPv4 flows per worker; returns the file.
+/// `ipv4_flows` IPv4 flows per worker, and no start-up announcements (captures are compared
+/// frame for frame); returns the file.
 pub fn pcap_settings(dir: &Path, ipv4_flows: u32) -> PathBuf {
     let settings = dir.join("appliance.yaml");
     std::fs::write(
         &settings,
         format!(
             "ports:\n  - {{ device: net_pcap0, role: uplink }}\n  - {{ device: net_pcap1, role: backend }}\n\
-             flow_table: {{ ipv4_flows: {ipv4_flows}, ipv6_flows: 1024 }}\nmempool: {{ mbufs: 16383 }}\n"
+             flow_table: {{ ipv4_flows: {ipv4_flows}, ipv6_flows: 1024 }}\nmempool: {{ mbufs: 16383 }}\n\
+             neighbour: {{ announce: false }}\n"
         ),
     )
     .unwrap();
