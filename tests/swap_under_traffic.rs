@@ -169,7 +169,8 @@ fn a_thousand_generations_under_traffic_lose_nothing_and_move_no_unaffected_flow
     std::fs::write(
         &settings,
         "ports:\n  - { device: net_tap0, role: uplink }\n  - { device: net_pcap0, role: backend }\n\
-         flow_table: { ipv4_flows: 65536, ipv6_flows: 1024 }\nmempool: { mbufs: 16383 }\n",
+         flow_table: { ipv4_flows: 65536, ipv6_flows: 1024 }\nmempool: { mbufs: 16383 }\n\
+         neighbour: { announce: false }\n",
     )
     .unwrap();
     // On tmpfs: the worker writes this capture itself, and a disk under writeback pressure (the
