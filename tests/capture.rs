@@ -157,39 +157,24 @@ fn capture_takes_what_the_filter_asks_while_forwarding_goes_on() {
     let input = dir.join("in.pcap");
     write_pcap(&input, &frames);
 
-    let mut ctl = Background::spawn(
-        Command::new(control_bin())
-            .env("SWITCHYARD_SHM_DIR", &shm)
-            .args(["run", "--policy"])
-            .arg(&policy)
-            .args(["--instance", &instance, "--listen", &api, "--events"])
-            .arg(&events)
-            .args(["--start-wait", "0s", "--watch-interval-ms", "0"]),
+    let mut ctl = start_control(
+        &shm,
+        &policy,
+        &instance,
+        &api,
+        &[String::from("--events"), events.display().to_string()],
     );
-    let generation = shm.join(format!("switchyard-{instance}.gen-1"));
-    let deadline = Instant::now() + WAIT;
-    while !generation.exists() {
-        assert!(Instant::now() < deadline, "no generation published");
-        assert!(
-            ctl.child.try_wait().unwrap().is_none(),
-            "control plane exited"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let settings = pcap_settings(&dir, 4096);
-    let mut dp = Background::spawn(
-        Command::new(DATAPLANE)
-            .args(["run", "--instance", &instance, "--config"])
-            .arg(&settings)
-            .env("SWITCHYARD_SHM_DIR", &shm)
-            .args(["--", "-l", "0-1", "--file-prefix", &prefix, "--no-pci"])
-            .arg(format!(
-                "--vdev=net_pcap0,rx_pcap={},infinite_rx=1",
-                input.display()
-            ))
-            .arg("--vdev=net_pcap1,tx_pcap=/dev/null"),
+    let mut dp = start_dataplane(
+        &shm,
+        &instance,
+        &settings,
+        &prefix,
+        &[
+            format!("--vdev=net_pcap0,rx_pcap={},infinite_rx=1", input.display()),
+            "--vdev=net_pcap1,tx_pcap=/dev/null".to_string(),
+        ],
     );
-    dp.wait_for_line(WAIT, |l| l.starts_with("table: generation 1"));
     let deadline = Instant::now() + WAIT;
     while counter(&api, "drop_acl") == 0 {
         assert!(Instant::now() < deadline, "no traffic counted");

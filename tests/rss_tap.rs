@@ -221,24 +221,7 @@ fn every_flow_both_directions_on_one_worker_with_two_rx_queues() {
         });
     }
 
-    let mut ctl = Background::spawn(
-        Command::new(control_bin())
-            .env("SWITCHYARD_SHM_DIR", &shm)
-            .args(["run", "--policy"])
-            .arg(&policy)
-            .args(["--instance", &instance, "--listen", &api])
-            .args(["--start-wait", "0s", "--watch-interval-ms", "0"]),
-    );
-    let generation = shm.join(format!("switchyard-{instance}.gen-1"));
-    let deadline = Instant::now() + WAIT;
-    while !generation.exists() {
-        assert!(Instant::now() < deadline, "no generation published");
-        assert!(
-            ctl.child.try_wait().unwrap().is_none(),
-            "control plane exited"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut ctl = start_control(&shm, &policy, &instance, &api, &[]);
     // Two workers on a two-core machine: the main lcore shares core 0 with worker 1 (it sleeps
     // between polls).
     let mut dp = Background::spawn(

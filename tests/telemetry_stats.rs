@@ -169,38 +169,18 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
     write_pcap(&input, &frames);
     let out_backend = dir.join("backend.pcap");
 
-    let mut ctl = Background::spawn(
-        Command::new(control_bin())
-            .env("SWITCHYARD_SHM_DIR", &shm)
-            .args(["run", "--policy"])
-            .arg(&policy)
-            .args(["--instance", &instance, "--listen", &api])
-            .args(["--start-wait", "0s", "--watch-interval-ms", "0"]),
-    );
-    let generation = shm.join(format!("switchyard-{instance}.gen-1"));
-    let deadline = Instant::now() + WAIT;
-    while !generation.exists() {
-        assert!(Instant::now() < deadline, "no generation published");
-        assert!(
-            ctl.child.try_wait().unwrap().is_none(),
-            "control plane exited"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut ctl = start_control(&shm, &policy, &instance, &api, &[]);
     let settings = pcap_settings(&dir, 4096);
-    let mut dp = Background::spawn(
-        Command::new(DATAPLANE)
-            .args(["run", "--instance", &instance, "--config"])
-            .arg(&settings)
-            .env("SWITCHYARD_SHM_DIR", &shm)
-            .args(["--", "-l", "0-1", "--file-prefix", &prefix, "--no-pci"])
-            .arg(format!("--vdev=net_pcap0,rx_pcap={}", input.display()))
-            .arg(format!(
-                "--vdev=net_pcap1,tx_pcap={}",
-                out_backend.display()
-            )),
+    let mut dp = start_dataplane(
+        &shm,
+        &instance,
+        &settings,
+        &prefix,
+        &[
+            format!("--vdev=net_pcap0,rx_pcap={}", input.display()),
+            format!("--vdev=net_pcap1,tx_pcap={}", out_backend.display()),
+        ],
     );
-    dp.wait_for_line(WAIT, |l| l.starts_with("table: generation 1"));
 
     // Wait until the workers counted every forwarded packet and the active flows are in.
     let forwarded: u64 = sent_to.values().map(|e| e.packets).sum();

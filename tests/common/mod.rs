@@ -362,3 +362,58 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A control plane on `policy` for `instance`, its API on `api` and its files in `shm` (`extra`:
+/// more `run` arguments), returned once it has published generation 1: a data plane started
+/// next loads that generation at attach, before its workers see the first packet.
+pub fn start_control(
+    shm: &Path,
+    policy: &Path,
+    instance: &str,
+    api: &str,
+    extra: &[String],
+) -> Background {
+    let mut ctl = Background::spawn(
+        Command::new(control_bin())
+            .env("SWITCHYARD_SHM_DIR", shm)
+            .args(["run", "--policy"])
+            .arg(policy)
+            .args(["--instance", instance, "--listen", api])
+            .args(["--start-wait", "0s", "--watch-interval-ms", "0"])
+            .args(extra),
+    );
+    let generation = shm.join(format!("switchyard-{instance}.gen-1"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !generation.exists() {
+        assert!(Instant::now() < deadline, "no generation published");
+        assert!(
+            ctl.child.try_wait().unwrap().is_none(),
+            "control plane exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ctl
+}
+
+/// A data plane for `instance` on `settings`, EAL lcores 0-1 with its own `prefix` and the
+/// given `--vdev=` arguments, returned once it runs generation 1.
+pub fn start_dataplane(
+    shm: &Path,
+    instance: &str,
+    settings: &Path,
+    prefix: &str,
+    vdevs: &[String],
+) -> Background {
+    let mut dp = Background::spawn(
+        Command::new(DATAPLANE)
+            .args(["run", "--instance", instance, "--config"])
+            .arg(settings)
+            .env("SWITCHYARD_SHM_DIR", shm)
+            .args(["--", "-l", "0-1", "--file-prefix", prefix, "--no-pci"])
+            .args(vdevs),
+    );
+    dp.wait_for_line(Duration::from_secs(60), |l| {
+        l.starts_with("table: generation 1")
+    });
+    dp
+}
