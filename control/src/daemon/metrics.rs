@@ -614,52 +614,33 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
             }
         }
     }
-    #[allow(clippy::cast_precision_loss)] // seconds of TSC cycles: a float is what is wanted
-    let seconds = |cycles: u64, hz: u64| {
-        if hz == 0 {
-            0.0
-        } else {
-            cycles as f64 / hz as f64
-        }
-    };
-    let name = "switchyard_dataplane_worker_busy_seconds_total";
-    if e.family(
-        name,
-        Counter,
-        "Time the worker spent in polls that received packets.",
-    ) {
-        for w in &s.workers {
-            let label = w.worker.to_string();
-            e.sample(
-                name,
-                &[("worker", &label)],
-                Float(seconds(w.busy_cycles, w.tsc_hz)),
-            );
-        }
-    }
-    let name = "switchyard_dataplane_worker_idle_seconds_total";
-    if e.family(
-        name,
-        Counter,
-        "Time the worker spent in polls that received nothing.",
-    ) {
-        for w in &s.workers {
-            let label = w.worker.to_string();
-            e.sample(
-                name,
-                &[("worker", &label)],
-                Float(seconds(w.idle_cycles, w.tsc_hz)),
-            );
-        }
-    }
-    let name = "switchyard_dataplane_worker_swaps_total";
-    if e.family(
-        name,
-        Counter,
-        "Table generations the worker switched to since it started.",
-    ) {
-        for w in &s.workers {
-            e.sample(name, &[("worker", &w.worker.to_string())], Int(w.swaps));
+    type WorkerFamily = (
+        &'static str,
+        &'static str,
+        fn(&super::stats::WorkerStats) -> Value,
+    );
+    let workers: [WorkerFamily; 3] = [
+        (
+            "switchyard_dataplane_worker_busy_seconds_total",
+            "Time the worker spent in polls that received packets.",
+            |w| Float(seconds(w.busy_cycles, w.tsc_hz)),
+        ),
+        (
+            "switchyard_dataplane_worker_idle_seconds_total",
+            "Time the worker spent in polls that received nothing.",
+            |w| Float(seconds(w.idle_cycles, w.tsc_hz)),
+        ),
+        (
+            "switchyard_dataplane_worker_swaps_total",
+            "Table generations the worker switched to since it started.",
+            |w| Int(w.swaps),
+        ),
+    ];
+    for (name, help, get) in workers {
+        if e.family(name, Counter, help) {
+            for w in &s.workers {
+                e.sample(name, &[("worker", &w.worker.to_string())], get(w));
+            }
         }
     }
     let name = "switchyard_dataplane_dropped_packets_total";
@@ -680,6 +661,16 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         Int(s.untracked_packets),
     );
     body.push_str(&e.out);
+}
+
+/// Seconds from TSC cycles at `hz` (0 before the data plane reported its rate).
+#[allow(clippy::cast_precision_loss)] // seconds of TSC cycles: a float is what is wanted
+fn seconds(cycles: u64, hz: u64) -> f64 {
+    if hz == 0 {
+        0.0
+    } else {
+        cycles as f64 / hz as f64
+    }
 }
 
 #[cfg(test)]
