@@ -89,7 +89,7 @@ class Ecmp:
     # ---- topology -----------------------------------------------------------------------
 
     def build(self):
-        h, r = self.h, self.h.L.router
+        r = self.h.L.router
         remove(r)
         for n in NAMESPACES:
             run(["ip", "netns", "add", n])
