@@ -41,7 +41,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
