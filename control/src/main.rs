@@ -43,6 +43,9 @@ enum Command {
     Enable(BackendArgs),
     /// Show services, pools, backends and the live generation on each worker.
     Show(ShowArgs),
+    /// A live terminal view of the traffic: per service and per backend rates, active flows,
+    /// health and weights, drops by reason; sortable, refreshed every interval.
+    Top(TopArgs),
     /// Phased canary rollouts: status, or pause, resume or abort one service's rollout.
     Rollout(RolloutArgs),
     /// Where a client's flow goes and why: service, region, route, pool, scheduler, backend,
@@ -318,6 +321,18 @@ struct ShowArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// Address of the daemon's API.
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_LISTEN)]
+    api: String,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Time between refreshes (and the window of each rate): 500ms, 1s, 5s...
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = daemon::cli::parse_wait)]
+    interval: std::time::Duration,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -351,6 +366,11 @@ fn main() -> ExitCode {
             token_file: args.token.path(),
             json: args.json,
             stats: args.what.is_some(),
+        }),
+        Command::Top(args) => daemon::top::run(&daemon::top::TopOptions {
+            api: args.api,
+            token_file: args.token.path(),
+            interval: args.interval,
         }),
         Command::RemoveInstance(args) => remove_instance(&args),
         Command::Node(args) => {

@@ -31,6 +31,7 @@ pub mod pcapng;
 pub mod query;
 pub mod show;
 pub mod stats;
+pub mod top;
 pub mod view;
 pub mod watch;
 
