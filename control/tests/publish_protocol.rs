@@ -69,7 +69,7 @@ fn publish_writes_the_blob_then_the_header_then_the_install() {
     assert_eq!(publisher.segment().control_status().last_published, 1);
     let path = generation_path_in(&dir, "t", 1);
     let meta = std::fs::metadata(&path).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     let blob = std::fs::read(&path).unwrap();
     let decoded = Generation::decode(&blob).unwrap();
     assert_eq!(decoded.generation, 1);
