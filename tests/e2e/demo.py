@@ -176,12 +176,33 @@ class Demo(Fleet):
         print(f"  the policy file now says: {line}")
         self.requests(3, regions=["eu-west"])
 
+        step(f"switchyard-control capture: 8 packets to {VIP}:{L.port} while clients connect, "
+             "written as pcapng and read back by tcpdump")
+        pcap = os.path.join(self.work, "vip.pcapng")
+        cap = subprocess.Popen(
+            [self.ctl_bin, "capture", "--vip", VIP, "--port", str(L.port), "-c", "8",
+             "--seconds", "10", "-s", "128", "-w", pcap, "--api", L.api, "--instance",
+             L.instance, "--shm-dir", self.shm],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1)
+        self.requests(2, regions=["us-east"])
+        out, _ = cap.communicate(timeout=20)
+        print("\n".join("  " + x for x in out.strip().splitlines()))
+        if cap.returncode != 0:
+            raise Fail(f"capture: exit {cap.returncode}")
+        r = run(["tcpdump", "-nr", pcap], check=False)
+        print("\n".join("  " + x for x in r.stdout.strip().splitlines()))
+
+        step("switchyard-control show stats: traffic per service, pool, backend and port")
+        print(run([self.ctl_bin, "show", "stats", "--api", L.api], check=False).stdout.rstrip())
+
         step("Prometheus metrics (excerpt)")
         body = http(f"http://{L.api}/metrics")
         for line in body.splitlines():
             if re.match(r"^switchyard_(control_(live_generation|health_transitions_total|"
                         r"load_updates_total)|dataplane_(forwarded_ipip_v4|flow_inserts|"
-                        r"flow_hits)_total)", line):
+                        r"flow_hits)_total|service_packets_total|backend_new_flows_total)",
+                        line):
                 print("  " + line)
 
         step("stop the data plane")
