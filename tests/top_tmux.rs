@@ -421,3 +421,17 @@ fn top_without_a_daemon_says_so_and_ends_on_sigterm_and_sighup() {
         );
     }
 }
+
+#[test]
+fn top_refuses_without_a_terminal() {
+    let out = run_with_timeout(
+        Command::new(control_bin()).args(["top", "--api", "127.0.0.1:1"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("top needs a terminal") && err.contains("show stats --json"),
+        "{err}"
+    );
+}

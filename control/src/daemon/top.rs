@@ -12,7 +12,7 @@
 //! An unreachable daemon is said in the view and asked again every interval; counters that went
 //! down (a restarted daemon) give no rate for that sample rather than a nonsense one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -142,8 +142,15 @@ impl Rates {
             seconds,
             ..Self::default()
         };
+        // Indexed: a policy may have a thousand services and several thousand backends.
+        let services: HashMap<&str, _> = before
+            .services
+            .iter()
+            .map(|b| (b.name.as_str(), b))
+            .collect();
+        let backends: HashMap<u32, _> = before.backends.iter().map(|b| (b.id, b)).collect();
         for s in &now.services {
-            let Some(b) = before.services.iter().find(|b| b.name == s.name) else {
+            let Some(b) = services.get(s.name.as_str()) else {
                 continue;
             };
             if let Some(r) = rate(
@@ -155,7 +162,7 @@ impl Rates {
             }
         }
         for s in &now.backends {
-            let Some(b) = before.backends.iter().find(|b| b.id == s.id) else {
+            let Some(b) = backends.get(&s.id) else {
                 continue;
             };
             if let Some(r) = rate(
