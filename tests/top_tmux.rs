@@ -288,6 +288,7 @@ fn top_shows_live_rates_sorts_and_quits() {
     assert!(first.contains("q quit"), "the help line: {first}");
     std::thread::sleep(Duration::from_secs(3));
     let second = tmux.capture();
+    eprintln!("top, services view:\n{second}");
     assert!(both_services_have_rates(&second), "{second}");
     let (a, b) = (services(&first), services(&second));
     for ((name, _, before), (name2, pps, after)) in a.iter().zip(&b) {
@@ -317,6 +318,7 @@ fn top_shows_live_rates_sorts_and_quits() {
     let backends = tmux.wait_for("the backends view", WAIT, |p| {
         p.contains("view: backends") && table(p, "POOL/BACKEND").len() == 4
     });
+    eprintln!("top, backends view:\n{backends}");
     let rows = table(&backends, "POOL/BACKEND");
     for name in [
         "llama-pool/gpu-1",
