@@ -615,15 +615,15 @@ fn sampler(options: &TopOptions) -> Receiver<Result<StatsView, String>> {
 /// Runs the view until `q`, Esc, Ctrl-C, SIGTERM or SIGHUP; restores the terminal.
 #[must_use]
 pub fn run(options: &TopOptions) -> ExitCode {
+    if options.interval < Duration::from_millis(100) {
+        let _ = writeln!(io::stderr(), "top: --interval must be at least 100ms");
+        return ExitCode::FAILURE;
+    }
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         let _ = writeln!(
             io::stderr(),
             "top needs a terminal; for scripts use `switchyard-control show stats --json`"
         );
-        return ExitCode::FAILURE;
-    }
-    if options.interval < Duration::from_millis(100) {
-        let _ = writeln!(io::stderr(), "top: --interval must be at least 100ms");
         return ExitCode::FAILURE;
     }
     let stop = Arc::new(AtomicBool::new(false));
