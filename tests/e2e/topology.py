@@ -483,9 +483,10 @@ class Fleet:
             text = text.replace(old, new)
         return text
 
-    def restore(self):
-        """Back to the base fleet: every process running, the base policy live, all up."""
-        if self.dp is None or self.dp.poll() is not None:
+    def restore(self, dataplane=True):
+        """Back to the base fleet: every process running (the data plane only if `dataplane`),
+        the base policy live, all up."""
+        if dataplane and (self.dp is None or self.dp.poll() is not None):
             self.start_dataplane()
         if self.ctl is None or self.ctl.poll() is not None:
             self.start_control()
