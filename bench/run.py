@@ -156,7 +156,10 @@ class Runner:
     def command(self, kind: str, ds: Dataset, workers: int, seconds: float) -> list:
         eal = eal_args(ds, workers)
         if kind == "c_iofwd":
-            return [self.iofwd, str(seconds), str(ds.mbufs), "--"] + eal
+            # Its own EAL prefix: an --in-memory process without one leaves DPDK's default
+            # runtime directory (/var/run/dpdk/rte); ci/bench removes this one at exit.
+            return [self.iofwd, str(seconds), str(ds.mbufs), "--"] + eal + [
+                "--file-prefix=switchyard-bench-iofwd"]
         if kind == "forward":
             return [self.dp, "forward", "--duration", str(seconds), "--config", ds.settings, "--"] + eal
         return [self.dp, "run", "--duration", str(seconds), "--table", ds.table, "--config", ds.settings, "--"] + eal
