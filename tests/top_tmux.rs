@@ -22,41 +22,8 @@ const WAIT: Duration = Duration::from_secs(60);
 const LLAMA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const EMBED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 
-const POLICY: &str = "\
-interfaces:
-  - name: uplink
-    mac: 02:00:00:00:00:01
-    addresses: [198.51.100.1/24]
-  - name: backend
-    mac: 02:00:00:00:01:01
-    addresses: [192.0.2.1/24]
-    gateway: { ipv4: 192.0.2.254, mac: 02:00:00:00:01:fe }
-encap: ipip
-services:
-  - name: llama
-    vip: 203.0.113.10
-    ports: [443]
-    routes:
-      - { pool: llama-pool }
-  - name: embed
-    vip: 203.0.113.20
-    ports: [443]
-    routes:
-      - { pool: embed-pool }
-pools:
-  llama-pool:
-    scheduler: maglev
-    backends:
-      - { address: 10.10.1.1, name: gpu-1 }
-      - { address: 10.10.1.2, name: gpu-2 }
-      - { address: 10.10.1.3, name: gpu-3 }
-  embed-pool:
-    scheduler: round_robin
-    backends:
-      - { address: 10.10.2.1, name: emb-1 }
-acl:
-  - { deny: 10.1.99.0/24 }
-";
+// llama 203.0.113.10:443 (2 backends), embed 203.0.113.20:443 (1), 10.1.99.0/24 denied.
+const POLICY: &str = include_str!("fixtures/two_services.yaml");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
