@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const LLAMA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const EMBED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 
-// llama 203.0.113.10:443 (2 backends), embed 203.0.113.20:443 (1), 10.1.99.0/24 denied.
+// llama 203.0.113.10:443 (3 backends), embed 203.0.113.20:443 (1), 10.1.99.0/24 denied.
 const POLICY: &str = include_str!("fixtures/two_services.yaml");
 
 const SYN: u8 = 0x02;
