@@ -12,7 +12,7 @@ mod common;
 mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,6 @@ const POLICY: &str = include_str!("fixtures/two_services.yaml");
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn http_get(api: &str, path: &str) -> String {
     let out = run_with_timeout(
@@ -77,16 +69,16 @@ struct Expect {
 #[allow(clippy::too_many_lines)] // one scenario, checked at both ends
 fn known_traffic_gives_exact_counts_per_service_and_backend() {
     require_root();
-    let dir = scratch("telemetry");
-    let _cleanup = RemoveDir(dir.clone());
-    let shm = dir.join("shm");
-    std::fs::create_dir_all(&shm).unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let instance = unique("tele");
-    let prefix = unique("sytele");
-    let _runtime = RemoveDir(std::path::PathBuf::from(format!("/var/run/dpdk/{prefix}")));
-    let api = format!("127.0.0.1:{}", free_port());
+    let rig = Rig::new("telemetry", POLICY);
+    let Rig {
+        dir,
+        shm,
+        policy,
+        instance,
+        prefix,
+        api,
+        ..
+    } = &rig;
 
     // 30 connections to llama and 7 to embed: SYN, ACK, then one data segment of a size that
     // differs per connection; 3 SYNs from a denied client.
@@ -136,13 +128,13 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
     write_pcap(&input, &frames);
     let out_backend = dir.join("backend.pcap");
 
-    let mut ctl = start_control(&shm, &policy, &instance, &api, &[]);
-    let settings = pcap_settings(&dir, 4096);
+    let mut ctl = start_control(shm, policy, instance, api, &[]);
+    let settings = pcap_settings(dir, 4096);
     let mut dp = start_dataplane(
-        &shm,
-        &instance,
+        shm,
+        instance,
         &settings,
-        &prefix,
+        prefix,
         &[
             format!("--vdev=net_pcap0,rx_pcap={}", input.display()),
             format!("--vdev=net_pcap1,tx_pcap={}", out_backend.display()),
@@ -153,7 +145,7 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
     let forwarded: u64 = sent_to.values().map(|e| e.packets).sum();
     let deadline = Instant::now() + WAIT;
     let stats = loop {
-        let v = show_stats(&api);
+        let v = show_stats(api);
         let counted: u64 = v["services"]
             .as_array()
             .unwrap()
@@ -209,8 +201,8 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
     );
 
     // The counts after the data plane stopped: the control plane's totals survive it.
-    let stats_after = show_stats(&api);
-    let body = http_get(&api, "/metrics");
+    let stats_after = show_stats(api);
+    let body = http_get(api, "/metrics");
     for v in [&stats, &stats_after] {
         for (name, vip) in [("llama", LLAMA), ("embed", EMBED)] {
             let s = v["services"]

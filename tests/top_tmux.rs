@@ -192,16 +192,16 @@ fn top_command(api: &str, instance: &str, shm: &Path) -> String {
 #[allow(clippy::too_many_lines)] // one scenario, view by view
 fn top_shows_live_rates_sorts_and_quits() {
     require_root();
-    let dir = scratch("top");
-    let _cleanup = RemoveDir(dir.clone());
-    let shm = dir.join("shm");
-    std::fs::create_dir_all(&shm).unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let instance = unique("top");
-    let prefix = unique("sytop");
-    let _runtime = RemoveDir(PathBuf::from(format!("/var/run/dpdk/{prefix}")));
-    let api = format!("127.0.0.1:{}", free_port());
+    let rig = Rig::new("top", POLICY);
+    let Rig {
+        dir,
+        shm,
+        policy,
+        instance,
+        prefix,
+        api,
+        ..
+    } = &rig;
 
     // Per replay cycle: 24 connections to llama and 6 to embed (SYN, ACK, data each), and 5
     // SYNs from a denied client.
@@ -236,20 +236,20 @@ fn top_shows_live_rates_sorts_and_quits() {
     let input = dir.join("in.pcap");
     write_pcap(&input, &frames);
 
-    let _ctl = start_control(&shm, &policy, &instance, &api, &[]);
-    let settings = pcap_settings(&dir, 4096);
+    let _ctl = start_control(shm, policy, instance, api, &[]);
+    let settings = pcap_settings(dir, 4096);
     let _dp = start_dataplane(
-        &shm,
-        &instance,
+        shm,
+        instance,
         &settings,
-        &prefix,
+        prefix,
         &[
             format!("--vdev=net_pcap0,rx_pcap={},infinite_rx=1", input.display()),
             "--vdev=net_pcap1,tx_pcap=/dev/null".to_string(),
         ],
     );
 
-    let tmux = Tmux::start(&top_command(&api, &instance, &shm));
+    let tmux = Tmux::start(&top_command(api, instance, shm));
     let first = tmux.wait_for("both services with rates", WAIT, both_services_have_rates);
     assert!(first.contains("data plane up"), "{first}");
     assert!(first.contains("q quit"), "the help line: {first}");

@@ -10,7 +10,7 @@ mod common;
 mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -60,14 +60,6 @@ acl:
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn control(api: &str, args: &[&str]) -> serde_json::Value {
     let out = run_with_timeout(
         Command::new(control_bin())
@@ -98,17 +90,16 @@ fn address(backend: &serde_json::Value) -> String {
 #[test]
 fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
     require_root();
-    let dir = scratch("trace-flows");
-    let _cleanup = RemoveDir(dir.clone());
-    let shm = dir.join("shm");
-    std::fs::create_dir_all(&shm).unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let instance = unique("trace");
-    let prefix = unique("sytrace");
-    // EAL's runtime directory goes even when the test fails before the data plane exits.
-    let _runtime = RemoveDir(std::path::PathBuf::from(format!("/var/run/dpdk/{prefix}")));
-    let api = format!("127.0.0.1:{}", free_port());
+    let rig = Rig::new("trace-flows", POLICY);
+    let Rig {
+        dir,
+        shm,
+        policy,
+        instance,
+        prefix,
+        api,
+        ..
+    } = &rig;
 
     // Connections: 24 from eu-west (Maglev), 12 from us-east (round robin), each a SYN and the
     // handshake's ACK; plus a denied client's SYN.
@@ -132,13 +123,13 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
     write_pcap(&input, &frames);
     let out_backend = dir.join("backend.pcap");
 
-    let mut ctl = start_control(&shm, &policy, &instance, &api, &[]);
-    let settings = pcap_settings(&dir, 4096);
+    let mut ctl = start_control(shm, policy, instance, api, &[]);
+    let settings = pcap_settings(dir, 4096);
     let mut dp = start_dataplane(
-        &shm,
-        &instance,
+        shm,
+        instance,
         &settings,
-        &prefix,
+        prefix,
         &[
             format!("--vdev=net_pcap0,rx_pcap={}", input.display()),
             format!("--vdev=net_pcap1,tx_pcap={}", out_backend.display()),
@@ -148,7 +139,7 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
     // Every connection in the workers' tables (the sample sees them all).
     let deadline = Instant::now() + WAIT;
     let listed = loop {
-        let v = control(&api, &["flows", "--vip", "203.0.113.10:443"]);
+        let v = control(api, &["flows", "--vip", "203.0.113.10:443"]);
         let n = v["flows"].as_array().map_or(0, Vec::len);
         if n == conns.len() {
             break v;
@@ -170,7 +161,7 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
     let mut traced: BTreeMap<(Ipv4Addr, u16), String> = BTreeMap::new();
     for &(c, p) in &conns {
         let v = control(
-            &api,
+            api,
             &["trace", &format!("{c}:{p}"), "203.0.113.10:443", "--live"],
         );
         assert_eq!(v["verdict"], "forward", "{v}");
@@ -195,7 +186,7 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
 
     // A client the ACL denies, and one in a region no route takes.
     let v = control(
-        &api,
+        api,
         &[
             "trace",
             &format!("{}:{}", denied.0, denied.1),
@@ -207,7 +198,7 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
         (Some("drop"), Some("drop_acl")),
         "{v}"
     );
-    let v = control(&api, &["trace", "10.3.0.9:5555", "203.0.113.10:443"]);
+    let v = control(api, &["trace", "10.3.0.9:5555", "203.0.113.10:443"]);
     assert_eq!(
         (v["verdict"].as_str(), v["reason"].as_str()),
         (Some("drop"), Some("drop_no_route")),
@@ -216,7 +207,7 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
     assert_eq!(v["region"], "ap-south", "{v}");
     // A new connection from eu-west, not sent: forwarded by Maglev, held by nobody.
     let v = control(
-        &api,
+        api,
         &["trace", "10.1.0.200:60000", "203.0.113.10:443", "--live"],
     );
     assert_eq!(
@@ -228,7 +219,7 @@ fn trace_and_flows_tell_where_the_data_plane_sent_each_connection() {
 
     // flows --backend B: exactly the connections traced to B.
     for name in ["eu-1", "eu-2", "eu-3", "us-1", "us-2", "llama-us/10.10.2.1"] {
-        let v = control(&api, &["flows", "--backend", name]);
+        let v = control(api, &["flows", "--backend", name]);
         let got: BTreeSet<String> = v["flows"]
             .as_array()
             .unwrap()

@@ -417,3 +417,44 @@ pub fn start_dataplane(
     });
     dp
 }
+
+/// The files and names of one control plane + data plane test: a scratch directory (removed on
+/// drop with the EAL runtime directory of `prefix`), its shared-memory directory, the policy
+/// written to a file, a unique instance, EAL file prefix and loopback API address.
+pub struct Rig {
+    pub dir: PathBuf,
+    pub shm: PathBuf,
+    pub policy: PathBuf,
+    pub instance: String,
+    pub prefix: String,
+    pub api: String,
+    _removed: (RemoveDir, RemoveDir),
+}
+
+impl Rig {
+    pub fn new(tag: &str, policy: &str) -> Self {
+        let dir = scratch(tag);
+        let shm = dir.join("shm");
+        std::fs::create_dir_all(&shm).unwrap();
+        let policy_file = dir.join("policy.yaml");
+        std::fs::write(&policy_file, policy).unwrap();
+        let prefix = unique(&format!("sy{}", &tag[..tag.len().min(4)]));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            _removed: (
+                RemoveDir(dir.clone()),
+                RemoveDir(PathBuf::from(format!("/var/run/dpdk/{prefix}"))),
+            ),
+            instance: unique(&tag[..tag.len().min(5)]),
+            api: format!("127.0.0.1:{port}"),
+            dir,
+            shm,
+            policy: policy_file,
+            prefix,
+        }
+    }
+}
