@@ -49,7 +49,7 @@ use crate::rollout::{
     PoolHealth, RolloutError, RolloutEvent, RolloutStatus, Rollouts, SignalReading,
 };
 
-use super::emit::{refused_event, rollout_event, weight_event};
+use super::emit::{link_event, refused_event, rollout_event, weight_event};
 use super::metrics::{self, ControlSample, DataplaneSample, LatencySample};
 use super::query;
 use super::view::{
@@ -915,6 +915,7 @@ impl Controller {
         self.tick_rollouts();
         let summary = self.publisher.poll();
         self.answer_queries();
+        self.dataplane_events();
         self.observe_dataplane(summary.dataplane_restarted);
         self.check_current();
         self.refresh_current();
@@ -1104,6 +1105,27 @@ impl Controller {
         while let Some(i) = self.queries.iter().position(|p| now >= p.deadline) {
             let p = self.queries.remove(i);
             self.finish_query(p, true);
+        }
+    }
+
+    /// Turns the data plane's `Event` messages (link down / up) into events on the bus, with
+    /// the data plane attached now; drained even without sinks, so none piles up.
+    fn dataplane_events(&mut self) {
+        let events = self.publisher.take_events();
+        if events.is_empty() {
+            return;
+        }
+        let status = self.publisher.segment().dataplane_status();
+        for e in &events {
+            match link_event(e, status.pid, status.epoch) {
+                Some(event) => self.events.emit(event),
+                None => tracing::debug!(
+                    "data-plane event kind {} (a {}, b {}) is not one this control plane knows",
+                    e.kind,
+                    e.a,
+                    e.b
+                ),
+            }
         }
     }
 

@@ -9,22 +9,23 @@
 //! `metadata` (`version` "1.3.0", `product` {`name` "Switchyard", `vendor_name` "Switchyard",
 //! `version`}, `event_code` = the event's kind, e.g. `backend_down`), and `unmapped` with the
 //! Switchyard fields OCSF has no place for (`kind`, `service`, `pool`, `backend`, `worker`,
-//! `reason`, `evidence`). The class is picked by the kind:
+//! `reason`, `port`, `dataplane` {`pid`, `epoch`}, `evidence`). The class is picked by the kind:
 //!
 //! | kinds | class | activity | class-specific fields |
 //! |---|---|---|---|
 //! | `acl_drop`, `rate_limit_drop`, `residency_drop` (data-plane samples) | 4001 Network Activity (category 4 Network Activity) | 5 Refuse | `src_endpoint` {`ip`, `port`} (anonymised as configured), `dst_endpoint` {`ip`, `port`}, `connection_info` {`protocol_num`, `protocol_name`, `direction_id` 1 inbound}, `action_id` 2 Denied, `disposition_id` 2 Blocked |
 //! | `flood_entered`, `new_flow_spike`, `acl_drops_sustained`, `rate_limit_drops_sustained` | 2004 Detection Finding (category 2 Findings) | 1 Create | `finding_info` {`uid` (kind, subject, time), `title` (the message), `types` [kind], `analytic` {`name` kind, `type_id` 1 Rule}}, `evidences` [{`data`: the evidence figures}] |
 //! | `api_refused` | 6003 API Activity (category 6 Application Activity) | 1 Create (POST), 2 Read (GET), 99 Other | `api` {`operation`: "POST /v1/apply"}, `src_endpoint` {`ip`}, `status_id` 2 Failure, `status_detail` (why) |
-//! | everything else (policy, generation, backend health, weights, rollouts, `flood_left`) | 0 Base Event (category 0 Uncategorized) | 99 Other | — |
+//! | everything else (policy, generation, backend health, weights, rollouts, `flood_left`, `link_down`, `link_up`) | 0 Base Event (category 0 Uncategorized) | 99 Other | — |
 //!
 //! # CEF
 //!
 //! `CEF:0|Switchyard|switchyard|VERSION|KIND|MESSAGE|SEVERITY|EXTENSIONS`: severity 3, 5, 7, 9
 //! for info, notice, warning, error; extensions `rt` (epoch ms), `src`/`spt`/`dst`/`dpt`/`proto`
 //! for a flow (or `src` for the client alone), `cs1` service, `cs2` pool, `cs3` backend,
-//! `cs4` reason (each with its `csNLabel`), `cn1` worker, `act` `blocked` for drop samples, and
-//! the evidence as `cs5Label=evidence cs5=name=value,…`. Header fields escape `\` and `|`;
+//! `cs4` reason (each with its `csNLabel`), `cn1` worker, `cn2` port, `dvcpid` and `cn3` the
+//! reporting data plane's pid and epoch, `act` `blocked` for drop samples, and the evidence as
+//! `cs5Label=evidence cs5=name:value,…`. Header fields escape `\` and `|`;
 //! extension values escape `\`, `=` and line breaks (CEF rules).
 
 use std::fmt::Write as _;
@@ -109,6 +110,12 @@ pub fn ocsf(event: &Event) -> Value {
     if let Some(r) = &event.reason {
         unmapped.insert("reason".into(), json!(r));
     }
+    if let Some(p) = event.port {
+        unmapped.insert("port".into(), json!(p));
+    }
+    if let Some(d) = event.dataplane {
+        unmapped.insert("dataplane".into(), json!({"pid": d.pid, "epoch": d.epoch}));
+    }
     if !event.evidence.is_empty() {
         unmapped.insert("evidence".into(), json!(event.evidence));
     }
@@ -119,6 +126,13 @@ pub fn ocsf(event: &Event) -> Value {
             Class::Finding => (2, "Findings", 2004, "Detection Finding", 1, "Create"),
             // The activity follows the refused request's method, below.
             Class::Api => (6, "Application Activity", 6003, "API Activity", 99, "Other"),
+            // Also link changes (`link_down`, `link_up`): a port's carrier is a device's status,
+            // not traffic between endpoints (Network Activity, which we use for refused
+            // packets), not a detection (Detection Finding) and not an API call. OCSF's nearest
+            // classes are in Discovery (Device Inventory Info; Device Config State Change,
+            // which is about a device's security configuration), which none of our events use;
+            // so, like a backend's health changes, a base event whose `event_code` says what
+            // happened, with the port and the data plane in `unmapped`.
             Class::Control => (0, "Uncategorized", 0, "Base Event", 99, "Other"),
         };
     let mut o = json!({
@@ -279,6 +293,15 @@ pub fn cef(event: &Event) -> String {
         ext("cn1Label", "worker");
         ext("cn1", &w.to_string());
     }
+    if let Some(p) = event.port {
+        ext("cn2Label", "port");
+        ext("cn2", &p.to_string());
+    }
+    if let Some(d) = event.dataplane {
+        ext("dvcpid", &d.pid.to_string());
+        ext("cn3Label", "dataplane_epoch");
+        ext("cn3", &d.epoch.to_string());
+    }
     if !event.evidence.is_empty() {
         let figures = event
             .evidence
@@ -346,6 +369,61 @@ mod tests {
         assert_eq!(o["type_uid"], 600_301);
         assert_eq!(o["status_id"], 2);
         assert_eq!(o["api"]["operation"], "POST /v1/apply");
+    }
+
+    #[test]
+    fn link_changes_are_base_events_with_port_and_dataplane() {
+        let down = Event::new(Kind::LinkDown, "port 1: link down")
+            .port(1)
+            .dataplane(4242, 3)
+            .evidence("link_changes", 5.0);
+        let o = ocsf(&down);
+        assert_eq!(o["class_uid"], 0);
+        assert_eq!(o["category_uid"], 0);
+        assert_eq!(o["activity_id"], 99);
+        assert_eq!(o["type_uid"], 99);
+        assert_eq!(o["severity_id"], 3);
+        assert_eq!(o["severity"], "warning");
+        assert_eq!(o["metadata"]["event_code"], "link_down");
+        assert_eq!(o["unmapped"]["kind"], "link_down");
+        assert_eq!(o["unmapped"]["port"], 1);
+        assert_eq!(o["unmapped"]["dataplane"]["pid"], 4242);
+        assert_eq!(o["unmapped"]["dataplane"]["epoch"], 3);
+        assert_eq!(o["unmapped"]["evidence"]["link_changes"], 5.0);
+        let line = cef(&down);
+        assert!(
+            line.contains("|link_down|port 1: link down|7|rt="),
+            "warning is CEF 7 (high): {line}"
+        );
+        assert!(
+            line.ends_with(
+                " cn2Label=port cn2=1 dvcpid=4242 cn3Label=dataplane_epoch cn3=3 \
+                 cs5Label=evidence cs5=link_changes:5"
+            ),
+            "{line}"
+        );
+
+        let up = Event::new(Kind::LinkUp, "port 1: link up at 10 Gbps")
+            .port(1)
+            .dataplane(4242, 3)
+            .evidence("speed_mbps", 10_000.0);
+        let o = ocsf(&up);
+        assert_eq!(o["class_uid"], 0);
+        assert_eq!(o["severity_id"], 1);
+        assert_eq!(o["metadata"]["event_code"], "link_up");
+        assert_eq!(o["unmapped"]["evidence"]["speed_mbps"], 10_000.0);
+        let line = cef(&up);
+        assert!(
+            line.contains("|link_up|port 1: link up at 10 Gbps|3|"),
+            "{line}"
+        );
+        assert!(line.contains(" cn2=1 dvcpid=4242 "), "{line}");
+        let v: Value = serde_json::from_str(&render(&up, Format::Json)).unwrap();
+        assert_eq!(v["kind"], "link_up");
+        assert_eq!(v["severity"], "info");
+        assert_eq!(v["port"], 1);
+        assert_eq!(v["dataplane"], json!({"pid": 4242, "epoch": 3}));
+        assert_eq!(v["evidence"]["speed_mbps"], 10_000.0);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //!   (`switchyard_events_dropped_total{sink=…}` in `/metrics`).
 //! - An [`Event`] is a [`Kind`] (which fixes its severity and its OCSF class), a one-line
 //!   message, and optional typed fields: service, pool, backend, worker, reason, a
-//!   [`Flow`] 5-tuple (data-plane samples), and named numeric `evidence` (detections).
+//!   [`Flow`] 5-tuple (data-plane samples), a data-plane port and the [`Dataplane`] that
+//!   reported it (link changes), and named numeric `evidence` (detections).
 //! - Data-plane drop samples: `Event::new(Kind::AclDrop | Kind::RateLimitDrop |
 //!   Kind::ResidencyDrop, message).flow(Flow { … }).service(name)`.
 //!
@@ -113,6 +114,10 @@ pub enum Kind {
     RateLimitDrop,
     /// A sampled packet dropped to keep a strict-residency route in its region (data plane).
     ResidencyDrop,
+    /// A data-plane port's link went down (data plane, `EVENT_LINK_DOWN`).
+    LinkDown,
+    /// A data-plane port's link came up (data plane, `EVENT_LINK_UP`).
+    LinkUp,
 }
 
 /// Broad class of an event, which picks its OCSF class.
@@ -129,7 +134,7 @@ pub enum Class {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::PolicyApplied,
         Kind::PolicyRefused,
         Kind::GenerationRejected,
@@ -147,6 +152,8 @@ impl Kind {
         Kind::AclDrop,
         Kind::RateLimitDrop,
         Kind::ResidencyDrop,
+        Kind::LinkDown,
+        Kind::LinkUp,
     ];
 
     #[must_use]
@@ -169,6 +176,8 @@ impl Kind {
             Self::AclDrop => "acl_drop",
             Self::RateLimitDrop => "rate_limit_drop",
             Self::ResidencyDrop => "residency_drop",
+            Self::LinkDown => "link_down",
+            Self::LinkUp => "link_up",
         }
     }
 
@@ -179,7 +188,8 @@ impl Kind {
             | Self::BackendUp
             | Self::WeightChanged
             | Self::RolloutStep
-            | Self::FloodLeft => Severity::Info,
+            | Self::FloodLeft
+            | Self::LinkUp => Severity::Info,
             Self::AclDrop | Self::RateLimitDrop | Self::ResidencyDrop => Severity::Notice,
             Self::PolicyRefused
             | Self::BackendDown
@@ -188,7 +198,8 @@ impl Kind {
             | Self::FloodEntered
             | Self::NewFlowSpike
             | Self::AclDropsSustained
-            | Self::RateLimitDropsSustained => Severity::Warning,
+            | Self::RateLimitDropsSustained
+            | Self::LinkDown => Severity::Warning,
             Self::GenerationRejected => Severity::Error,
         }
     }
@@ -202,6 +213,8 @@ impl Kind {
             | Self::NewFlowSpike
             | Self::AclDropsSustained
             | Self::RateLimitDropsSustained => Class::Finding,
+            // Link changes are a device's status, like a backend's health: neither traffic
+            // (Network Activity) nor a detection; see `format` for the OCSF reasoning.
             _ => Class::Control,
         }
     }
@@ -222,6 +235,14 @@ pub struct Flow {
     pub dst_port: u16,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
     pub protocol: u8,
+}
+
+/// The data plane that reported an event: a restarted data plane has another pid and a higher
+/// epoch (the segment's `DataplaneLine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dataplane {
+    pub pid: u64,
+    pub epoch: u64,
 }
 
 /// One event. Build it with [`Event::new`] and the field setters; emit it with [`Events::emit`].
@@ -248,6 +269,12 @@ pub struct Event {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowView>,
+    /// The data plane's port (DPDK port id, the appliance's port order) a link event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The data plane that reported the event (data-plane events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<Dataplane>,
     /// Named figures behind the event (rates, baselines, thresholds, counts).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub evidence: BTreeMap<String, f64>,
@@ -279,6 +306,8 @@ impl Event {
             client: None,
             reason: None,
             flow: None,
+            port: None,
+            dataplane: None,
             evidence: BTreeMap::new(),
         }
     }
@@ -330,6 +359,20 @@ impl Event {
             dst_port: flow.dst_port,
             protocol: flow.protocol,
         });
+        self
+    }
+
+    /// The data-plane port the event is about.
+    #[must_use]
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// The data plane (pid, epoch) that reported the event.
+    #[must_use]
+    pub fn dataplane(mut self, pid: u64, epoch: u64) -> Self {
+        self.dataplane = Some(Dataplane { pid, epoch });
         self
     }
 
