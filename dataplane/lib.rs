@@ -27,4 +27,5 @@ pub mod query;
 pub mod settings;
 pub mod stats;
 pub mod swap;
+pub mod talkers;
 pub mod telemetry;

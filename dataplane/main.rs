@@ -287,6 +287,7 @@ fn run(args: &RunArgs) -> Result<()> {
         ch.set_queries(Arc::clone(&queries));
     }
     let flow_cfg = settings.flow_table;
+    let talkers = settings.talkers.config();
     // Gateway resolution: the main lcore resolves, workers read the MACs, worker 0 sends.
     let (resolver_links, worker_neighbours, outbox) = neighbour::links(ports.len());
     let mut resolver = Resolver::new(resolver_links, settings.neighbour.timers())
@@ -328,6 +329,7 @@ fn run(args: &RunArgs) -> Result<()> {
                 });
                 pipeline.set_worker_count(workers);
                 pipeline.set_neighbours(neighbours);
+                pipeline.set_talkers(talkers);
                 let (v4, v6) = pipeline.flow_capacity();
                 println!(
                     "worker {} flow tables: ipv4 {v4} flows x {} B, ipv6 {v6} flows x {} B, {} bytes",

@@ -124,6 +124,9 @@ impl PollLoop {
         let active_every = dpdk::tsc_hz() / 10; // ~100 ms
         let mut next_active = t0;
         let mut taps_seen = 0u64;
+        // Top talkers: a window of about a second, published when it ends.
+        let talkers_every = dpdk::tsc_hz().max(1);
+        let mut talkers_since = t0;
 
         while !stop.load(Relaxed) {
             if self.cell.changed(&view) {
@@ -161,6 +164,7 @@ impl PollLoop {
                 self.pipeline
                     .telemetry()
                     .port_rx(usize::from(rx_index), n as u64, bytes as u64);
+                self.pipeline.sample_talkers(f.next.packets_mut());
                 if self.pipeline.taps_received() {
                     // A live capture of received packets: the one branch per burst it costs.
                     self.pipeline
@@ -215,6 +219,11 @@ impl PollLoop {
             if tsc >= next_active {
                 self.pipeline.publish_active_flows();
                 next_active = tsc + active_every;
+                if tsc.wrapping_sub(talkers_since) >= talkers_every {
+                    self.pipeline
+                        .publish_talkers(tsc.wrapping_sub(talkers_since));
+                    talkers_since = tsc;
+                }
             }
             if tsc >= next_publish {
                 self.pipeline.telemetry().cycles(busy, idle);

@@ -134,6 +134,41 @@ pub struct Settings {
     pub mtu: Option<u16>,
     pub flow_table: FlowTableSettings,
     pub neighbour: NeighbourSettings,
+    pub talkers: TalkerSettings,
+}
+
+/// Top talkers by source prefix (`dataplane/talkers.rs`): how each worker samples what it
+/// receives and which prefix lengths it counts sources by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TalkerSettings {
+    /// Mean packets per sample (1: every packet).
+    pub sample_every: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for TalkerSettings {
+    fn default() -> Self {
+        let c = crate::talkers::TalkerConfig::default();
+        Self {
+            sample_every: c.sample_every,
+            ipv4_prefix: c.ipv4_prefix,
+            ipv6_prefix: c.ipv6_prefix,
+        }
+    }
+}
+
+impl TalkerSettings {
+    /// The workers' sampler settings.
+    #[must_use]
+    pub fn config(&self) -> crate::talkers::TalkerConfig {
+        crate::talkers::TalkerConfig {
+            sample_every: self.sample_every,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
 }
 
 /// Timers of gateway resolution by ARP / neighbour discovery (see `dataplane/neighbour`).
@@ -189,6 +224,7 @@ impl Default for Settings {
             mtu: None,
             flow_table: FlowTableSettings::default(),
             neighbour: NeighbourSettings::default(),
+            talkers: TalkerSettings::default(),
         }
     }
 }
@@ -284,6 +320,19 @@ impl Settings {
             ),
             ("neighbour.probes", u64::from(n.probes), 1, 10),
         ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(SettingsError(format!(
+                    "{name} is {v}; expected {lo} to {hi}"
+                )));
+            }
+        }
+        let t = &self.talkers;
+        for (name, v, hi) in [
+            ("talkers.sample_every", u64::from(t.sample_every), 65_536),
+            ("talkers.ipv4_prefix", u64::from(t.ipv4_prefix), 32),
+            ("talkers.ipv6_prefix", u64::from(t.ipv6_prefix), 128),
+        ] {
+            let lo = u64::from(name == "talkers.sample_every");
             if !(lo..=hi).contains(&v) {
                 return Err(SettingsError(format!(
                     "{name} is {v}; expected {lo} to {hi}"

@@ -160,6 +160,8 @@ pub struct PipelineWorker {
     tap_drops: bool,
     tap_worker: u16,
     drop_samples: crate::capture::DropSamples,
+    /// Top talkers: the sampler and sketch behind the telemetry block's `talkers`.
+    talkers: crate::talkers::Talkers,
 }
 
 /// Phase-1 results of one burst ([`PipelineWorker::stage`]): what each packet will do, with
@@ -232,7 +234,36 @@ impl PipelineWorker {
             tap_drops: false,
             tap_worker: u16::try_from(cfg.worker).unwrap_or(u16::MAX),
             drop_samples: crate::capture::DropSamples::default(),
+            talkers: crate::talkers::Talkers::new(
+                crate::talkers::TalkerConfig::default(),
+                seed.rotate_left(29),
+            ),
         }
+    }
+
+    /// Samples and keys top talkers by `config` from now on (the appliance settings'
+    /// `talkers`); the window in progress starts again.
+    pub fn set_talkers(&mut self, config: crate::talkers::TalkerConfig) {
+        let seed = random_table_seed(usize::from(self.tap_worker)).rotate_left(29);
+        self.talkers = crate::talkers::Talkers::new(config, seed);
+    }
+
+    /// A received burst, before the pipeline rewrites it: the top-talker sampler's one
+    /// subtraction and branch per burst ([`crate::talkers`]).
+    #[inline(always)]
+    pub fn sample_talkers<P: PacketBuf>(&mut self, pkts: &[P]) {
+        self.talkers.offer(pkts.len(), |t, i| {
+            if let Some(p) = pkts.get(i) {
+                let data = p.data();
+                t.count(data, data.len() as u64);
+            }
+        });
+    }
+
+    /// Ends the top-talker window (`cycles` TSC cycles long) into the telemetry block.
+    pub fn publish_talkers(&mut self, cycles: u64) {
+        self.talkers
+            .publish(&self.telemetry.block().talkers, cycles);
     }
 
     /// Switches to generation `g` (at a burst boundary): applies its timeouts and limits, binds

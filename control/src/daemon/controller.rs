@@ -1927,6 +1927,7 @@ impl Controller {
             }
         }
         events.extend(detector.observe_services(now, totals));
+        events.extend(detector.observe_talkers(now, self.traffic.talkers()));
         for event in events {
             self.events.emit(event);
         }

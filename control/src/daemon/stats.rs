@@ -10,6 +10,13 @@
 //! belongs to one pool: its id is keyed by pool and address), so the per-packet path counts
 //! services and backends only.
 //!
+//! Top talkers ([`Talkers`]): each worker publishes the heaviest source prefixes of its last
+//! window (about a second) from a sampled Space-Saving sketch (`dataplane/talkers.rs`); the
+//! reader scales each worker's samples to packets by that window's packets per sample, turns
+//! them into rates over the window's length, and adds the workers' rates up by prefix. A
+//! prefix's `packets_per_second_min` adds up each worker's guaranteed part (samples less the
+//! sketch's error bound); a worker that did not list the prefix adds nothing to either figure.
+//!
 //! Active flows are a gauge: the sum over workers of each backend's flows in the connection
 //! tables (closing TCP flows aside), refreshed by the workers about every 100 ms. There is no
 //! per-service figure: a pool may serve several services and a flow entry records its backend,
@@ -21,7 +28,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use switchyard_table::generation::{name_str, Generation};
 use switchyard_table::shm::layout::MAX_TELEMETRY_PORTS;
-use switchyard_table::shm::telemetry::{service_key, RowCounts};
+use switchyard_table::shm::telemetry::{service_key, RowCounts, SourcePrefix, TalkerWindow};
 use switchyard_table::shm::Segment;
 
 use super::view::PoolView;
@@ -106,6 +113,88 @@ impl WorkerStats {
     }
 }
 
+/// One source prefix among the top talkers, over every worker's last window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TalkerStats {
+    /// `ADDRESS/LENGTH`.
+    pub prefix: String,
+    /// Estimated packets per second (sampled counts scaled; an over-estimate by at most the
+    /// sketch's error).
+    pub packets_per_second: f64,
+    /// Guaranteed part of that: samples less the sketch's error bound, scaled.
+    pub packets_per_second_min: f64,
+    pub bits_per_second: f64,
+    /// Share of all the packets the workers received in their windows, 0..=1.
+    pub share: f64,
+    /// Workers that listed the prefix.
+    pub workers: u32,
+}
+
+/// The top talkers merged over the workers (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Talkers {
+    /// Packets per second the workers received over their last windows, all sources.
+    pub packets_per_second: f64,
+    /// Samples behind the figures (all workers' last windows).
+    pub samples: u64,
+    /// Mean packets per sample, and the prefix lengths sources are counted by.
+    pub sample_every: u64,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Heaviest first; at most 32.
+    pub top: Vec<TalkerStats>,
+}
+
+impl Talkers {
+    /// Merges workers' windows: `(window, tsc_hz)` each.
+    #[must_use]
+    pub fn merge(windows: &[(TalkerWindow, u64)]) -> Self {
+        #[allow(clippy::cast_precision_loss)] // rates
+        let f = |n: u64| n as f64;
+        let mut out = Self::default();
+        let mut by_prefix: BTreeMap<SourcePrefix, TalkerStats> = BTreeMap::new();
+        for (w, hz) in windows {
+            if w.window_cycles == 0 || *hz == 0 {
+                continue;
+            }
+            let seconds = f(w.window_cycles) / f(*hz);
+            out.packets_per_second += f(w.packets) / seconds;
+            out.samples = out.samples.saturating_add(w.samples);
+            out.sample_every = w.sample_every;
+            out.ipv4_prefix = w.ipv4_prefix;
+            out.ipv6_prefix = w.ipv6_prefix;
+            if w.samples == 0 {
+                continue;
+            }
+            let per_sample = f(w.packets) / f(w.samples);
+            for t in &w.talkers {
+                let e = by_prefix.entry(t.prefix).or_insert_with(|| TalkerStats {
+                    prefix: t.prefix.to_string(),
+                    ..TalkerStats::default()
+                });
+                e.packets_per_second += f(t.samples) * per_sample / seconds;
+                e.packets_per_second_min += f(t.samples - t.error) * per_sample / seconds;
+                e.bits_per_second += f(t.bytes) * 8.0 * per_sample / seconds;
+                e.workers += 1;
+            }
+        }
+        let mut top: Vec<TalkerStats> = by_prefix.into_values().collect();
+        for t in &mut top {
+            if out.packets_per_second > 0.0 {
+                t.share = (t.packets_per_second / out.packets_per_second).min(1.0);
+            }
+        }
+        top.sort_by(|a, b| {
+            b.packets_per_second
+                .total_cmp(&a.packets_per_second)
+                .then_with(|| a.prefix.cmp(&b.prefix))
+        });
+        top.truncate(switchyard_table::shm::layout::MAX_TALKERS);
+        out.top = top;
+        out
+    }
+}
+
 /// `GET /v1/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsView {
@@ -123,6 +212,9 @@ pub struct StatsView {
     pub drops: BTreeMap<String, u64>,
     /// Packets forwarded for a service or backend beyond the telemetry rows.
     pub untracked_packets: u64,
+    /// The heaviest source prefixes of the workers' last windows.
+    #[serde(default)]
+    pub talkers: Talkers,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,6 +268,7 @@ pub struct Traffic {
     workers: Vec<WorkerStats>,
     untracked: u64,
     untracked_seen: HashMap<u32, u64>,
+    talkers: Talkers,
 }
 
 impl Traffic {
@@ -191,6 +284,7 @@ impl Traffic {
         }
         self.active.clear();
         self.workers.clear();
+        let mut windows = Vec::new();
         for &w in workers {
             let Some(snap) = segment.telemetry(w as usize, MAX_TELEMETRY_PORTS) else {
                 continue;
@@ -203,6 +297,9 @@ impl Traffic {
                 idle_cycles: snap.idle_cycles,
                 tsc_hz: snap.tsc_hz,
             });
+            if let Some(window) = segment.talkers(w as usize) {
+                windows.push((window, snap.tsc_hz));
+            }
             let before = self.untracked_seen.insert(w, snap.untracked_packets);
             self.untracked += match before {
                 Some(b) if snap.untracked_packets >= b => snap.untracked_packets - b,
@@ -236,6 +333,13 @@ impl Traffic {
                 t.tx_bytes += grew(now.tx_bytes, before.tx_bytes);
             }
         }
+        self.talkers = Talkers::merge(&windows);
+    }
+
+    /// The top talkers as last read.
+    #[must_use]
+    pub fn talkers(&self) -> &Talkers {
+        &self.talkers
     }
 
     /// The totals of the current policy's services, pools and backends (`pools` as `show`
@@ -336,7 +440,18 @@ impl Traffic {
             workers: self.workers.clone(),
             drops,
             untracked_packets: self.untracked,
+            talkers: self.talkers.clone(),
         }
+    }
+}
+
+/// `1.2M`-style figures for a fixed-width column.
+fn si(v: f64) -> String {
+    match v {
+        v if v >= 1e9 => format!("{:.1}G", v / 1e9),
+        v if v >= 1e6 => format!("{:.1}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
     }
 }
 
@@ -420,6 +535,29 @@ pub fn render(s: &StatsView) -> String {
             let _ = writeln!(out, "{reason:<32} {n:>11}");
         }
     }
+    if !s.talkers.top.is_empty() {
+        let t = &s.talkers;
+        let _ = writeln!(
+            out,
+            "\nTOP TALKERS (by /{} and /{}, 1 in {} packets sampled; {:.0} packets/s in all)",
+            t.ipv4_prefix, t.ipv6_prefix, t.sample_every, t.packets_per_second
+        );
+        let _ = writeln!(
+            out,
+            "SOURCE PREFIX                   PACKETS/S    (AT LEAST)       BITS/S   SHARE"
+        );
+        for v in &t.top {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>12.0} {:>13.0} {:>12} {:>6.1}%",
+                v.prefix,
+                v.packets_per_second,
+                v.packets_per_second_min,
+                si(v.bits_per_second),
+                v.share * 100.0
+            );
+        }
+    }
     if s.untracked_packets > 0 {
         let _ = writeln!(
             out,
@@ -428,4 +566,77 @@ pub fn render(s: &StatsView) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_table::shm::telemetry::Talker;
+
+    fn window(
+        cycles: u64,
+        packets: u64,
+        samples: u64,
+        talkers: &[(&str, u64, u64)],
+    ) -> TalkerWindow {
+        TalkerWindow {
+            window: 1,
+            window_cycles: cycles,
+            packets,
+            samples,
+            non_ip: 0,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            sample_every: 4,
+            talkers: talkers
+                .iter()
+                .map(|&(p, samples, error)| {
+                    let (a, _) = p.split_once('/').unwrap();
+                    Talker {
+                        prefix: match a.parse().unwrap() {
+                            std::net::IpAddr::V4(a) => SourcePrefix::V4(a, 24),
+                            std::net::IpAddr::V6(a) => SourcePrefix::V6(a, 48),
+                        },
+                        samples,
+                        error,
+                        bytes: samples * 100,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn talkers_merge_scales_samples_to_rates_and_adds_workers_up() {
+        // Worker 0: a 1 s window (hz 1000), 4000 packets, 1000 samples (4 per sample).
+        // Worker 1: a 2 s window, 2000 packets, 1000 samples (2 per sample).
+        let w0 = window(
+            1000,
+            4000,
+            1000,
+            &[("10.0.0.0/24", 500, 0), ("2001:db8::/48", 100, 20)],
+        );
+        let w1 = window(2000, 2000, 1000, &[("10.0.0.0/24", 200, 50)]);
+        let t = Talkers::merge(&[(w0, 1000), (w1, 1000)]);
+        assert!((t.packets_per_second - 5000.0).abs() < 1e-9);
+        assert_eq!(t.samples, 2000);
+        let a = &t.top[0];
+        assert_eq!(a.prefix, "10.0.0.0/24");
+        // 500 × 4 / 1 s + 200 × 2 / 2 s; at least 500 × 4 + 150 × 2 / 2.
+        assert!((a.packets_per_second - 2200.0).abs() < 1e-9, "{a:?}");
+        assert!((a.packets_per_second_min - 2150.0).abs() < 1e-9, "{a:?}");
+        assert!((a.bits_per_second - 2200.0 * 800.0).abs() < 1e-6, "{a:?}");
+        assert!((a.share - 0.44).abs() < 1e-9);
+        assert_eq!(a.workers, 2);
+        let b = &t.top[1];
+        assert_eq!((b.prefix.as_str(), b.workers), ("2001:db8::/48", 1));
+        assert!((b.packets_per_second - 400.0).abs() < 1e-9);
+        assert!((b.packets_per_second_min - 320.0).abs() < 1e-9);
+        // Nothing published, a zero-length window or no samples: no figures, no division by 0.
+        assert_eq!(Talkers::merge(&[]), Talkers::default());
+        let empty = Talkers::merge(&[(window(0, 10, 0, &[("10.0.0.0/24", 1, 0)]), 1000)]);
+        assert!(empty.top.is_empty());
+        let unsampled = Talkers::merge(&[(window(1000, 10, 0, &[]), 0)]);
+        assert!(unsampled.top.is_empty() && unsampled.packets_per_second == 0.0);
+    }
 }

@@ -47,6 +47,8 @@ pub enum Pane {
     Services,
     Backends,
     Drops,
+    /// The heaviest source prefixes (sampled; rates over the workers' last windows).
+    Talkers,
 }
 
 impl Pane {
@@ -54,7 +56,8 @@ impl Pane {
         match self {
             Self::Services => Self::Backends,
             Self::Backends => Self::Drops,
-            Self::Drops => Self::Services,
+            Self::Drops => Self::Talkers,
+            Self::Talkers => Self::Services,
         }
     }
 
@@ -63,6 +66,7 @@ impl Pane {
             Self::Services => "services",
             Self::Backends => "backends",
             Self::Drops => "drops",
+            Self::Talkers => "top talkers",
         }
     }
 }
@@ -251,6 +255,7 @@ impl TopState {
             KeyCode::Char('1') => self.pane = Pane::Services,
             KeyCode::Char('2') => self.pane = Pane::Backends,
             KeyCode::Char('3') => self.pane = Pane::Drops,
+            KeyCode::Char('4') => self.pane = Pane::Talkers,
             KeyCode::Char('n') => sort(self, SortKey::Name),
             KeyCode::Char('p') => sort(self, SortKey::Pps),
             KeyCode::Char('b') => sort(self, SortKey::Bps),
@@ -471,13 +476,53 @@ fn table_rows(state: &TopState) -> (Vec<&'static str>, Vec<u16>, Vec<SortRow>) {
                 .collect();
             (vec!["DROP REASON", "PPS", "PACKETS"], vec![36, 9, 16], rows)
         }
+        Pane::Talkers => {
+            // Already rates (each worker's last window), so no difference of two samples.
+            let rows: Vec<SortRow> = stats
+                .talkers
+                .top
+                .iter()
+                .map(|t| SortRow {
+                    cells: vec![
+                        safe(&t.prefix),
+                        si(t.packets_per_second),
+                        si(t.packets_per_second_min),
+                        si(t.bits_per_second),
+                        format!("{:.1}%", t.share * 100.0),
+                        t.workers.to_string(),
+                    ],
+                    style: Style::default(),
+                    name: t.prefix.clone(),
+                    figures: [
+                        t.packets_per_second,
+                        t.bits_per_second,
+                        0.0,
+                        0.0,
+                        0.0,
+                        t.packets_per_second,
+                    ],
+                })
+                .collect();
+            (
+                vec![
+                    "SOURCE PREFIX",
+                    "PPS",
+                    "PPS (MIN)",
+                    "BPS",
+                    "SHARE",
+                    "WORKERS",
+                ],
+                vec![44, 9, 9, 9, 6, 7],
+                rows,
+            )
+        }
     };
     sort_rows(&mut rows, state.sort, state.reverse);
     (header, widths, rows)
 }
 
 const HELP: &str =
-    "q quit  tab/v view  1 services 2 backends 3 drops  sort: n name  p pps  b bps  \
+    "q quit  tab/v view  1 services 2 backends 3 drops 4 talkers  sort: n name  p pps  b bps  \
                     f new flows/s  a active  w weight  t total  r reverse";
 
 /// Draws the whole view.

@@ -17,6 +17,7 @@
 //!   new_flow_spike: { factor: 4, min_rate: 200/s, warmup: 30s, baseline: 60s }
 //!   acl_drops: { rate: 1000/s, for: 10s }   # or { enabled: false }
 //!   rate_limit_drops: { rate: 1000/s, for: 10s }
+//!   top_talkers: { share: 0.25, min_rate: 5000/s, for: 10s }
 //! ```
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -148,6 +149,16 @@ pub struct DetectionConfig {
     pub new_flow_spike: Option<SpikeConfig>,
     pub acl_drops: Option<SustainedConfig>,
     pub rate_limit_drops: Option<SustainedConfig>,
+    pub top_talkers: Option<TalkerConfig>,
+}
+
+/// `detection.top_talkers`: one source prefix with at least `share` of the packets the workers
+/// receive, at `min_rate` or more, for `sustain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TalkerConfig {
+    pub share: f64,
+    pub min_rate: f64,
+    pub sustain: Duration,
 }
 
 impl Default for DetectionConfig {
@@ -166,6 +177,11 @@ impl Default for DetectionConfig {
             }),
             rate_limit_drops: Some(SustainedConfig {
                 rate: 1000.0,
+                sustain: Duration::from_secs(10),
+            }),
+            top_talkers: Some(TalkerConfig {
+                share: 0.25,
+                min_rate: 5000.0,
                 sustain: Duration::from_secs(10),
             }),
         }
@@ -233,6 +249,17 @@ struct RawDetection {
     new_flow_spike: Option<RawSpike>,
     acl_drops: Option<RawSustained>,
     rate_limit_drops: Option<RawSustained>,
+    top_talkers: Option<RawTalkers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTalkers {
+    enabled: Option<bool>,
+    share: Option<f64>,
+    min_rate: Option<String>,
+    #[serde(rename = "for")]
+    sustain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -574,6 +601,40 @@ fn detection(raw: RawDetection, errors: &mut Vec<String>) -> DetectionConfig {
             }
         }
     }
+    match off(raw.top_talkers, |t| t.enabled) {
+        None => {}
+        Some(None) => out.top_talkers = None,
+        Some(Some(t)) => {
+            let d = defaults.top_talkers.unwrap_or_else(|| unreachable!());
+            let share = t.share.unwrap_or(d.share);
+            if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+                errors.push(format!(
+                    " detection.top_talkers.share: {share}: expected a fraction above 0, at most 1"
+                ));
+            }
+            let min_rate = match t.min_rate.as_deref().map(parse_rate) {
+                None => d.min_rate,
+                Some(Ok(r)) => f64::from(r),
+                Some(Err(e)) => {
+                    errors.push(format!(" detection.top_talkers.min_rate: {e}"));
+                    d.min_rate
+                }
+            };
+            let sustain = match t.sustain.as_deref().map(parse_duration) {
+                None => d.sustain,
+                Some(Ok(x)) => x,
+                Some(Err(e)) => {
+                    errors.push(format!(" detection.top_talkers.for: {e}"));
+                    d.sustain
+                }
+            };
+            out.top_talkers = Some(TalkerConfig {
+                share,
+                min_rate,
+                sustain,
+            });
+        }
+    }
     out
 }
 
@@ -584,9 +645,26 @@ mod tests {
     #[test]
     fn full_example_parses() {
         let c = parse(
-            "sinks:\n  - file: { path: /tmp/x.jsonl }\n  - syslog: { address: 127.0.0.1:5514, transport: tcp, format: cef, facility: local3 }\nprivacy:\n  client_addresses: truncate\n  ipv4_prefix: 16\ndetection:\n  interval: 500ms\n  new_flow_spike: { factor: 3, min_rate: 50/s, warmup: 2s, baseline: 10s }\n  acl_drops: { enabled: false }\n  rate_limit_drops: { rate: 10/s, for: 3s }\n",
+            "sinks:\n  - file: { path: /tmp/x.jsonl }\n  - syslog: { address: 127.0.0.1:5514, transport: tcp, format: cef, facility: local3 }\nprivacy:\n  client_addresses: truncate\n  ipv4_prefix: 16\ndetection:\n  interval: 500ms\n  new_flow_spike: { factor: 3, min_rate: 50/s, warmup: 2s, baseline: 10s }\n  acl_drops: { enabled: false }\n  rate_limit_drops: { rate: 10/s, for: 3s }\n  top_talkers: { share: 0.5, min_rate: 100/s, for: 2s }\n",
         )
         .unwrap();
+        let t = c.detection.top_talkers.clone().unwrap();
+        assert_eq!(
+            (t.share, t.min_rate, t.sustain),
+            (0.5, 100.0, Duration::from_secs(2))
+        );
+        for bad in [
+            "share: 0",
+            "share: 1.5",
+            "share: .nan",
+            "min_rate: fast",
+            "for: soon",
+        ] {
+            let e = parse(&format!("detection:\n  top_talkers: {{ {bad} }}\n")).unwrap_err();
+            assert!(e[0].contains("detection.top_talkers."), "{bad}: {e:?}");
+        }
+        let off = parse("detection:\n  top_talkers: { enabled: false }\n").unwrap();
+        assert!(off.detection.top_talkers.is_none());
         assert_eq!(c.sinks.len(), 2);
         assert!(matches!(
             c.sinks[1],

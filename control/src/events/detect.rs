@@ -18,6 +18,12 @@
 //!   `drop_rate_limited`, summed over workers, at or above `rate` per second at every reading
 //!   for `for`; reported once per episode, again after the rate has dropped below.
 //!
+//! - **Top talker** (`top_talker`): one source prefix with at least `share` of the packets the
+//!   workers received and at least `min_rate` packets per second, in the merged top talkers
+//!   (`daemon::stats::Talkers`, from the workers' sampled sketches) at every reading for `for`;
+//!   reported once per episode per prefix, again after it fell below. Evidence: its estimated
+//!   and guaranteed rates, bits per second, share, the total rate, samples and thresholds.
+//!
 //! A counter that goes down means the data plane restarted: every baseline starts again.
 
 use std::collections::BTreeMap;
@@ -25,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{DetectionConfig, SpikeConfig, SustainedConfig};
 use super::{Event, Kind};
+use crate::daemon::stats::Talkers;
 
 /// Per-worker learning state of the spike detector.
 #[derive(Debug, Clone)]
@@ -78,6 +85,8 @@ pub struct Detector {
     service_baselines: BTreeMap<String, Baseline>,
     acl: Sustained,
     rate_limited: Sustained,
+    /// Top-talker episodes by prefix (only prefixes over the thresholds are kept).
+    talkers: BTreeMap<String, Sustained>,
     next: Option<Instant>,
 }
 
@@ -102,6 +111,7 @@ impl Detector {
             service_baselines: BTreeMap::new(),
             acl: Sustained::default(),
             rate_limited: Sustained::default(),
+            talkers: BTreeMap::new(),
             next: None,
         }
     }
@@ -126,6 +136,63 @@ impl Detector {
         self.service_baselines.clear();
         self.acl = Sustained::default();
         self.rate_limited = Sustained::default();
+        self.talkers.clear();
+    }
+
+    /// Checks the merged top talkers (see the module doc).
+    pub fn observe_talkers(&mut self, now: Instant, talkers: &Talkers) -> Vec<Event> {
+        let Some(cfg) = self.config.top_talkers.clone() else {
+            return Vec::new();
+        };
+        let over: Vec<_> = talkers
+            .top
+            .iter()
+            .filter(|t| t.share >= cfg.share && t.packets_per_second >= cfg.min_rate)
+            .collect();
+        self.talkers
+            .retain(|prefix, _| over.iter().any(|t| &t.prefix == prefix));
+        let mut events = Vec::new();
+        for t in over {
+            let state = self.talkers.entry(t.prefix.clone()).or_default();
+            let since = *state.since.get_or_insert(now);
+            let held = now.saturating_duration_since(since);
+            if held < cfg.sustain || state.reported {
+                continue;
+            }
+            state.reported = true;
+            let (address, length) = t.prefix.split_once('/').unwrap_or((&t.prefix, ""));
+            let mut event = Event::new(
+                Kind::TopTalker,
+                format!(
+                    "source {}/{length}: {:.0} packets/s, {:.0}% of all, for {:.1} s",
+                    address,
+                    t.packets_per_second,
+                    t.share * 100.0,
+                    held.as_secs_f64()
+                ),
+            )
+            .evidence("packets_per_second", t.packets_per_second)
+            .evidence("packets_per_second_min", t.packets_per_second_min)
+            .evidence("bits_per_second", t.bits_per_second)
+            .evidence("share", t.share)
+            .evidence("total_packets_per_second", talkers.packets_per_second)
+            .evidence("workers", f64::from(t.workers))
+            .evidence("threshold_share", cfg.share)
+            .evidence("min_rate", cfg.min_rate)
+            .evidence("held_seconds", held.as_secs_f64());
+            #[allow(clippy::cast_precision_loss)] // a sample count
+            {
+                event = event.evidence("samples", talkers.samples as f64);
+            }
+            if let Ok(address) = address.parse() {
+                event = event.client(address);
+            }
+            if let Ok(len) = length.parse::<u8>() {
+                event = event.evidence("prefix_length", f64::from(len));
+            }
+            events.push(event);
+        }
+        events
     }
 
     /// Compares a reading (counter names, and per worker its row) with the last one and
@@ -386,7 +453,76 @@ mod tests {
                 sustain: Duration::from_secs(3),
             }),
             rate_limit_drops: None,
+            top_talkers: Some(super::super::config::TalkerConfig {
+                share: 0.5,
+                min_rate: 1000.0,
+                sustain: Duration::from_secs(3),
+            }),
         }
+    }
+
+    fn talkers(total: f64, top: &[(&str, f64)]) -> Talkers {
+        Talkers {
+            packets_per_second: total,
+            samples: 100,
+            sample_every: 64,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            top: top
+                .iter()
+                .map(|&(prefix, pps)| crate::daemon::stats::TalkerStats {
+                    prefix: prefix.to_owned(),
+                    packets_per_second: pps,
+                    packets_per_second_min: pps * 0.9,
+                    bits_per_second: pps * 800.0,
+                    share: pps / total,
+                    workers: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_sustained_top_talker_is_reported_once_per_episode_with_evidence() {
+        let mut d = Detector::new(config());
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let heavy = talkers(
+            4000.0,
+            &[("198.51.100.0/24", 3000.0), ("10.0.0.0/24", 1000.0)],
+        );
+        // Under the share (0.4 < 0.5), or under the rate (600/s): nothing, ever.
+        let light = talkers(4000.0, &[("198.51.100.0/24", 1600.0)]);
+        let slow = talkers(800.0, &[("198.51.100.0/24", 600.0)]);
+        for s in 0..10 {
+            assert!(d.observe_talkers(at(s), &light).is_empty());
+            assert!(d.observe_talkers(at(s), &slow).is_empty());
+        }
+        // Over both from second 10: reported when held for 3 s, once.
+        let mut reported = Vec::new();
+        for s in 10..20 {
+            for e in d.observe_talkers(at(s), &heavy) {
+                reported.push((s, e));
+            }
+        }
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        let (s, e) = &reported[0];
+        assert_eq!(*s, 13);
+        assert_eq!(e.kind, Kind::TopTalker);
+        assert_eq!(e.client.as_deref(), Some("198.51.100.0"));
+        assert!(e.message.contains("198.51.100.0/24"), "{}", e.message);
+        assert_eq!(e.evidence["packets_per_second"], 3000.0);
+        assert_eq!(e.evidence["packets_per_second_min"], 2700.0);
+        assert_eq!(e.evidence["share"], 0.75);
+        assert_eq!(e.evidence["total_packets_per_second"], 4000.0);
+        assert_eq!(e.evidence["prefix_length"], 24.0);
+        assert_eq!(e.evidence["held_seconds"], 3.0);
+        // It falls below, then comes back: a new episode, reported again after 3 s.
+        assert!(d.observe_talkers(at(20), &light).is_empty());
+        let again: Vec<u64> = (21..30)
+            .filter(|&s| !d.observe_talkers(at(s), &heavy).is_empty())
+            .collect();
+        assert_eq!(again, vec![24]);
     }
 
     /// Feeds one reading per second with per-second deltas `(misses, acl)`; returns the

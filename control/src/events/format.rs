@@ -14,7 +14,7 @@
 //! | kinds | class | activity | class-specific fields |
 //! |---|---|---|---|
 //! | `acl_drop`, `rate_limit_drop`, `residency_drop` (data-plane samples) | 4001 Network Activity (category 4 Network Activity) | 5 Refuse | `src_endpoint` {`ip`, `port`} (anonymised as configured), `dst_endpoint` {`ip`, `port`}, `connection_info` {`protocol_num`, `protocol_name`, `direction_id` 1 inbound}, `action_id` 2 Denied, `disposition_id` 2 Blocked |
-//! | `flood_entered`, `new_flow_spike`, `acl_drops_sustained`, `rate_limit_drops_sustained` | 2004 Detection Finding (category 2 Findings) | 1 Create | `finding_info` {`uid` (kind, subject, time), `title` (the message), `types` [kind], `analytic` {`name` kind, `type_id` 1 Rule}}, `evidences` [{`data`: the evidence figures}] |
+//! | `flood_entered`, `new_flow_spike`, `acl_drops_sustained`, `rate_limit_drops_sustained`, `top_talker` | 2004 Detection Finding (category 2 Findings) | 1 Create | `finding_info` {`uid` (kind, subject, time), `title` (the message), `types` [kind], `analytic` {`name` kind, `type_id` 1 Rule}}, `evidences` [{`data`: the evidence figures}] |
 //! | `api_refused` | 6003 API Activity (category 6 Application Activity) | 1 Create (POST), 2 Read (GET), 99 Other | `api` {`operation`: "POST /v1/apply"}, `src_endpoint` {`ip`}, `status_id` 2 Failure, `status_detail` (why) |
 //! | everything else (policy, generation, backend health, weights, rollouts, `flood_left`, `link_down`, `link_up`) | 0 Base Event (category 0 Uncategorized) | 99 Other | — |
 //!

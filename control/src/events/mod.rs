@@ -108,6 +108,8 @@ pub enum Kind {
     AclDropsSustained,
     /// Per-source rate-limit drops above the configured rate for the configured time.
     RateLimitDropsSustained,
+    /// One source prefix sends a large share of the traffic, for the configured time.
+    TopTalker,
     /// A sampled packet the ACL dropped (data plane).
     AclDrop,
     /// A sampled packet the per-source limit dropped (data plane).
@@ -134,7 +136,7 @@ pub enum Class {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::PolicyApplied,
         Kind::PolicyRefused,
         Kind::GenerationRejected,
@@ -149,6 +151,7 @@ impl Kind {
         Kind::NewFlowSpike,
         Kind::AclDropsSustained,
         Kind::RateLimitDropsSustained,
+        Kind::TopTalker,
         Kind::AclDrop,
         Kind::RateLimitDrop,
         Kind::ResidencyDrop,
@@ -173,6 +176,7 @@ impl Kind {
             Self::NewFlowSpike => "new_flow_spike",
             Self::AclDropsSustained => "acl_drops_sustained",
             Self::RateLimitDropsSustained => "rate_limit_drops_sustained",
+            Self::TopTalker => "top_talker",
             Self::AclDrop => "acl_drop",
             Self::RateLimitDrop => "rate_limit_drop",
             Self::ResidencyDrop => "residency_drop",
@@ -199,6 +203,7 @@ impl Kind {
             | Self::NewFlowSpike
             | Self::AclDropsSustained
             | Self::RateLimitDropsSustained
+            | Self::TopTalker
             | Self::LinkDown => Severity::Warning,
             Self::GenerationRejected => Severity::Error,
         }
@@ -212,7 +217,8 @@ impl Kind {
             Self::FloodEntered
             | Self::NewFlowSpike
             | Self::AclDropsSustained
-            | Self::RateLimitDropsSustained => Class::Finding,
+            | Self::RateLimitDropsSustained
+            | Self::TopTalker => Class::Finding,
             // Link changes are a device's status, like a backend's health: neither traffic
             // (Network Activity) nor a detection; see `format` for the OCSF reasoning.
             _ => Class::Control,

@@ -24,12 +24,12 @@
 //!                                                      256 slots of 64 bytes (control)
 //! 0x16200  0x10100  2×2 + 1024   data→control ring     head (data plane), tail (control),
 //!                                                      1024 slots of 64 bytes (data plane)
-//! 0x26300  64 × 0x30480           each worker, its own  WorkerTelemetry[64]: header line
+//! 0x26300  64 × 0x30c80           each worker, its own  WorkerTelemetry[64]: header line
 //!                                 block                (generation, swaps, busy/idle TSC
 //!                                                      cycles, untracked packets), 16 port
 //!                                                      lines, 1024 service rows, 4096
-//!                                                      backend rows (see below)
-//! 0xc38300                                             end (SEGMENT_SIZE, 12.2 MiB; sparse)
+//!                                                      backend rows, top talkers (see below)
+//! 0xc58300                                             end (SEGMENT_SIZE, 12.3 MiB; sparse)
 //! ```
 //!
 //! Telemetry ([`WorkerTelemetry`], one block per worker, written only by that worker; rows keyed
@@ -45,8 +45,19 @@
 //! +0x8440   0x8000   backend ids 4096 × u64: the stable backend id a backend row counts for
 //!                                (0 = free)
 //! +0x10440  0x20000  backends    4096 × BackendRow: packets, bytes, new_flows, active_flows
-//! +0x30440                       (padded to 0x30480)
+//! +0x30440  0x840    talkers     TalkerBlock: the worker's heaviest source prefixes over its
+//!                                last complete window (a header line under a sequence lock,
+//!                                then 32 × TalkerEntry, one line each), see below
+//! +0x30c80                       end of the block
 //! ```
+//!
+//! Top talkers ([`TalkerBlock`]): each worker samples the packets it receives (on average one
+//! in `sample_every`, at random gaps), counts the samples by source prefix in a Space-Saving
+//! sketch of its own memory and, once a window (about a second) ends, writes the sketch's
+//! heaviest entries here and starts a new window. The block is written under a sequence lock
+//! (`seq` odd while the worker writes; a reader copies the block and keeps the copy only if
+//! `seq` was even and unchanged). An entry's `samples` over-counts its prefix by at most its
+//! `error` (Space-Saving's bound): `samples - error` is a guaranteed lower bound.
 //!
 //! A row keeps its key while its service or backend is in the worker's generation, and after
 //! it leaves until every other row is taken: a row is reused last-freed-last, so the control
@@ -64,8 +75,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"SWYDCTL\0"` read as a little-endian `u64`.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SWYDCTL\0");
 /// Bumped on any change to this layout, the message formats or their meaning. Version 3: the
-/// per-worker telemetry blocks.
-pub const SEGMENT_ABI_VERSION: u32 = 3;
+/// per-worker telemetry blocks; 4: top talkers in them.
+pub const SEGMENT_ABI_VERSION: u32 = 4;
 pub const CACHE_LINE: usize = 64;
 /// Workers the segment has status and counter slots for.
 pub const MAX_WORKERS: usize = 64;
@@ -81,6 +92,8 @@ pub const MAX_TELEMETRY_SERVICES: usize = 1024;
 /// Backends a worker's telemetry has rows for; traffic to any further backend is counted as
 /// untracked.
 pub const MAX_TELEMETRY_BACKENDS: usize = 4096;
+/// Entries of a worker's published top talkers.
+pub const MAX_TALKERS: usize = 32;
 /// Slots of the control→data ring.
 pub const CONTROL_TO_DATA_CAPACITY: usize = 256;
 /// Slots of the data→control ring (acks from up to 64 workers per generation fit many times).
@@ -248,6 +261,54 @@ pub struct BackendRow {
     pub active_flows: AtomicU64,
 }
 
+/// The header line of a worker's top talkers: its last complete window.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct TalkerHeader {
+    /// Sequence lock: odd while the worker writes the block.
+    pub seq: AtomicU64,
+    /// Windows published since the worker started (0: none yet).
+    pub window: AtomicU64,
+    /// The window's length in TSC cycles (`TelemetryHeader::tsc_hz` turns it into seconds).
+    pub window_cycles: AtomicU64,
+    /// Packets the worker received in the window.
+    pub packets: AtomicU64,
+    /// Of those, the ones sampled into the sketch.
+    pub samples: AtomicU64,
+    /// Samples that were not IPv4 or IPv6 (ARP, ...) and counted for no prefix.
+    pub non_ip: AtomicU64,
+    /// Prefix lengths the entries are keyed by: IPv4 in bits 0..8, IPv6 in bits 8..16.
+    pub prefix_lens: AtomicU64,
+    /// Mean packets per sample the worker was set to (`talkers.sample_every`).
+    pub sample_every: AtomicU64,
+}
+
+/// One source prefix of a worker's top talkers.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct TalkerEntry {
+    /// 4 or 6; 0: an unused entry (entries are in order of `samples`, used ones first).
+    pub family: AtomicU64,
+    /// The prefix's address, host bits zero, as a big-endian 128-bit number split in two
+    /// (IPv4 in the low 32 bits of `addr_lo`).
+    pub addr_hi: AtomicU64,
+    pub addr_lo: AtomicU64,
+    /// Samples counted for the prefix (Space-Saving: an over-count by at most `error`).
+    pub samples: AtomicU64,
+    pub error: AtomicU64,
+    /// Frame bytes of those samples (over-counted like `samples`).
+    pub bytes: AtomicU64,
+    pub _reserved: [AtomicU64; 2],
+}
+
+/// A worker's top talkers (see the module doc).
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct TalkerBlock {
+    pub header: TalkerHeader,
+    pub entries: [TalkerEntry; MAX_TALKERS],
+}
+
 /// One worker's telemetry: written by that worker only, read by the control plane.
 #[repr(C, align(128))]
 #[derive(Debug)]
@@ -257,6 +318,7 @@ pub struct WorkerTelemetry {
     pub services: [ServiceRow; MAX_TELEMETRY_SERVICES],
     pub backend_ids: [AtomicU64; MAX_TELEMETRY_BACKENDS],
     pub backends: [BackendRow; MAX_TELEMETRY_BACKENDS],
+    pub talkers: TalkerBlock,
 }
 
 /// The whole control segment.
@@ -295,7 +357,7 @@ pub mod offsets {
     pub const DATA_TO_CONTROL: usize = 0x16200;
     pub const TELEMETRY: usize = 0x26300;
     /// Bytes of one worker's telemetry block.
-    pub const WORKER_TELEMETRY: usize = 0x30480;
+    pub const WORKER_TELEMETRY: usize = 0x30c80;
     /// Within a ring: head index, tail index, first slot.
     pub const RING_HEAD: usize = 0x0;
     pub const RING_TAIL: usize = 0x80;
@@ -327,6 +389,9 @@ assert_layout! {
     PortRow => 64, 64;
     ServiceRow => 32, 8;
     BackendRow => 32, 8;
+    TalkerHeader => 64, 64;
+    TalkerEntry => 64, 64;
+    TalkerBlock => 64 + 64 * MAX_TALKERS, 64;
     WorkerTelemetry => offsets::WORKER_TELEMETRY, 128;
     SegmentLayout => offsets::END, 128;
 }
@@ -352,6 +417,7 @@ const _: () = {
     assert!(offset_of!(WorkerTelemetry, services) == 0x440);
     assert!(offset_of!(WorkerTelemetry, backend_ids) == 0x8440);
     assert!(offset_of!(WorkerTelemetry, backends) == 0x10440);
+    assert!(offset_of!(WorkerTelemetry, talkers) == 0x30440);
     assert!(offsets::TELEMETRY.is_multiple_of(128));
     assert!(offset_of!(Ring<1>, head) == offsets::RING_HEAD);
     assert!(offset_of!(Ring<1>, tail) == offsets::RING_TAIL);
