@@ -259,7 +259,7 @@ fn load_new_flows_split_by_reported_waiting_requests_and_stale_metrics_restore_w
 }
 
 #[test]
-fn load_a_minute_of_noisy_metrics_publishes_no_more_than_the_rebuild_rate_allows() {
+fn noisy_load_metrics_publish_no_more_than_the_rebuild_rate_allows() {
     require_root();
     let servers = Servers::start(3, 63);
     let settings = "    load:
@@ -280,7 +280,8 @@ fn load_a_minute_of_noisy_metrics_publishes_no_more_than_the_rebuild_rate_allows
         })
     });
     let before = control.state().unwrap().counters.publishes;
-    let run = Duration::from_secs(60);
+    // 20 s of changes every 50 ms: the 2 s rebuild interval allows 11 publishes.
+    let run = Duration::from_secs(20);
     let start = Instant::now();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut sets = 0u32;
