@@ -263,7 +263,7 @@ class Harness(Fleet):
         g += [f"{s},{VIP2}:{PORT},{mx}" for s in SRC["eu"][:2] + SRC["us"][:2]]
         return g
 
-    def churn(self, r, change, affected, seconds=15, assert_affected=True, groups=None):
+    def churn(self, r, change, affected, seconds=10, assert_affected=True, groups=None):
         """Runs a stream set, calls change() mid-stream, tallies broken streams.
 
         affected: backend names the change touches; every other stream must survive. With
