@@ -1,12 +1,16 @@
 //! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of the data plane's counters
-//! and the control plane's own gauges.
+//! and the control plane's own gauges, encoded by the `prometheus` crate (tikv/rust-prometheus).
 //!
-//! Written by hand rather than through a client library's registry: the data plane's counter
-//! set is not known at compile time — the data plane writes the names into the shared-memory
-//! segment when it starts — and a registry of static metric families would need one family per
-//! name created on the fly. The format is small: `# HELP`, `# TYPE`, then one sample per line,
-//! with label values and help text escaped as the format says. Every family is written once;
-//! a data-plane counter whose name cleans up to one already written is skipped.
+//! The data plane's counter set is not known at compile time — the data plane writes the names
+//! into the shared-memory segment when it starts — so a registry of static metric families does
+//! not fit. Every scrape builds the page's families as the crate's data model
+//! (`proto::MetricFamily` of `Metric`s with `LabelPair`s and a `Counter`, `Gauge` or `Summary`)
+//! and `prometheus::TextEncoder` writes them: `# HELP`, `# TYPE`, samples, escaping, numbers.
+//! The crate is built without its `protobuf` feature (its plain data model, the text encoder
+//! only). Every family is written once; a data-plane counter whose name cleans up to one already
+//! written is skipped. Not `prometheus-client`: it writes OpenMetrics, whose counters
+//! `promtool check metrics` of Prometheus 2.42 (Debian's, which the tests run) refuses
+//! (`foo_total no help text`).
 //!
 //! Names (see `docs/CONTROL.md`):
 //! - `switchyard_control_*`: generation numbers, publishes, rejects, reloads, publish→live;
@@ -20,12 +24,16 @@
 //!   `switchyard_dataplane_dropped_packets_total{reason}`.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+
+use prometheus::proto::{
+    Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
+};
+use prometheus::TextEncoder;
 
 use super::view::{ControlCounters, WorkerView};
 
-/// The `Content-Type` of the exposition.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of the exposition: the text encoder's format.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// The control plane's side of the exposition.
 #[derive(Debug, Clone, Default)]
@@ -73,102 +81,127 @@ pub struct DataplaneSample {
     pub counters: Vec<Vec<u64>>,
 }
 
+/// The kinds of family the page has (never `untyped`, which the text encoder does not write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Counter,
     Gauge,
-    Summary,
 }
 
-/// An exposition being written.
+/// The families of a page being built, in page order, each name once.
 struct Exposition {
-    out: String,
-    families: BTreeSet<String>,
+    families: Vec<MetricFamily>,
+    names: BTreeSet<String>,
 }
 
 impl Exposition {
     fn new() -> Self {
         Self {
-            out: String::with_capacity(16 * 1024),
-            families: BTreeSet::new(),
+            families: Vec::with_capacity(128),
+            names: BTreeSet::new(),
         }
     }
 
-    /// Starts a family; `false` (and nothing written) when one of that name exists.
-    fn family(&mut self, name: &str, kind: Kind, help: &str) -> bool {
-        if !self.families.insert(name.to_owned()) {
-            return false;
+    /// Starts a family; `None` (and nothing added) when one of that name exists.
+    fn family(&mut self, name: &str, kind: MetricType, help: &str) -> Option<&mut MetricFamily> {
+        if !self.names.insert(name.to_owned()) {
+            return None;
         }
+        let mut family = MetricFamily::default();
+        family.set_name(name.to_owned());
+        family.set_help(help.to_owned());
+        family.set_field_type(kind);
+        self.families.push(family);
+        self.families.last_mut()
+    }
+
+    /// Starts a counter or gauge family (see [`Self::family`]).
+    fn series(&mut self, name: &str, kind: Kind, help: &str) -> Option<&mut MetricFamily> {
         let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Summary => "summary",
+            Kind::Counter => MetricType::COUNTER,
+            Kind::Gauge => MetricType::GAUGE,
         };
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-        true
+        self.family(name, kind, help)
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (key, val)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{key}=\"");
-                escape_label_value(&mut self.out, val);
-                self.out.push('"');
+    /// A counter or gauge family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
+        if let Some(family) = self.series(name, kind, help) {
+            sample(family, &[], value);
+        }
+    }
+
+    /// Appends the families to `out`, as `TextEncoder` writes them.
+    fn encode(&self, out: &mut String) {
+        let encoder = TextEncoder::new();
+        for family in &self.families {
+            if family.get_metric().is_empty() {
+                header(&encoder, family, out);
+            } else {
+                // The encoder checks a family before writing it and refuses only one without a
+                // sample or a name, which `header` and `family` rule out: nothing to report.
+                let _ = encoder.encode_utf8(std::slice::from_ref(family), out);
             }
-            self.out.push('}');
-        }
-        self.out.push(' ');
-        match value {
-            Value::Int(v) => {
-                let _ = write!(self.out, "{v}");
-            }
-            Value::Float(v) => write_float(&mut self.out, v),
-        }
-        self.out.push('\n');
-    }
-
-    /// A family with one unlabelled sample.
-    fn single(&mut self, name: &str, kind: Kind, help: &str, value: Value) {
-        if self.family(name, kind, help) {
-            self.sample(name, &[], value);
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Value {
-    Int(u64),
-    Float(f64),
+/// Adds a sample to a counter or gauge family.
+fn sample(family: &mut MetricFamily, labels: &[(&str, &str)], value: f64) {
+    let mut metric = Metric::from_label(
+        labels
+            .iter()
+            .map(|&(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.to_owned());
+                pair.set_value(value.to_owned());
+                pair
+            })
+            .collect(),
+    );
+    match family.get_field_type() {
+        MetricType::COUNTER => {
+            let mut counter = Counter::default();
+            counter.set_value(value);
+            metric.set_counter(counter);
+        }
+        MetricType::GAUGE => {
+            let mut gauge = Gauge::default();
+            gauge.set_value(value);
+            metric.set_gauge(gauge);
+        }
+        _ => return,
+    }
+    family.mut_metric().push(metric);
 }
 
-fn escape_label_value(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+/// Writes the `# HELP` and `# TYPE` lines of a family without samples. The page has such
+/// families (`switchyard_backend_load_ratio` with no pool with `load`, a table's families with
+/// no rows) and dashboards look for them, but the encoder refuses a family without a sample
+/// (`MetricFamily has no metrics`): the family is encoded with one placeholder sample, whose
+/// lines are left out — the header lines are still the encoder's.
+fn header(encoder: &TextEncoder, family: &MetricFamily, out: &mut String) {
+    let mut placeholder = MetricFamily::default();
+    placeholder.set_name(family.name().to_owned());
+    placeholder.set_help(family.help().to_owned());
+    placeholder.set_field_type(family.get_field_type());
+    placeholder.set_metric(vec![Metric::default()]);
+    let mut text = String::new();
+    if encoder.encode_utf8(&[placeholder], &mut text).is_ok() {
+        // Help text is escaped (no line break in it) and sample lines start with the name.
+        for line in text
+            .split_inclusive('\n')
+            .take_while(|l| l.starts_with('#'))
+        {
+            out.push_str(line);
         }
     }
 }
 
-fn write_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        // Rust prints finite floats in plain decimal (never exponent form), which the format
-        // accepts.
-        let _ = write!(out, "{v}");
-    }
+/// A count as a sample value. The data model holds doubles: exact up to 2^53.
+#[allow(clippy::cast_precision_loss)]
+fn int(v: u64) -> f64 {
+    v as f64
 }
 
 /// A data-plane counter name as a metric name: `switchyard_dataplane_<name>_total`, with every
@@ -203,33 +236,34 @@ pub fn render(control: &ControlSample, dataplane: &DataplaneSample) -> String {
     let mut e = Exposition::new();
     control_families(&mut e, control);
     dataplane_families(&mut e, dataplane);
-    e.out
+    let mut out = String::with_capacity(16 * 1024);
+    e.encode(&mut out);
+    out
 }
 
-fn flag(b: bool) -> Value {
-    Value::Int(u64::from(b))
+fn flag(b: bool) -> f64 {
+    int(u64::from(b))
 }
 
 fn control_families(e: &mut Exposition, c: &ControlSample) {
     use Kind::{Counter, Gauge};
-    use Value::Int;
     e.single(
         "switchyard_control_current_generation",
         Gauge,
         "Generation compiled from the policy the control plane holds.",
-        Int(c.current_generation),
+        int(c.current_generation),
     );
     e.single(
         "switchyard_control_published_generation",
         Gauge,
         "Newest generation the control plane published.",
-        Int(c.published_generation),
+        int(c.published_generation),
     );
     e.single(
         "switchyard_control_live_generation",
         Gauge,
         "Generation every data-plane worker runs (0: none).",
-        Int(c.live_generation),
+        int(c.live_generation),
     );
     e.single(
         "switchyard_control_publish_pending",
@@ -241,25 +275,25 @@ fn control_families(e: &mut Exposition, c: &ControlSample) {
         "switchyard_control_publishes_total",
         Counter,
         "Generations published since the control plane started.",
-        Int(c.counters.publishes),
+        int(c.counters.publishes),
     );
     e.single(
         "switchyard_control_rejects_total",
         Counter,
         "Published generations the data plane refused.",
-        Int(c.counters.rejects),
+        int(c.counters.rejects),
     );
     e.single(
         "switchyard_control_reloads_total",
         Counter,
         "Policies loaded and applied (file change, SIGHUP, apply).",
-        Int(c.counters.reloads),
+        int(c.counters.reloads),
     );
     e.single(
         "switchyard_control_reload_failures_total",
         Counter,
         "Policies refused by validation or compilation; nothing changed.",
-        Int(c.counters.reload_failures),
+        int(c.counters.reload_failures),
     );
     e.single(
         "switchyard_control_policy_file_error",
@@ -277,52 +311,62 @@ fn control_families(e: &mut Exposition, c: &ControlSample) {
         "switchyard_control_dataplane_restarts_total",
         Counter,
         "Data-plane restarts seen by the control plane (each followed by a republish).",
-        Int(c.counters.dataplane_restarts),
+        int(c.counters.dataplane_restarts),
     );
     e.single(
         "switchyard_control_health_transitions_total",
         Counter,
         "Backends taken down or brought back up by their health checks.",
-        Int(c.counters.health_transitions),
+        int(c.counters.health_transitions),
     );
     e.single(
         "switchyard_control_load_updates_total",
         Counter,
         "Load-driven table changes published (new effective weights or full bits).",
-        Int(c.counters.load_updates),
+        int(c.counters.load_updates),
     );
     if let Some(seconds) = c.last_publish_to_live_seconds {
         e.single(
             "switchyard_control_last_publish_to_live_seconds",
             Gauge,
             "Time from publishing the last live generation to every worker running it.",
-            Value::Float(seconds),
+            seconds,
         );
     }
     if let Some(l) = c.latency {
-        let name = "switchyard_control_publish_to_live_seconds";
-        if e.family(
-            name,
-            Kind::Summary,
+        if let Some(family) = e.family(
+            "switchyard_control_publish_to_live_seconds",
+            MetricType::SUMMARY,
             "Time from publishing a generation to every worker running it (quantiles over the \
              last 4096 publishes; 1 is the maximum).",
         ) {
-            for (q, v) in [
-                ("0.5", l.p50_seconds),
-                ("0.99", l.p99_seconds),
-                ("1", l.max_seconds),
-            ] {
-                e.sample(name, &[("quantile", q)], Value::Float(v));
-            }
-            e.sample(&format!("{name}_sum"), &[], Value::Float(l.sum_seconds));
-            e.sample(&format!("{name}_count"), &[], Int(l.count));
+            let mut summary = Summary::default();
+            summary.set_quantile(
+                [
+                    (0.5, l.p50_seconds),
+                    (0.99, l.p99_seconds),
+                    (1.0, l.max_seconds),
+                ]
+                .into_iter()
+                .map(|(q, v)| {
+                    let mut quantile = Quantile::default();
+                    quantile.set_quantile(q);
+                    quantile.set_value(v);
+                    quantile
+                })
+                .collect(),
+            );
+            summary.set_sample_sum(l.sum_seconds);
+            summary.set_sample_count(l.count);
+            let mut metric = Metric::default();
+            metric.set_summary(summary);
+            family.mut_metric().push(metric);
         }
     }
 }
 
 fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
     use Kind::{Counter, Gauge};
-    use Value::Int;
     e.single(
         "switchyard_dataplane_up",
         Gauge,
@@ -333,19 +377,19 @@ fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
         "switchyard_dataplane_pid",
         Gauge,
         "Process id of the data plane that attached last (0: none ever).",
-        Int(d.pid),
+        int(d.pid),
     );
     e.single(
         "switchyard_dataplane_epoch",
         Gauge,
         "Data-plane starts on this segment.",
-        Int(d.epoch),
+        int(d.epoch),
     );
     e.single(
         "switchyard_dataplane_workers",
         Gauge,
         "Worker threads of the data plane.",
-        Int(d.workers.len() as u64),
+        int(d.workers.len() as u64),
     );
     if d.pid == 0 {
         return;
@@ -373,9 +417,9 @@ fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
         ),
     ];
     for (name, kind, help, get) in per_worker {
-        if e.family(name, kind, help) {
+        if let Some(family) = e.series(name, kind, help) {
             for (w, label) in d.workers.iter().zip(&labels) {
-                e.sample(name, &[("worker", label)], Int(get(w)));
+                sample(family, &[("worker", label)], int(get(w)));
             }
         }
     }
@@ -384,19 +428,19 @@ fn dataplane_families(e: &mut Exposition, d: &DataplaneSample) {
             continue;
         };
         let help = format!("Data-plane counter `{counter}`, per worker.");
-        if !e.family(&name, Counter, &help) {
+        let Some(family) = e.series(&name, Counter, &help) else {
             continue;
-        }
+        };
         let milliseconds = counter.ends_with("_milliseconds");
         for (w, label) in d.counters.iter().zip(&labels) {
             if let Some(&v) = w.get(i) {
                 #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
                 let value = if milliseconds {
-                    Value::Float(v as f64 / 1000.0)
+                    v as f64 / 1000.0
                 } else {
-                    Int(v)
+                    int(v)
                 };
-                e.sample(&name, &[("worker", label)], value);
+                sample(family, &[("worker", label)], value);
             }
         }
     }
@@ -410,12 +454,11 @@ type RowFamily<T> = (&'static str, Kind, &'static str, fn(&T) -> u64);
 #[allow(clippy::too_many_lines)] // one table of families
 pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
     use Kind::{Counter, Gauge};
-    use Value::{Float, Int};
     let mut e = Exposition::new();
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             if let Some(name) = rest.split(' ').next() {
-                e.families.insert(name.to_owned());
+                e.names.insert(name.to_owned());
             }
         }
     }
@@ -442,9 +485,9 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         ),
     ];
     for (name, kind, help, get) in services {
-        if e.family(name, kind, help) {
+        if let Some(family) = e.series(name, kind, help) {
             for v in &s.services {
-                e.sample(name, &[("service", &v.name)], Int(get(v)));
+                sample(family, &[("service", &v.name)], int(get(v)));
             }
         }
     }
@@ -476,9 +519,9 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         ),
     ];
     for (name, kind, help, get) in pools {
-        if e.family(name, kind, help) {
+        if let Some(family) = e.series(name, kind, help) {
             for v in &s.pools {
-                e.sample(name, &[("pool", &v.name)], Int(get(v)));
+                sample(family, &[("pool", &v.name)], int(get(v)));
             }
         }
     }
@@ -534,37 +577,35 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         ),
     ];
     for (name, kind, help, get) in backends {
-        if e.family(name, kind, help) {
+        if let Some(family) = e.series(name, kind, help) {
             for v in &s.backends {
-                e.sample(
-                    name,
+                sample(
+                    family,
                     &[
                         ("pool", &v.pool),
                         ("backend", &v.backend),
                         ("address", &v.address),
                     ],
-                    Int(get(v)),
+                    int(get(v)),
                 );
             }
         }
     }
     // Written even with no pool with `load` (then without samples), so dashboards find them.
-    let name = "switchyard_backend_load_ratio";
-    if e.family(
-        name,
+    if let Some(family) = e.series(
+        "switchyard_backend_load_ratio",
         Gauge,
         "Smoothed live load of the backend (1 = saturated), for pools with `load`.",
     ) {
         for v in &s.backends {
             if let Some(load) = v.load {
                 let labels = [("pool", v.pool.as_str()), ("backend", v.backend.as_str())];
-                e.sample(name, &labels, Float(load));
+                sample(family, &labels, load);
             }
         }
     }
-    let name = "switchyard_backend_load_signal";
-    if e.family(
-        name,
+    if let Some(family) = e.series(
+        "switchyard_backend_load_signal",
         Gauge,
         "The last scraped value of each load signal of the backend (`signal` names the \
              server's metric).",
@@ -576,7 +617,7 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
                     ("backend", v.backend.as_str()),
                     ("signal", signal.as_str()),
                 ];
-                e.sample(name, &labels, Float(*value));
+                sample(family, &labels, *value);
             }
         }
     }
@@ -608,49 +649,48 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         ),
     ];
     for (name, kind, help, get) in ports {
-        if e.family(name, kind, help) {
+        if let Some(family) = e.series(name, kind, help) {
             for p in &s.ports {
-                e.sample(name, &[("port", &p.port.to_string())], Int(get(p)));
+                sample(family, &[("port", &p.port.to_string())], int(get(p)));
             }
         }
     }
     type WorkerFamily = (
         &'static str,
         &'static str,
-        fn(&super::stats::WorkerStats) -> Value,
+        fn(&super::stats::WorkerStats) -> f64,
     );
     let workers: [WorkerFamily; 3] = [
         (
             "switchyard_dataplane_worker_busy_seconds_total",
             "Time the worker spent in polls that received packets.",
-            |w| Float(seconds(w.busy_cycles, w.tsc_hz)),
+            |w| seconds(w.busy_cycles, w.tsc_hz),
         ),
         (
             "switchyard_dataplane_worker_idle_seconds_total",
             "Time the worker spent in polls that received nothing.",
-            |w| Float(seconds(w.idle_cycles, w.tsc_hz)),
+            |w| seconds(w.idle_cycles, w.tsc_hz),
         ),
         (
             "switchyard_dataplane_worker_swaps_total",
             "Table generations the worker switched to since it started.",
-            |w| Int(w.swaps),
+            |w| int(w.swaps),
         ),
     ];
     for (name, help, get) in workers {
-        if e.family(name, Counter, help) {
+        if let Some(family) = e.series(name, Counter, help) {
             for w in &s.workers {
-                e.sample(name, &[("worker", &w.worker.to_string())], get(w));
+                sample(family, &[("worker", &w.worker.to_string())], get(w));
             }
         }
     }
-    let name = "switchyard_dataplane_dropped_packets_total";
-    if e.family(
-        name,
+    if let Some(family) = e.series(
+        "switchyard_dataplane_dropped_packets_total",
         Counter,
         "Packets the data plane dropped, by reason (summed over workers; reasons with drops).",
     ) {
         for (reason, n) in &s.drops {
-            e.sample(name, &[("reason", reason)], Int(*n));
+            sample(family, &[("reason", reason)], int(*n));
         }
     }
     e.single(
@@ -658,9 +698,9 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         Counter,
         "Packets forwarded for services or backends beyond the telemetry rows (1024 services, \
          4096 backends per worker).",
-        Int(s.untracked_packets),
+        int(s.untracked_packets),
     );
-    body.push_str(&e.out);
+    e.encode(body);
 }
 
 /// Seconds from TSC cycles at `hz` (0 before the data plane reported its rate).
@@ -709,7 +749,7 @@ mod tests {
     }
 
     #[test]
-    fn exposition_has_every_family_once_and_escapes() {
+    fn exposition_has_every_family_once() {
         let control = ControlSample {
             current_generation: 7,
             published_generation: 7,
@@ -767,10 +807,62 @@ mod tests {
             1
         );
         assert!(text.contains("switchyard_dataplane_worker_packets_total{worker=\"0\"} 10\n"));
+    }
 
-        let mut s = String::new();
-        escape_label_value(&mut s, "a\"b\\c\nd");
-        assert_eq!(s, "a\\\"b\\\\c\\nd");
+    #[test]
+    fn the_encoder_escapes_help_and_label_values() {
+        let mut e = Exposition::new();
+        let family = e
+            .series("x_total", Kind::Counter, "back\\slash\nline")
+            .unwrap();
+        sample(family, &[("a", "a\"b\\c\nd"), ("b", "")], 1.0);
+        sample(family, &[], 0.25);
+        assert!(e.series("x_total", Kind::Gauge, "again").is_none());
+        let mut text = String::new();
+        e.encode(&mut text);
+        assert_eq!(
+            text,
+            "# HELP x_total back\\\\slash\\nline\n# TYPE x_total counter\n\
+             x_total{a=\"a\\\"b\\\\c\\nd\",b=\"\"} 1\nx_total 0.25\n"
+        );
+    }
+
+    #[test]
+    fn families_without_samples_keep_their_header() {
+        let mut body = render(&ControlSample::default(), &DataplaneSample::default());
+        render_traffic(&mut body, &super::super::stats::StatsView::default());
+        assert!(body.contains(
+            "# TYPE switchyard_backend_load_ratio gauge\n\
+             # HELP switchyard_backend_load_signal "
+        ));
+        assert!(body.contains("# TYPE switchyard_service_packets_total counter\n# HELP "));
+        assert!(!body.contains("switchyard_backend_load_ratio{"));
+        assert!(!body.contains("switchyard_backend_load_ratio 0"));
+        // Families the body has already are not written again.
+        let before = body.len();
+        render_traffic(&mut body, &super::super::stats::StatsView::default());
+        assert_eq!(body.len(), before);
+    }
+
+    #[test]
+    fn summary_quantiles_sum_and_count() {
+        let control = ControlSample {
+            latency: Some(LatencySample {
+                p50_seconds: 0.5,
+                p99_seconds: 1.5,
+                max_seconds: 2.0,
+                sum_seconds: 4.25,
+                count: 5,
+            }),
+            ..ControlSample::default()
+        };
+        let text = render(&control, &DataplaneSample::default());
+        let name = "switchyard_control_publish_to_live_seconds";
+        assert!(text.contains(&format!(
+            "# TYPE {name} summary\n{name}{{quantile=\"0.5\"}} 0.5\n\
+             {name}{{quantile=\"0.99\"}} 1.5\n{name}{{quantile=\"1\"}} 2\n\
+             {name}_sum 4.25\n{name}_count 5\n"
+        )));
     }
 
     #[test]
