@@ -268,6 +268,42 @@ fn capture_takes_what_the_filter_asks_while_forwarding_goes_on() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
+    // A CLI killed mid-capture leaves its file; the daemon removes it after the deadline.
+    let captures = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&shm)
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.to_string_lossy().contains(".capture-"))
+            .collect()
+    };
+    let mut killed = Background::spawn(
+        Command::new(control_bin())
+            .args(["capture", "--seconds", "1", "-c", "1000000", "-w"])
+            .arg(dir.join("killed.pcapng"))
+            .args(["--api", &api, "--token-file"])
+            .arg(&token),
+    );
+    let deadline = Instant::now() + WAIT;
+    while captures().is_empty() {
+        assert!(Instant::now() < deadline, "the capture never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = killed.stop(libc::SIGKILL, WAIT);
+    let left = captures();
+    assert_eq!(left.len(), 1, "the killed CLI's file: {left:?}");
+    let t_killed = Instant::now();
+    while !captures().is_empty() {
+        assert!(
+            t_killed.elapsed() < Duration::from_secs(15),
+            "the daemon did not remove {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "# killed CLI's capture file removed {:.1} s after the kill (deadline 1 s + grace 3 s)",
+        t_killed.elapsed().as_secs_f64()
+    );
+
     // Sampled ACL drops as events, with their 5-tuple, at most 10/s per worker (+ burst).
     let deadline = Instant::now() + WAIT;
     let acl_events = loop {

@@ -162,11 +162,57 @@ pub fn filter(p: &CaptureParams, counters: &[String]) -> Result<CaptureFilter, A
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
+/// How long after a capture's deadline the daemon removes its file if the CLI has not: by then
+/// the data plane has stopped copying (it stops at the deadline) and the CLI has stopped
+/// draining (it stops there too), so only a killed CLI leaves the file behind. Removing it
+/// early would do no harm either: both processes keep their mappings of an unlinked file.
+pub const LEFTOVER_GRACE_MS: u64 = 3_000;
+
+/// The capture files this daemon created, until each is gone (see [`LEFTOVER_GRACE_MS`]).
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    files: Vec<(PathBuf, u64)>,
+}
+
+impl Leftovers {
+    /// A capture was started: `path` ends at `deadline_ms` ([`shm::monotonic_ms`]).
+    pub fn started(&mut self, path: PathBuf, deadline_ms: u64) {
+        self.files.push((path, deadline_ms));
+    }
+
+    /// Removes the files whose capture ended more than the grace ago; forgets those already
+    /// gone. Returns the paths it removed.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        self.files.retain(|(path, deadline)| {
+            if now_ms < deadline.saturating_add(LEFTOVER_GRACE_MS) {
+                return path.exists();
+            }
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    removed.push(path.clone());
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a finished capture's file");
+                    false
+                }
+            }
+        });
+        removed
+    }
+}
+
 /// Starts a capture (the controller thread): creates its file and tells the data plane.
 ///
 /// # Errors
 /// No data plane (503), a bad request (400), the file or the ring refused (500, 503).
-pub fn start(publisher: &mut Publisher, p: &CaptureParams) -> Result<CaptureStarted, ApiFailure> {
+pub fn start(
+    publisher: &mut Publisher,
+    leftovers: &mut Leftovers,
+    p: &CaptureParams,
+) -> Result<CaptureStarted, ApiFailure> {
     if !publisher.dataplane_attached() {
         return Err(ApiFailure::new(
             503,
@@ -199,6 +245,7 @@ pub fn start(publisher: &mut Publisher, p: &CaptureParams) -> Result<CaptureStar
                     ));
                 }
                 tracing::info!(capture = id, path = %path.display(), "live capture requested");
+                leftovers.started(path.clone(), deadline);
                 return Ok(CaptureStarted {
                     id,
                     path,
@@ -456,6 +503,28 @@ pub fn run(o: &CaptureOptions) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftover_capture_files_go_after_the_grace_and_gone_ones_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("sy-leftovers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let mut l = Leftovers::default();
+        l.started(a.clone(), 1_000);
+        l.started(b.clone(), 1_000);
+        assert!(l.sweep(1_000 + LEFTOVER_GRACE_MS - 1).is_empty());
+        assert!(a.exists() && b.exists());
+        // The CLI removed b itself: forgotten, not reported.
+        std::fs::remove_file(&b).unwrap();
+        assert!(l.sweep(1_500).is_empty());
+        assert_eq!(l.files.len(), 1);
+        assert_eq!(l.sweep(1_000 + LEFTOVER_GRACE_MS), vec![a.clone()]);
+        assert!(!a.exists());
+        assert!(l.files.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn names() -> Vec<String> {
         [

@@ -342,6 +342,8 @@ pub struct Controller {
     /// Traffic totals from the workers' telemetry ([`super::stats`]), read every
     /// [`TRAFFIC_READ_EVERY`] and before each answer that shows them.
     traffic: super::stats::Traffic,
+    /// Capture files this daemon created, removed after their deadline if the CLI did not.
+    captures: super::capture::Leftovers,
     next_traffic_read: Instant,
 }
 
@@ -660,6 +662,7 @@ impl Controller {
             detector: None,
             cause: None,
             traffic: super::stats::Traffic::default(),
+            captures: super::capture::Leftovers::default(),
             next_traffic_read: Instant::now(),
         };
         controller.load_rollouts(&policy);
@@ -898,7 +901,11 @@ impl Controller {
             Request::Trace(params, reply) => self.start_trace(&params, reply),
             Request::Flows(params, reply) => self.start_flows(&params, reply),
             Request::Capture(params, reply) => {
-                let _ = reply.send(super::capture::start(&mut self.publisher, &params));
+                let _ = reply.send(super::capture::start(
+                    &mut self.publisher,
+                    &mut self.captures,
+                    &params,
+                ));
             }
             Request::Stop { .. } => {}
         }
@@ -909,6 +916,9 @@ impl Controller {
     pub fn tick(&mut self) {
         if Instant::now() >= self.next_traffic_read {
             self.read_traffic();
+            for path in self.captures.sweep(shm::monotonic_ms()) {
+                tracing::info!(path = %path.display(), "removed a finished capture's file (its CLI did not)");
+            }
         }
         self.detect();
         self.publish_load();
