@@ -1862,7 +1862,7 @@ impl Controller {
         };
         let mut body = metrics::render(&control, &dataplane);
         metrics::render_traffic(&mut body, &self.stats_view());
-        self.events.render_metrics(&mut body);
+        metrics::render_events(&mut body, &self.events);
         body
     }
 }

@@ -22,6 +22,8 @@
 //!   `switchyard_backend_*{pool,backend,address}` (packets, bytes, new flows, active flows;
 //!   health, weights, load), `switchyard_port_*{port}`, per worker busy/idle seconds and swaps,
 //!   `switchyard_dataplane_dropped_packets_total{reason}`.
+//! - the event bus ([`render_events`], with `--events`): `switchyard_events_emitted_total{kind}`,
+//!   and per sink `switchyard_events_{sent,dropped,failed}_total` and `switchyard_events_queued`.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +33,7 @@ use prometheus::proto::{
 use prometheus::TextEncoder;
 
 use super::view::{ControlCounters, WorkerView};
+use crate::events::{Events, SinkStats};
 
 /// The `Content-Type` of the exposition: the text encoder's format.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -711,6 +714,69 @@ fn seconds(cycles: u64, hz: u64) -> f64 {
     } else {
         cycles as f64 / hz as f64
     }
+}
+
+/// A per-sink series of the event bus: name, type, help, value.
+type SinkFamily = (&'static str, Kind, &'static str, fn(&SinkStats) -> u64);
+
+/// Appends the event bus's families to `body` (nothing when no sink is configured):
+/// `switchyard_events_emitted_total{kind}`, and per sink (`sink`, `target` labels)
+/// `switchyard_events_sent_total`, `switchyard_events_dropped_total` (queue full),
+/// `switchyard_events_failed_total` (write or send errors) and `switchyard_events_queued`.
+pub fn render_events(body: &mut String, events: &Events) {
+    use Kind::{Counter, Gauge};
+    if !events.enabled() {
+        return;
+    }
+    let mut e = Exposition::new();
+    if let Some(family) = e.series(
+        "switchyard_events_emitted_total",
+        Counter,
+        "Events emitted on the event bus, by kind.",
+    ) {
+        for (kind, n) in events.emitted() {
+            sample(family, &[("kind", kind.as_str())], int(n));
+        }
+    }
+    let stats = events.stats();
+    let series: [SinkFamily; 4] = [
+        (
+            "switchyard_events_sent_total",
+            Counter,
+            "Events a sink wrote or sent.",
+            |s| s.sent,
+        ),
+        (
+            "switchyard_events_dropped_total",
+            Counter,
+            "Events a sink dropped because its queue was full (a slow or dead collector).",
+            |s| s.dropped,
+        ),
+        (
+            "switchyard_events_failed_total",
+            Counter,
+            "Events a sink lost to write or send errors.",
+            |s| s.failed,
+        ),
+        (
+            "switchyard_events_queued",
+            Gauge,
+            "Events waiting in a sink's queue.",
+            |s| s.queued,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        if let Some(family) = e.series(name, kind, help) {
+            for s in &stats {
+                sample(
+                    family,
+                    &[("sink", s.sink.as_str()), ("target", s.target.as_str())],
+                    int(value(s)),
+                );
+            }
+        }
+    }
+    e.encode(body);
 }
 
 #[cfg(test)]

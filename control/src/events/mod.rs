@@ -18,7 +18,7 @@
 //! - [`Events::emit`] never blocks and never fails: it anonymises the event's client address
 //!   (if the configuration says so, [`privacy`]), then offers it to every sink's bounded queue;
 //!   a full queue drops the event for that sink and counts it
-//!   (`switchyard_events_dropped_total{sink=…}` in `/metrics`).
+//!   (`switchyard_events_dropped_total{sink=…}` in `/metrics`, written by `daemon::metrics`).
 //! - An [`Event`] is a [`Kind`] (which fixes its severity and its OCSF class), a one-line
 //!   message, and optional typed fields: service, pool, backend, worker, reason, a
 //!   [`Flow`] 5-tuple (data-plane samples), a data-plane port and the [`Dataplane`] that
@@ -500,84 +500,6 @@ impl Events {
         let deadline = std::time::Instant::now() + timeout;
         for sink in &bus.sinks {
             sink.flush(deadline);
-        }
-    }
-}
-
-/// A per-sink series: name, type, help, value.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&SinkStats) -> u64,
-);
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-impl Events {
-    /// The bus's series in the Prometheus text format, appended to `out`:
-    /// `switchyard_events_emitted_total{kind}`, and per sink (`sink`, `target` labels)
-    /// `switchyard_events_sent_total`, `switchyard_events_dropped_total` (queue full),
-    /// `switchyard_events_failed_total` (write or send errors) and `switchyard_events_queued`.
-    /// Nothing when no sink is configured.
-    pub fn render_metrics(&self, out: &mut String) {
-        use fmt::Write as _;
-        if !self.enabled() {
-            return;
-        }
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_events_emitted_total Events emitted on the event bus, by kind.\n# TYPE switchyard_events_emitted_total counter"
-        );
-        for (kind, n) in self.emitted() {
-            let _ = writeln!(
-                out,
-                "switchyard_events_emitted_total{{kind=\"{kind}\"}} {n}"
-            );
-        }
-        let stats = self.stats();
-        let series: [Series; 4] = [
-            (
-                "switchyard_events_sent_total",
-                "counter",
-                "Events a sink wrote or sent.",
-                |s| s.sent,
-            ),
-            (
-                "switchyard_events_dropped_total",
-                "counter",
-                "Events a sink dropped because its queue was full (a slow or dead collector).",
-                |s| s.dropped,
-            ),
-            (
-                "switchyard_events_failed_total",
-                "counter",
-                "Events a sink lost to write or send errors.",
-                |s| s.failed,
-            ),
-            (
-                "switchyard_events_queued",
-                "gauge",
-                "Events waiting in a sink's queue.",
-                |s| s.queued,
-            ),
-        ];
-        for (name, kind, help, value) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for s in &stats {
-                let _ = writeln!(
-                    out,
-                    "{name}{{sink=\"{}\",target=\"{}\"}} {}",
-                    s.sink,
-                    escape_label(&s.target),
-                    value(s)
-                );
-            }
         }
     }
 }
