@@ -217,6 +217,9 @@ impl Telemetry {
         for id in &b.backend_ids {
             id.store(0, Release);
         }
+        // Window 0 reads as "none yet": a new data plane shows no top talkers of the last one.
+        b.talkers
+            .publish(&switchyard_table::shm::telemetry::TalkerWindow::default());
     }
 
     /// Maps the rows to generation `g`'s services and backends; counts a swap when `swap`.

@@ -4,8 +4,8 @@
 //! exact), and a control plane with a `top_talker` detection. `show stats --json` must list the
 //! prefixes in order with their exact shares (to within the part of one replay of the capture a
 //! window can cut), an error bound of zero and rates that add up to the total; the text of
-//! `show stats` must print the table; and the events file must hold one `top_talker` event for
-//! the heavy prefix with its evidence.
+//! `show stats` must print the table; the events file must hold one `top_talker` event for the
+//! heavy prefix with its evidence; and once the data plane stops, no top talkers are shown.
 
 mod common;
 mod fixtures;
@@ -234,4 +234,15 @@ fn heavy_source_prefixes_are_listed_exactly_and_detected() {
 
     let (status, _) = dp.stop(2, WAIT);
     assert!(status.success());
+    // Rates of a data plane that is gone are not shown as current.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v: Value = serde_json::from_str(&show_stats(api, true)).unwrap();
+        if v["talkers"]["top"].as_array().is_some_and(Vec::is_empty) {
+            assert_eq!(v["dataplane_up"], false, "{v:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "stale top talkers: {v:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

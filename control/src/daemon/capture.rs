@@ -175,6 +175,32 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
+    /// The capture files of `instance` already in `dir` (a daemon that restarts takes over the
+    /// ones its predecessor created): each is removed after its header's deadline, or after the
+    /// grace from now if its header does not read.
+    #[must_use]
+    pub fn from_dir(dir: &Path, instance: &str) -> Self {
+        let stem = format!("switchyard-{instance}.capture-");
+        let mut out = Self::default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_prefix(&stem)) else {
+                continue;
+            };
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let path = entry.path();
+            let deadline =
+                CaptureFile::open(&path).map_or_else(|_| shm::monotonic_ms(), |f| f.deadline_ms());
+            out.started(path, deadline);
+        }
+        out
+    }
+
     /// A capture was started: `path` ends at `deadline_ms` ([`shm::monotonic_ms`]).
     pub fn started(&mut self, path: PathBuf, deadline_ms: u64) {
         self.files.push((path, deadline_ms));
@@ -523,6 +549,15 @@ mod tests {
         assert_eq!(l.sweep(1_000 + LEFTOVER_GRACE_MS), vec![a.clone()]);
         assert!(!a.exists());
         assert!(l.files.is_empty());
+        // A restarted daemon takes over its instance's capture files (a header that does not
+        // read: from now), and no other file.
+        let ours = dir.join("switchyard-i1.capture-77");
+        std::fs::write(&ours, b"not a capture").unwrap();
+        std::fs::write(dir.join("switchyard-i1.capture-x"), b"").unwrap();
+        std::fs::write(dir.join("switchyard-i2.capture-5"), b"").unwrap();
+        let l = Leftovers::from_dir(&dir, "i1");
+        assert_eq!(l.files.len(), 1);
+        assert_eq!(l.files[0].0, ours);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

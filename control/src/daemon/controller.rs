@@ -342,8 +342,9 @@ pub struct Controller {
     /// Traffic totals from the workers' telemetry ([`super::stats`]), read every
     /// [`TRAFFIC_READ_EVERY`] and before each answer that shows them.
     traffic: super::stats::Traffic,
-    /// Capture files this daemon created, removed after their deadline if the CLI did not.
+    /// Capture files of this instance, removed after their deadline if the CLI did not.
     captures: super::capture::Leftovers,
+    next_capture_sweep: Instant,
     next_traffic_read: Instant,
 }
 
@@ -662,7 +663,8 @@ impl Controller {
             detector: None,
             cause: None,
             traffic: super::stats::Traffic::default(),
-            captures: super::capture::Leftovers::default(),
+            captures: super::capture::Leftovers::from_dir(&options.shm_dir, &options.instance),
+            next_capture_sweep: Instant::now(),
             next_traffic_read: Instant::now(),
         };
         controller.load_rollouts(&policy);
@@ -914,8 +916,14 @@ impl Controller {
     /// Drains the data plane's messages, follows the current generation, answers waiting
     /// `apply`s and polls the policy file.
     pub fn tick(&mut self) {
-        if Instant::now() >= self.next_traffic_read {
+        let now = Instant::now();
+        if now >= self.next_traffic_read {
             self.read_traffic();
+        }
+        if now >= self.next_capture_sweep {
+            // Its own timer: API reads of the traffic (top, dashboards) push the traffic read
+            // back and must not starve this.
+            self.next_capture_sweep = now + TRAFFIC_READ_EVERY;
             for path in self.captures.sweep(shm::monotonic_ms()) {
                 tracing::info!(path = %path.display(), "removed a finished capture's file (its CLI did not)");
             }
@@ -1784,6 +1792,9 @@ impl Controller {
         }
         let workers: Vec<u32> = self.workers().iter().map(|w| w.worker).collect();
         self.traffic.read(&segment, d.epoch, &workers);
+        if !self.publisher.dataplane_attached() {
+            self.traffic.dataplane_gone();
+        }
     }
 
     /// `GET /v1/stats` (from the totals as last read).

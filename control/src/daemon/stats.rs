@@ -14,8 +14,11 @@
 //! window (about a second) from a sampled Space-Saving sketch (`dataplane/talkers.rs`); the
 //! reader scales each worker's samples to packets by that window's packets per sample, turns
 //! them into rates over the window's length, and adds the workers' rates up by prefix. A
-//! prefix's `packets_per_second_min` adds up each worker's guaranteed part (samples less the
-//! sketch's error bound); a worker that did not list the prefix adds nothing to either figure.
+//! prefix's `packets_per_second_min` adds up each worker's lower bound (samples less the
+//! sketch's error bound, scaled: a bound before the sampling error); a worker that did not
+//! list the prefix adds nothing to either figure. A worker's last whole window is kept when a
+//! read is torn (it was preempted mid-publish), and left out once its number has not moved for
+//! [`TALKER_WINDOW_STALE`]; with no data plane attached there are no top talkers.
 //!
 //! Active flows are a gauge: the sum over workers of each backend's flows in the connection
 //! tables (closing TCP flows aside), refreshed by the workers about every 100 ms. There is no
@@ -121,7 +124,8 @@ pub struct TalkerStats {
     /// Estimated packets per second (sampled counts scaled; an over-estimate by at most the
     /// sketch's error).
     pub packets_per_second: f64,
-    /// Guaranteed part of that: samples less the sketch's error bound, scaled.
+    /// The sketch's lower bound of that: samples less its error bound, scaled (before the
+    /// sampling error; exact when every packet is sampled).
     pub packets_per_second_min: f64,
     pub bits_per_second: f64,
     /// Share of all the packets the workers received in their windows, 0..=1.
@@ -173,7 +177,8 @@ impl Talkers {
                     ..TalkerStats::default()
                 });
                 e.packets_per_second += f(t.samples) * per_sample / seconds;
-                e.packets_per_second_min += f(t.samples - t.error) * per_sample / seconds;
+                e.packets_per_second_min +=
+                    f(t.samples.saturating_sub(t.error)) * per_sample / seconds;
                 e.bits_per_second += f(t.bytes) * 8.0 * per_sample / seconds;
                 e.workers += 1;
             }
@@ -269,7 +274,13 @@ pub struct Traffic {
     untracked: u64,
     untracked_seen: HashMap<u32, u64>,
     talkers: Talkers,
+    /// Each worker's last top-talker window read whole, and when its number last moved.
+    windows: HashMap<u32, (TalkerWindow, std::time::Instant)>,
 }
+
+/// A worker whose top-talker window has not moved for this long (it publishes one a second)
+/// is left out of the merge: a hung or stopped worker's last rates are not current ones.
+pub const TALKER_WINDOW_STALE: std::time::Duration = std::time::Duration::from_millis(2500);
 
 impl Traffic {
     /// Reads every worker's block and adds what grew.
@@ -281,10 +292,12 @@ impl Traffic {
             self.backends_seen.clear();
             self.ports_seen.clear();
             self.untracked_seen.clear();
+            self.windows.clear();
         }
         self.active.clear();
         self.workers.clear();
         let mut windows = Vec::new();
+        let now = std::time::Instant::now();
         for &w in workers {
             let Some(snap) = segment.telemetry(w as usize, MAX_TELEMETRY_PORTS) else {
                 continue;
@@ -297,8 +310,19 @@ impl Traffic {
                 idle_cycles: snap.idle_cycles,
                 tsc_hz: snap.tsc_hz,
             });
+            // A torn read (the worker was preempted mid-publish) keeps the last whole window.
             if let Some(window) = segment.talkers(w as usize) {
-                windows.push((window, snap.tsc_hz));
+                match self.windows.get_mut(&w) {
+                    Some((last, _)) if last.window == window.window => {}
+                    _ => {
+                        self.windows.insert(w, (window, now));
+                    }
+                }
+            }
+            if let Some((window, moved)) = self.windows.get(&w) {
+                if now.saturating_duration_since(*moved) <= TALKER_WINDOW_STALE {
+                    windows.push((window.clone(), snap.tsc_hz));
+                }
             }
             let before = self.untracked_seen.insert(w, snap.untracked_packets);
             self.untracked += match before {
@@ -340,6 +364,12 @@ impl Traffic {
     #[must_use]
     pub fn talkers(&self) -> &Talkers {
         &self.talkers
+    }
+
+    /// No data plane is attached: no current top talkers (the totals stay).
+    pub fn dataplane_gone(&mut self) {
+        self.talkers = Talkers::default();
+        self.windows.clear();
     }
 
     /// The totals of the current policy's services, pools and backends (`pools` as `show`

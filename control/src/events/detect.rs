@@ -22,7 +22,7 @@
 //!   workers received and at least `min_rate` packets per second, in the merged top talkers
 //!   (`daemon::stats::Talkers`, from the workers' sampled sketches) at every reading for `for`;
 //!   reported once per episode per prefix, again after it fell below. Evidence: its estimated
-//!   and guaranteed rates, bits per second, share, the total rate, samples and thresholds.
+//!   and lower-bound rates, bits per second, share, the total rate, samples and thresholds.
 //!
 //! A counter that goes down means the data plane restarted: every baseline starts again.
 

@@ -57,7 +57,7 @@
 //! heaviest entries here and starts a new window. The block is written under a sequence lock
 //! (`seq` odd while the worker writes; a reader copies the block and keeps the copy only if
 //! `seq` was even and unchanged). An entry's `samples` over-counts its prefix by at most its
-//! `error` (Space-Saving's bound): `samples - error` is a guaranteed lower bound.
+//! `error` (Space-Saving's bound): `samples - error` is a lower bound of its samples.
 //!
 //! A row keeps its key while its service or backend is in the worker's generation, and after
 //! it leaves until every other row is taken: a row is reused last-freed-last, so the control
