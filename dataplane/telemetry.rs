@@ -17,10 +17,13 @@
 //! (more than `MAX_TELEMETRY_SERVICES` / `MAX_TELEMETRY_BACKENDS`) are counted together as
 //! untracked.
 //!
-//! Active flows per backend are not counted per packet: [`Telemetry::publish_active_flows`]
-//! stores, about every 100 ms, the scheduler's exact per-backend flow counts (+1 when a flow is
-//! inserted or re-pointed, −1 when it closes, expires, is evicted or re-pointed away), so closing
-//! TCP flows are not active.
+//! Active flows per service and per backend are not counted per packet:
+//! [`Telemetry::publish_active_flows`] and [`Telemetry::publish_service_flows`] store, about
+//! every 100 ms, the scheduler's exact counts (+1 when a flow is inserted or re-pointed, −1 when
+//! it closes, expires, is evicted or re-pointed away), so closing TCP flows are not active. A
+//! flow entry records its service as the service's row and that row's incarnation (a row taken
+//! by another service after its own left is a new incarnation), so a flow of a service that left
+//! is never uncounted from the next one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
@@ -135,6 +138,9 @@ pub struct Telemetry {
     block: Block,
     /// Service index of the current generation → row.
     services: Vec<u32>,
+    /// Service row → how many times a service took it (tells flows of successive services of
+    /// one row apart: `pipeline::sched::service_tag`).
+    service_incarnations: Vec<u32>,
     /// Backend slot of the current generation → row.
     backends: Vec<u32>,
     service_rows: Rows,
@@ -175,6 +181,7 @@ impl Telemetry {
         let t = Self {
             block,
             services: Vec::new(),
+            service_incarnations: vec![0; MAX_TELEMETRY_SERVICES],
             backends: Vec::new(),
             service_rows: Rows::new(MAX_TELEMETRY_SERVICES),
             backend_rows: Rows::new(MAX_TELEMETRY_BACKENDS),
@@ -227,6 +234,7 @@ impl Telemetry {
         let Self {
             block,
             services,
+            service_incarnations,
             backends,
             service_rows,
             backend_rows,
@@ -242,8 +250,11 @@ impl Telemetry {
             .collect();
         service_rows.assign(&service_keys, services, |row, key| {
             let r = &t.services[row];
-            for c in [&r.packets, &r.bytes, &r.new_flows] {
+            for c in [&r.packets, &r.bytes, &r.new_flows, &r.active_flows] {
                 c.store(0, Relaxed);
+            }
+            if let Some(i) = service_incarnations.get_mut(row) {
+                *i = i.wrapping_add(1);
             }
             r.key.store(key, Release);
         });
@@ -323,6 +334,37 @@ impl Telemetry {
         let h = &self.block().header;
         bump(&h.busy_cycles, busy);
         bump(&h.idle_cycles, idle);
+    }
+
+    /// The telemetry row of service `service` (an index of the current generation) and that
+    /// row's incarnation; `None` for a service beyond the rows.
+    #[inline]
+    #[must_use]
+    pub fn service_row(&self, service: u32) -> Option<(u32, u32)> {
+        let row = *self.services.get(service as usize)?;
+        let incarnation = *self.service_incarnations.get(row as usize)?;
+        Some((row, incarnation))
+    }
+
+    /// Every service row that holds a key, with its incarnation.
+    pub fn service_rows(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.service_rows
+            .key_of
+            .iter()
+            .zip(&self.service_incarnations)
+            .enumerate()
+            .filter(|(_, (&key, _))| key != 0)
+            .map(|(row, (_, &incarnation))| (row, incarnation))
+    }
+
+    /// Stores every keyed service row's active flows: `flows(row)`.
+    pub fn publish_service_flows(&self, flows: impl Fn(usize) -> u32) {
+        let t = self.block();
+        for (row, _) in self.service_rows() {
+            t.services[row]
+                .active_flows
+                .store(u64::from(flows(row)), Relaxed);
+        }
     }
 
     /// Stores every keyed backend row's active flows: `flows(id)` for its stable id.

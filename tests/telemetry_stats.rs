@@ -4,7 +4,7 @@
 //! in; the backend each connection went to is read from the output capture's outer header. The
 //! counts at `/metrics` and in `switchyard-control show stats --json` must then be exactly the
 //! packets, bytes (frames as received) and new flows of each service and backend, the active
-//! flows of each backend, the port totals and the ACL drops. Then every metric the shipped
+//! flows of each service and backend, the port totals and the ACL drops. Then every metric the shipped
 //! Grafana dashboard (`configs/grafana/switchyard.json`) queries must exist in that `/metrics`
 //! body.
 
@@ -158,7 +158,16 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
             .iter()
             .map(|p| p["active_flows"].as_u64().unwrap())
             .sum();
-        if counted >= forwarded && active >= conns.len() as u64 {
+        let service_active: u64 = v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["active_flows"].as_u64().unwrap())
+            .sum();
+        if counted >= forwarded
+            && active >= conns.len() as u64
+            && service_active >= conns.len() as u64
+        {
             break v;
         }
         assert!(
@@ -265,7 +274,17 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
         let tx_bytes: u64 = out.iter().map(|f| f.len() as u64).sum();
         assert_eq!(port1["tx_bytes"], tx_bytes);
     }
-    // Active flows while the data plane ran: every connection is established in the table.
+    // Active flows while the data plane ran: every connection is established in the table,
+    // each counted for its service (30 llama, 7 embed) and its backend.
+    for (name, n) in [("llama", 30), ("embed", 7)] {
+        let svc = stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap();
+        assert_eq!(svc["active_flows"], n, "service {name}: {svc}");
+    }
     for b in stats["backends"].as_array().unwrap() {
         let address: Ipv4Addr = b["address"].as_str().unwrap().parse().unwrap();
         let n = flows.get(&address).map_or(0, BTreeSet::len) as u64;
@@ -294,6 +313,10 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
         assert_eq!(
             sample(&body, &format!("switchyard_service_new_flows_total{l}")),
             Some(e.new_flows as f64)
+        );
+        assert!(
+            sample(&body, &format!("switchyard_service_active_flows{l}")).is_some(),
+            "{body}"
         );
     }
     for (pool, backend, address) in [

@@ -70,6 +70,40 @@ const SPILL_SEED: u64 = 0x6c62_272e_07bb_0142;
 /// Bit of [`FlowValue::slot`]: this flow is included in its backend's live-flow count.
 pub(crate) const SLOT_COUNTED: u32 = 1;
 
+/// Bits 1..=11 of [`FlowValue::slot`]: the flow's service as its telemetry row + 1 (0: none),
+/// and bits 12..=31 that row's incarnation when the flow was inserted ([`service_tag`]). The
+/// row is stable while the service stays (rows are keyed by the service's name); the
+/// incarnation tells a flow of a service that left from one of the service that took the row
+/// next, so a late release never uncounts the wrong service.
+const SLOT_SERVICE_SHIFT: u32 = 1;
+const SLOT_SERVICE_BITS: u32 = 11;
+const SLOT_INCARNATION_SHIFT: u32 = SLOT_SERVICE_SHIFT + SLOT_SERVICE_BITS;
+/// The service bits of [`FlowValue::slot`] (row and incarnation).
+pub(crate) const SLOT_SERVICE: u32 = !SLOT_COUNTED;
+
+/// The slot bits naming service telemetry row `row` of incarnation `incarnation` (`row` past
+/// the 11 bits: none).
+#[must_use]
+pub(crate) fn service_tag(row: u32, incarnation: u32) -> u32 {
+    if row >= (1 << SLOT_SERVICE_BITS) - 1 {
+        return 0;
+    }
+    ((row + 1) << SLOT_SERVICE_SHIFT) | (incarnation_bits(incarnation) << SLOT_INCARNATION_SHIFT)
+}
+
+/// The `(row, incarnation)` a slot names, if any.
+#[inline]
+fn service_of(slot: u32) -> Option<(usize, u32)> {
+    let row = (slot >> SLOT_SERVICE_SHIFT) & ((1 << SLOT_SERVICE_BITS) - 1);
+    (row != 0).then(|| ((row - 1) as usize, slot >> SLOT_INCARNATION_SHIFT))
+}
+
+/// Incarnations as the slot holds them (20 bits).
+#[must_use]
+fn incarnation_bits(incarnation: u32) -> u32 {
+    incarnation & ((1 << (32 - SLOT_INCARNATION_SHIFT)) - 1)
+}
+
 /// Per-worker scheduler state.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SchedState {
@@ -79,6 +113,8 @@ pub(crate) struct SchedState {
     swrr: Vec<i64>,
     /// Live flows of this worker per backend id.
     conns: Vec<u32>,
+    /// Live flows of this worker per service telemetry row: `(incarnation, flows)`.
+    services: Vec<(u32, u32)>,
     /// This worker's index: starts the round-robin cursors and least-connection tie scans at
     /// different backends on different workers.
     worker: usize,
@@ -103,10 +139,13 @@ impl SchedState {
         }
     }
 
-    /// Counts a new live flow on backend `id`.
+    /// Counts a new live flow on backend `id`, and on the service `slot` names.
     #[inline]
-    pub(crate) fn acquire(&mut self, id: u32) {
+    pub(crate) fn acquire(&mut self, id: u32, slot: u32) {
         if let Some(c) = self.conns.get_mut(id as usize) {
+            *c = c.saturating_add(1);
+        }
+        if let Some(c) = self.service_count(slot) {
             *c = c.saturating_add(1);
         }
     }
@@ -118,12 +157,46 @@ impl SchedState {
             if let Some(c) = self.conns.get_mut(value.backend as usize) {
                 *c = c.saturating_sub(1);
             }
+            if let Some(c) = self.service_count(value.slot) {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The live-flow count of the service `slot` names, if that row is still the same
+    /// incarnation.
+    #[inline]
+    fn service_count(&mut self, slot: u32) -> Option<&mut u32> {
+        let (row, incarnation) = service_of(slot)?;
+        match self.services.get_mut(row) {
+            Some((i, c)) if *i == incarnation => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Service telemetry row `row` now counts incarnation `incarnation` (a service took it):
+    /// its count starts from zero. Rows past the slot's 11 bits are not counted.
+    pub(crate) fn set_service_row(&mut self, row: usize, incarnation: u32) {
+        if row >= (1 << SLOT_SERVICE_BITS) - 1 {
+            return;
+        }
+        if self.services.len() <= row {
+            self.services.resize(row + 1, (u32::MAX, 0));
+        }
+        let incarnation = incarnation_bits(incarnation);
+        if self.services[row].0 != incarnation {
+            self.services[row] = (incarnation, 0);
         }
     }
 
     /// Live flows this worker tracks on backend `id`.
     pub(crate) fn live_flows(&self, id: u32) -> u32 {
         self.conns.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// Live flows this worker tracks for service telemetry row `row`.
+    pub(crate) fn service_flows(&self, row: usize) -> u32 {
+        self.services.get(row).map_or(0, |&(_, c)| c)
     }
 }
 

@@ -102,7 +102,7 @@ fn least_conn_follows_live_flow_counts() {
     for expected in [0, 1, 2, 0] {
         let b = pick(&mut st);
         assert_eq!(b, expected);
-        st.acquire(u32::try_from(b).unwrap() + 1);
+        st.acquire(u32::try_from(b).unwrap() + 1, SLOT_COUNTED);
     }
     // Backend 0 has two flows; releasing both of backend 1's... it has one.
     st.release(FlowValue {
@@ -119,6 +119,40 @@ fn least_conn_follows_live_flow_counts() {
     // Counts survive a new generation (keyed by stable id).
     st.reset_for(&g);
     assert_eq!(st.live_flows(1), 2);
+}
+
+#[test]
+fn service_flow_counts_follow_their_row_incarnation() {
+    use super::sched::service_tag;
+    let mut st = SchedState::new(0);
+    st.set_service_row(3, 7);
+    let tag = service_tag(3, 7) | SLOT_COUNTED;
+    for backend in [1, 2, 2] {
+        st.acquire(backend, tag);
+    }
+    assert_eq!(st.service_flows(3), 3);
+    st.release(FlowValue {
+        backend: 2,
+        slot: tag,
+    });
+    assert_eq!(st.service_flows(3), 2);
+    // No service in the slot, or one row past the slot's bits: the backend alone.
+    st.acquire(1, SLOT_COUNTED);
+    assert_eq!(st.service_flows(3), 2);
+    assert_eq!(service_tag(2047, 1), 0);
+    // Another service takes row 3: it counts from zero, and a late release of a flow of the
+    // service that left uncounts nothing of it.
+    st.set_service_row(3, 8);
+    assert_eq!(st.service_flows(3), 0);
+    st.acquire(1, service_tag(3, 8) | SLOT_COUNTED);
+    st.release(FlowValue {
+        backend: 1,
+        slot: tag,
+    });
+    assert_eq!(st.service_flows(3), 1);
+    // The same incarnation again (a generation swap that kept the service): counts kept.
+    st.set_service_row(3, 8);
+    assert_eq!(st.service_flows(3), 1);
 }
 
 #[test]

@@ -35,7 +35,9 @@ use super::counters::{Counter, Counters};
 use super::encap::{self, Inner as EncapInner};
 use super::limit::{Eviction, SourceLimiter, TokenBucket};
 use super::local;
-use super::sched::{live_backend, schedule, NewFlow, SchedState, SLOT_COUNTED};
+use super::sched::{
+    live_backend, schedule, service_tag, NewFlow, SchedState, SLOT_COUNTED, SLOT_SERVICE,
+};
 use super::view::View;
 use super::{PacketBuf, PortIndex, PortMap, Verdict};
 use crate::flow::{
@@ -286,6 +288,7 @@ impl PipelineWorker {
         self.view = View::new(&g, &self.ports);
         self.sched.reset_for(&g);
         self.telemetry.set_generation(&g, self.generation.is_some());
+        self.sync_service_rows();
         self.generation = Some(g);
         self.epoch += 1;
     }
@@ -311,6 +314,15 @@ impl PipelineWorker {
         if let Some(g) = self.generation.clone() {
             self.telemetry.set_generation(&g, false);
         }
+        self.sync_service_rows();
+    }
+
+    /// The scheduler's per-service flow counts follow the telemetry's rows: a row a new
+    /// service took counts from zero.
+    fn sync_service_rows(&mut self) {
+        for (row, incarnation) in self.telemetry.service_rows() {
+            self.sched.set_service_row(row, incarnation);
+        }
     }
 
     /// The worker's telemetry (ports and cycles are counted by its poll loop).
@@ -319,10 +331,13 @@ impl PipelineWorker {
         &self.telemetry
     }
 
-    /// Stores the active flows of every backend into the telemetry (about every 100 ms).
+    /// Stores the active flows of every service and backend into the telemetry (about every
+    /// 100 ms).
     pub fn publish_active_flows(&self) {
         self.telemetry
             .publish_active_flows(|id| self.sched.live_flows(id));
+        self.telemetry
+            .publish_service_flows(|row| self.sched.service_flows(row));
     }
 
     /// Tells the worker how many workers share the appliance's ICMP budget: `Config.icmp_rate`
@@ -712,7 +727,11 @@ impl PipelineWorker {
                 None => (schedule(g, sched, counters, &new_flow(g, lb))?, false),
             }
         } else {
-            flow_backend(g, table, sched, counters, sources, lb, now)?
+            // The flow's service, as the entry records it for per-service active flows.
+            let service = telemetry
+                .service_row(lb.service)
+                .map_or(0, |(row, incarnation)| service_tag(row, incarnation));
+            flow_backend(g, table, sched, counters, sources, lb, service, now)?
         };
         let backend = g
             .backends
@@ -809,9 +828,12 @@ fn new_flow<K: Family>(g: &Generation, lb: &Lb<K>) -> NewFlow {
 ///
 /// A RST that misses is forwarded without an entry (`forwarded_without_entry`).
 ///
+/// `service`: the flow's service as a new entry records it ([`service_tag`]).
+///
 /// Returns the backend's index and whether the packet opened a flow (a miss that is a SYN or a
 /// UDP datagram, stored or not: what telemetry counts as a new flow).
 #[inline]
+#[allow(clippy::too_many_arguments)] // the worker's parts, borrowed apart
 fn flow_backend<K: Family>(
     g: &Generation,
     table: &mut FlowTable<K>,
@@ -819,6 +841,7 @@ fn flow_backend<K: Family>(
     counters: &mut Counters,
     sources: &mut SourceLimiter,
     lb: &Lb<K>,
+    service: u32,
     now: u32,
 ) -> Result<(usize, bool), Counter> {
     let flags = lb.tcp_flags;
@@ -845,13 +868,11 @@ fn flow_backend<K: Family>(
                     flow.state()
                 };
                 let counted = state != FlowState::TcpClosing;
+                let slot = (old.slot & SLOT_SERVICE) | if counted { SLOT_COUNTED } else { 0 };
                 if counted {
-                    sched.acquire(id);
+                    sched.acquire(id, slot);
                 }
-                *flow.value_mut() = FlowValue {
-                    backend: id,
-                    slot: if counted { SLOT_COUNTED } else { 0 },
-                };
+                *flow.value_mut() = FlowValue { backend: id, slot };
                 Ok((index, false))
             }
         };
@@ -894,11 +915,11 @@ fn flow_backend<K: Family>(
     let counted = state != FlowState::TcpClosing;
     let value = FlowValue {
         backend: id,
-        slot: if counted { SLOT_COUNTED } else { 0 },
+        slot: service | if counted { SLOT_COUNTED } else { 0 },
     };
     let outcome = table.insert_with(&lb.key, hash, value, state, now, |v| sched.release(v));
     if counted && matches!(outcome, InsertOutcome::Inserted | InsertOutcome::Evicted) {
-        sched.acquire(id);
+        sched.acquire(id, value.slot);
     }
     Ok((index, opened))
 }
@@ -926,7 +947,7 @@ fn track_tcp<K: FlowKey>(
         sched.release(value);
         flow.value_mut().slot &= !SLOT_COUNTED;
     } else if after != FlowState::TcpClosing && !counted {
-        sched.acquire(value.backend);
+        sched.acquire(value.backend, value.slot);
         flow.value_mut().slot |= SLOT_COUNTED;
     }
 }

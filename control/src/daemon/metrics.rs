@@ -466,7 +466,7 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
         }
     }
     type Svc = super::stats::ServiceStats;
-    let services: [RowFamily<Svc>; 3] = [
+    let services: [RowFamily<Svc>; 4] = [
         (
             "switchyard_service_packets_total",
             Counter,
@@ -485,6 +485,12 @@ pub fn render_traffic(body: &mut String, s: &super::stats::StatsView) {
             "Flows opened to the service (a SYN or a UDP flow's first datagram that missed the \
              connection table).",
             |v| v.new_flows,
+        ),
+        (
+            "switchyard_service_active_flows",
+            Gauge,
+            "Flows of the service in the workers' connection tables (closing ones aside).",
+            |v| v.active_flows,
         ),
     ];
     for (name, kind, help, get) in services {

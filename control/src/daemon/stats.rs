@@ -20,10 +20,10 @@
 //! read is torn (it was preempted mid-publish), and left out once its number has not moved for
 //! [`TALKER_WINDOW_STALE`]; with no data plane attached there are no top talkers.
 //!
-//! Active flows are a gauge: the sum over workers of each backend's flows in the connection
-//! tables (closing TCP flows aside), refreshed by the workers about every 100 ms. There is no
-//! per-service figure: a pool may serve several services and a flow entry records its backend,
-//! not its service.
+//! Active flows are a gauge: the sum over workers of each service's and each backend's flows in
+//! the connection tables (closing TCP flows aside), refreshed by the workers about every 100 ms.
+//! A flow entry records its backend and its service (the service's telemetry row), so a pool
+//! serving several services still gives each its own figure.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -43,6 +43,9 @@ pub struct ServiceStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Flows of the service in the workers' connection tables (closing ones aside).
+    #[serde(default)]
+    pub active_flows: u64,
 }
 
 /// Counts of one pool: the sums of its backends'.
@@ -269,6 +272,8 @@ pub struct Traffic {
     backends: HashMap<u32, Totals>,
     /// Active flows by backend id (the last reading).
     active: HashMap<u32, u64>,
+    /// Active flows by service key (the last reading).
+    service_active: HashMap<u64, u64>,
     ports: BTreeMap<usize, PortTotals>,
     workers: Vec<WorkerStats>,
     untracked: u64,
@@ -295,6 +300,7 @@ impl Traffic {
             self.windows.clear();
         }
         self.active.clear();
+        self.service_active.clear();
         self.workers.clear();
         let mut windows = Vec::new();
         let now = std::time::Instant::now();
@@ -335,6 +341,7 @@ impl Traffic {
                     .entry(now.key)
                     .or_default()
                     .add(now, before.as_ref());
+                *self.service_active.entry(now.key).or_default() += now.active_flows;
             }
             for (row, now) in &snap.backends {
                 let Ok(id) = u32::try_from(now.key) else {
@@ -388,16 +395,14 @@ impl Traffic {
             .iter()
             .map(|s| {
                 let name = name_str(&s.name).to_owned();
-                let t = self
-                    .services
-                    .get(&service_key(&name))
-                    .copied()
-                    .unwrap_or_default();
+                let key = service_key(&name);
+                let t = self.services.get(&key).copied().unwrap_or_default();
                 ServiceStats {
                     name,
                     packets: t.packets,
                     bytes: t.bytes,
                     new_flows: t.new_flows,
+                    active_flows: self.service_active.get(&key).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -496,13 +501,13 @@ pub fn render(s: &StatsView) -> String {
     );
     let _ = writeln!(
         out,
-        "\nSERVICE                  PACKETS            BYTES   NEW FLOWS"
+        "\nSERVICE                  PACKETS            BYTES   NEW FLOWS      ACTIVE"
     );
     for v in &s.services {
         let _ = writeln!(
             out,
-            "{:<20} {:>11} {:>16} {:>11}",
-            v.name, v.packets, v.bytes, v.new_flows
+            "{:<20} {:>11} {:>16} {:>11} {:>11}",
+            v.name, v.packets, v.bytes, v.new_flows, v.active_flows
         );
     }
     let _ = writeln!(

@@ -373,13 +373,21 @@ fn table_rows(state: &TopState) -> (Vec<&'static str>, Vec<u16>, Vec<SortRow>) {
                             shown(v.pps),
                             shown(v.bps),
                             shown(v.new_flows),
+                            s.active_flows.to_string(),
                             s.packets.to_string(),
                             s.bytes.to_string(),
                             s.new_flows.to_string(),
                         ],
                         style: Style::default(),
                         name: s.name.clone(),
-                        figures: [v.pps, v.bps, v.new_flows, 0.0, 0.0, f(s.packets)],
+                        figures: [
+                            v.pps,
+                            v.bps,
+                            v.new_flows,
+                            f(s.active_flows),
+                            0.0,
+                            f(s.packets),
+                        ],
                     }
                 })
                 .collect();
@@ -389,11 +397,12 @@ fn table_rows(state: &TopState) -> (Vec<&'static str>, Vec<u16>, Vec<SortRow>) {
                     "PPS",
                     "BPS",
                     "NEW FLOWS/S",
+                    "ACTIVE",
                     "PACKETS",
                     "BYTES",
                     "NEW FLOWS",
                 ],
-                vec![24, 9, 9, 11, 14, 16, 11],
+                vec![24, 9, 9, 11, 10, 14, 16, 11],
                 rows,
             )
         }
@@ -756,6 +765,7 @@ mod tests {
             packets,
             bytes,
             new_flows,
+            active_flows: 0,
         }
     }
 

@@ -24,12 +24,12 @@
 //!                                                      256 slots of 64 bytes (control)
 //! 0x16200  0x10100  2×2 + 1024   data→control ring     head (data plane), tail (control),
 //!                                                      1024 slots of 64 bytes (data plane)
-//! 0x26300  64 × 0x30c80           each worker, its own  WorkerTelemetry[64]: header line
+//! 0x26300  64 × 0x32c80           each worker, its own  WorkerTelemetry[64]: header line
 //!                                 block                (generation, swaps, busy/idle TSC
 //!                                                      cycles, untracked packets), 16 port
 //!                                                      lines, 1024 service rows, 4096
 //!                                                      backend rows, top talkers (see below)
-//! 0xc58300                                             end (SEGMENT_SIZE, 12.3 MiB; sparse)
+//! 0xcd8300                                             end (SEGMENT_SIZE, 12.8 MiB; sparse)
 //! ```
 //!
 //! Telemetry ([`WorkerTelemetry`], one block per worker, written only by that worker; rows keyed
@@ -40,15 +40,15 @@
 //!                                untracked_packets, untracked_bytes
 //! +0x40     0x400    ports       16 × PortRow: rx_packets, rx_bytes, tx_packets, tx_bytes
 //!                                (one line each), by the appliance's port order
-//! +0x440    0x8000   services    1024 × ServiceRow: key (service_key of its name; 0 = free),
-//!                                packets, bytes, new_flows
-//! +0x8440   0x8000   backend ids 4096 × u64: the stable backend id a backend row counts for
+//! +0x440    0xa000   services    1024 × ServiceRow: key (service_key of its name; 0 = free),
+//!                                packets, bytes, new_flows, active_flows
+//! +0xa440   0x8000   backend ids 4096 × u64: the stable backend id a backend row counts for
 //!                                (0 = free)
-//! +0x10440  0x20000  backends    4096 × BackendRow: packets, bytes, new_flows, active_flows
-//! +0x30440  0x840    talkers     TalkerBlock: the worker's heaviest source prefixes over its
+//! +0x12440  0x20000  backends    4096 × BackendRow: packets, bytes, new_flows, active_flows
+//! +0x32440  0x840    talkers     TalkerBlock: the worker's heaviest source prefixes over its
 //!                                last complete window (a header line under a sequence lock,
 //!                                then 32 × TalkerEntry, one line each), see below
-//! +0x30c80                       end of the block
+//! +0x32c80                       end of the block
 //! ```
 //!
 //! Top talkers ([`TalkerBlock`]): each worker samples the packets it receives (on average one
@@ -75,7 +75,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"SWYDCTL\0"` read as a little-endian `u64`.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SWYDCTL\0");
 /// Bumped on any change to this layout, the message formats or their meaning. Version 3: the
-/// per-worker telemetry blocks; 4: top talkers in them.
+/// per-worker telemetry blocks; 4: top talkers and per-service active flows in them.
 pub const SEGMENT_ABI_VERSION: u32 = 4;
 pub const CACHE_LINE: usize = 64;
 /// Workers the segment has status and counter slots for.
@@ -247,6 +247,9 @@ pub struct ServiceRow {
     pub bytes: AtomicU64,
     /// Flows this worker's connection table took in for the service.
     pub new_flows: AtomicU64,
+    /// Flows of the service in this worker's connection tables, closing ones aside (refreshed
+    /// about every 100 ms).
+    pub active_flows: AtomicU64,
 }
 
 /// One backend's traffic as one worker forwarded it (its key is in `backend_ids`).
@@ -357,7 +360,7 @@ pub mod offsets {
     pub const DATA_TO_CONTROL: usize = 0x16200;
     pub const TELEMETRY: usize = 0x26300;
     /// Bytes of one worker's telemetry block.
-    pub const WORKER_TELEMETRY: usize = 0x30c80;
+    pub const WORKER_TELEMETRY: usize = 0x32c80;
     /// Within a ring: head index, tail index, first slot.
     pub const RING_HEAD: usize = 0x0;
     pub const RING_TAIL: usize = 0x80;
@@ -387,7 +390,7 @@ assert_layout! {
     Ring<DATA_TO_CONTROL_CAPACITY> => 256 + 64 * DATA_TO_CONTROL_CAPACITY, 128;
     TelemetryHeader => 64, 64;
     PortRow => 64, 64;
-    ServiceRow => 32, 8;
+    ServiceRow => 40, 8;
     BackendRow => 32, 8;
     TalkerHeader => 64, 64;
     TalkerEntry => 64, 64;
@@ -415,9 +418,9 @@ const _: () = {
     assert!(offset_of!(SegmentLayout, telemetry) == offsets::TELEMETRY);
     assert!(offset_of!(WorkerTelemetry, ports) == 0x40);
     assert!(offset_of!(WorkerTelemetry, services) == 0x440);
-    assert!(offset_of!(WorkerTelemetry, backend_ids) == 0x8440);
-    assert!(offset_of!(WorkerTelemetry, backends) == 0x10440);
-    assert!(offset_of!(WorkerTelemetry, talkers) == 0x30440);
+    assert!(offset_of!(WorkerTelemetry, backend_ids) == 0xa440);
+    assert!(offset_of!(WorkerTelemetry, backends) == 0x12440);
+    assert!(offset_of!(WorkerTelemetry, talkers) == 0x32440);
     assert!(offsets::TELEMETRY.is_multiple_of(128));
     assert!(offset_of!(Ring<1>, head) == offsets::RING_HEAD);
     assert!(offset_of!(Ring<1>, tail) == offsets::RING_TAIL);

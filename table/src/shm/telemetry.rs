@@ -93,6 +93,7 @@ const ZERO_SERVICE: ServiceRow = ServiceRow {
     packets: ZERO,
     bytes: ZERO,
     new_flows: ZERO,
+    active_flows: ZERO,
 };
 #[allow(clippy::declare_interior_mutable_const)] // array-repeat initialisers only
 const ZERO_BACKEND: BackendRow = BackendRow {
@@ -319,7 +320,7 @@ pub struct PortCounts {
     pub tx_bytes: u64,
 }
 
-/// One keyed row as read: packets, bytes, new flows, and (backends) active flows.
+/// One keyed row as read: packets, bytes, new flows, active flows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowCounts {
     pub key: u64,
@@ -387,7 +388,7 @@ impl Segment {
                 packets: load(&r.packets),
                 bytes: load(&r.bytes),
                 new_flows: load(&r.new_flows),
-                active_flows: 0,
+                active_flows: load(&r.active_flows),
             };
             if r.key.load(Ordering::Acquire) == key {
                 snap.services.push((i, counts));
