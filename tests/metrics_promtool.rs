@@ -95,6 +95,7 @@ fn the_metrics_page_with_a_data_plane_attached_passes_promtool() {
         "switchyard_service_packets_total{service=\"echo\"} ",
         "switchyard_service_bytes_total{service=\"echo\"} ",
         "switchyard_service_new_flows_total{service=\"echo\"} ",
+        "switchyard_service_active_flows{service=\"echo\"} ",
         "switchyard_pool_active_flows{pool=",
         "switchyard_backend_packets_total{pool=",
         "switchyard_backend_bytes_total{pool=",
