@@ -164,12 +164,22 @@ fn row<'a>(rows: &'a [Vec<String>], name: &str) -> Option<&'a Vec<String>> {
     rows.iter().find(|r| r.first().is_some_and(|n| n == name))
 }
 
-/// Services rows as (name, pps, packets total).
+/// Services rows as (name, pps, packets total): SERVICE PPS BPS NEW-FLOWS/S ACTIVE PACKETS
+/// BYTES NEW-FLOWS.
 fn services(pane: &str) -> Vec<(String, Option<f64>, u64)> {
     table(pane, "SERVICE")
         .into_iter()
-        .filter(|r| r.len() == 7)
-        .map(|r| (r[0].clone(), si(&r[1]), r[4].parse().unwrap_or(0)))
+        .filter(|r| r.len() == 8)
+        .map(|r| (r[0].clone(), si(&r[1]), r[5].parse().unwrap_or(0)))
+        .collect()
+}
+
+/// Services rows as (name, active flows).
+fn service_active(pane: &str) -> Vec<(String, u64)> {
+    table(pane, "SERVICE")
+        .into_iter()
+        .filter(|r| r.len() == 8)
+        .map(|r| (r[0].clone(), r[4].parse().unwrap_or(0)))
         .collect()
 }
 
@@ -268,6 +278,10 @@ fn top_shows_live_rates_sorts_and_quits() {
             "{name}: the total moved from {before} to {after}:\n{first}\n{second}"
         );
         assert!(pps.unwrap() > 0.0);
+    }
+    // Every connection is active, for its service (the replayed capture's flows stay open).
+    for (name, active) in service_active(&second) {
+        assert!(active > 0, "{name}: no active flows:\n{second}");
     }
     // Sorted by pps (the default): llama, with four times the connections, first.
     let order = |pane: &str| services(pane).into_iter().map(|s| s.0).collect::<Vec<_>>();
