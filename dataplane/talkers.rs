@@ -21,6 +21,7 @@
 //! window's packet and sample counts, then empties the sketch: each window stands alone, so a
 //! prefix that stopped sending leaves the list after one window.
 
+use crate::wire::{EtherType, EthernetFrame};
 use switchyard_table::shm::layout::{TalkerBlock, MAX_TALKERS};
 use switchyard_table::shm::telemetry::{SourcePrefix, Talker, TalkerWindow};
 
@@ -218,30 +219,26 @@ impl Talkers {
     }
 }
 
-/// The source prefix of an Ethernet frame carrying IPv4 or IPv6 (after up to two VLAN tags).
+/// The source prefix of an Ethernet frame carrying IPv4 or IPv6 (after up to two VLAN tags,
+/// walked by the wire module). Only the version and the source address are read: a packet with
+/// bad lengths still counts for the prefix it claims to come from.
 #[must_use]
 pub fn source_prefix(frame: &[u8], v4_len: u8, v6_len: u8) -> Option<SourcePrefix> {
-    let mut at = 12;
-    let mut ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
-    for _ in 0..2 {
-        if ethertype != 0x8100 && ethertype != 0x88a8 {
-            break;
-        }
-        at += 4;
-        ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
-    }
-    let l3 = at + 2;
-    match ethertype {
-        0x0800 if frame.get(l3)? >> 4 == 4 => {
-            let src: [u8; 4] = frame.get(l3 + 12..l3 + 16)?.try_into().ok()?;
+    let frame = EthernetFrame::new_checked(frame).ok()?;
+    let l2 = frame.parse_l2().ok()?;
+    let l3 = frame.l3_payload(&l2);
+    let version = l3.first()? >> 4;
+    match l2.ethertype {
+        EtherType::IPV4 if version == 4 => {
+            let src: [u8; 4] = l3.get(12..16)?.try_into().ok()?;
             let mask = u32::MAX.checked_shl(32 - u32::from(v4_len)).unwrap_or(0);
             Some(SourcePrefix::V4(
                 (u32::from_be_bytes(src) & mask).into(),
                 v4_len,
             ))
         }
-        0x86dd if frame.get(l3)? >> 4 == 6 => {
-            let src: [u8; 16] = frame.get(l3 + 8..l3 + 24)?.try_into().ok()?;
+        EtherType::IPV6 if version == 6 => {
+            let src: [u8; 16] = l3.get(8..24)?.try_into().ok()?;
             let mask = u128::MAX.checked_shl(128 - u32::from(v6_len)).unwrap_or(0);
             Some(SourcePrefix::V6(
                 (u128::from_be_bytes(src) & mask).into(),

@@ -15,11 +15,7 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn metrics(api: &str) -> String {
-    let out = run_with_timeout(
-        Command::new("curl").args(["-sS", "--noproxy", "*", &format!("http://{api}/metrics")]),
-        WAIT,
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    http_get(api, "/metrics")
 }
 
 #[test]

@@ -13,7 +13,6 @@ mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,26 +29,8 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
-fn http_get(api: &str, path: &str) -> String {
-    let out = run_with_timeout(
-        Command::new("curl").args(["-sS", "--noproxy", "*", &format!("http://{api}{path}")]),
-        WAIT,
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn show_stats(api: &str) -> serde_json::Value {
-    let out = run_with_timeout(
-        Command::new(control_bin()).args(["show", "stats", "--api", api, "--json"]),
-        WAIT,
-    );
-    assert!(
-        out.status.success(),
-        "show stats --json: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+fn stats_json(api: &str) -> serde_json::Value {
+    serde_json::from_str(&show_stats(api, true)).unwrap()
 }
 
 /// The value of the sample `name{labels}` (labels exactly as rendered) in a `/metrics` body.
@@ -145,7 +126,7 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
     let forwarded: u64 = sent_to.values().map(|e| e.packets).sum();
     let deadline = Instant::now() + WAIT;
     let stats = loop {
-        let v = show_stats(api);
+        let v = stats_json(api);
         let counted: u64 = v["services"]
             .as_array()
             .unwrap()
@@ -210,7 +191,7 @@ fn known_traffic_gives_exact_counts_per_service_and_backend() {
     );
 
     // The counts after the data plane stopped: the control plane's totals survive it.
-    let stats_after = show_stats(api);
+    let stats_after = stats_json(api);
     let body = http_get(api, "/metrics");
     for v in [&stats, &stats_after] {
         for (name, vip) in [("llama", LLAMA), ("embed", EMBED)] {

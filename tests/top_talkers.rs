@@ -11,7 +11,6 @@ mod common;
 mod fixtures;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,21 +19,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 const POLICY: &str = include_str!("fixtures/two_services.yaml");
-
-fn show_stats(api: &str, json: bool) -> String {
-    let mut cmd = Command::new(control_bin());
-    cmd.args(["show", "stats", "--api", api]);
-    if json {
-        cmd.arg("--json");
-    }
-    let out = run_with_timeout(&mut cmd, WAIT);
-    assert!(
-        out.status.success(),
-        "show stats: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario, checked at every surface

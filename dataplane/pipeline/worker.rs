@@ -727,11 +727,7 @@ impl PipelineWorker {
                 None => (schedule(g, sched, counters, &new_flow(g, lb))?, false),
             }
         } else {
-            // The flow's service, as the entry records it for per-service active flows.
-            let service = telemetry
-                .service_row(lb.service)
-                .map_or(0, |(row, incarnation)| service_tag(row, incarnation));
-            flow_backend(g, table, sched, counters, sources, lb, service, now)?
+            flow_backend(g, table, sched, counters, sources, lb, telemetry, now)?
         };
         let backend = g
             .backends
@@ -828,7 +824,8 @@ fn new_flow<K: Family>(g: &Generation, lb: &Lb<K>) -> NewFlow {
 ///
 /// A RST that misses is forwarded without an entry (`forwarded_without_entry`).
 ///
-/// `service`: the flow's service as a new entry records it ([`service_tag`]).
+/// `telemetry` names the flow's service as a new entry records it ([`service_tag`]): looked up
+/// on a miss only.
 ///
 /// Returns the backend's index and whether the packet opened a flow (a miss that is a SYN or a
 /// UDP datagram, stored or not: what telemetry counts as a new flow).
@@ -841,7 +838,7 @@ fn flow_backend<K: Family>(
     counters: &mut Counters,
     sources: &mut SourceLimiter,
     lb: &Lb<K>,
-    service: u32,
+    telemetry: &crate::telemetry::Telemetry,
     now: u32,
 ) -> Result<(usize, bool), Counter> {
     let flags = lb.tcp_flags;
@@ -913,6 +910,9 @@ fn flow_backend<K: Family>(
     }
     let id = g.backends.get(index).map_or(0, |b| b.id);
     let counted = state != FlowState::TcpClosing;
+    let service = telemetry
+        .service_row(lb.service)
+        .map_or(0, |(row, incarnation)| service_tag(row, incarnation));
     let value = FlowValue {
         backend: id,
         slot: service | if counted { SLOT_COUNTED } else { 0 },

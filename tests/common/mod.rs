@@ -458,3 +458,29 @@ impl Rig {
         }
     }
 }
+
+/// `GET http://API/PATH` with curl (no proxy); the body.
+pub fn http_get(api: &str, path: &str) -> String {
+    let out = run_with_timeout(
+        Command::new("curl").args(["-sS", "--noproxy", "*", &format!("http://{api}{path}")]),
+        Duration::from_secs(60),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `switchyard-control show stats --api API [--json]`'s output; asserts it succeeded.
+pub fn show_stats(api: &str, json: bool) -> String {
+    let mut cmd = Command::new(control_bin());
+    cmd.args(["show", "stats", "--api", api]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "show stats: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use switchyard_table::shm::capture::{
-    capture_path_in, CaptureFile, CaptureFilter, Watch, ANY_COUNTER, MAX_SNAPLEN,
+    capture_id_of, capture_path_in, CaptureFile, CaptureFilter, Watch, ANY_COUNTER, MAX_SNAPLEN,
 };
 use switchyard_table::shm::{self, FlowTuple, Message};
 
@@ -180,17 +180,17 @@ impl Leftovers {
     /// grace from now if its header does not read.
     #[must_use]
     pub fn from_dir(dir: &Path, instance: &str) -> Self {
-        let stem = format!("switchyard-{instance}.capture-");
         let mut out = Self::default();
         let Ok(entries) = std::fs::read_dir(dir) else {
             return out;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_prefix(&stem)) else {
-                continue;
-            };
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            if name
+                .to_str()
+                .and_then(|n| capture_id_of(n, instance))
+                .is_none()
+            {
                 continue;
             }
             let path = entry.path();

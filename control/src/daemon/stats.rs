@@ -480,13 +480,20 @@ impl Traffic {
     }
 }
 
-/// `1.2M`-style figures for a fixed-width column.
-fn si(v: f64) -> String {
-    match v {
-        v if v >= 1e9 => format!("{:.1}G", v / 1e9),
-        v if v >= 1e6 => format!("{:.1}M", v / 1e6),
-        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
-        v => format!("{v:.0}"),
+/// One service's or pool's line: name, packets, bytes, new flows, active flows.
+type TrafficLine<'a> = (&'a str, u64, u64, u64, u64);
+
+/// A `SERVICE` or `POOL` table of `show stats`.
+fn traffic_table<'a>(out: &mut String, title: &str, lines: impl Iterator<Item = TrafficLine<'a>>) {
+    let _ = writeln!(
+        out,
+        "\n{title:<20}     PACKETS            BYTES   NEW FLOWS      ACTIVE"
+    );
+    for (name, packets, bytes, new_flows, active) in lines {
+        let _ = writeln!(
+            out,
+            "{name:<20} {packets:>11} {bytes:>16} {new_flows:>11} {active:>11}"
+        );
     }
 }
 
@@ -499,28 +506,32 @@ pub fn render(s: &StatsView) -> String {
         "data plane: {}",
         if s.dataplane_up { "up" } else { "not attached" }
     );
-    let _ = writeln!(
-        out,
-        "\nSERVICE                  PACKETS            BYTES   NEW FLOWS      ACTIVE"
+    traffic_table(
+        &mut out,
+        "SERVICE",
+        s.services.iter().map(|v| {
+            (
+                v.name.as_str(),
+                v.packets,
+                v.bytes,
+                v.new_flows,
+                v.active_flows,
+            )
+        }),
     );
-    for v in &s.services {
-        let _ = writeln!(
-            out,
-            "{:<20} {:>11} {:>16} {:>11} {:>11}",
-            v.name, v.packets, v.bytes, v.new_flows, v.active_flows
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nPOOL                     PACKETS            BYTES   NEW FLOWS      ACTIVE"
+    traffic_table(
+        &mut out,
+        "POOL",
+        s.pools.iter().map(|v| {
+            (
+                v.name.as_str(),
+                v.packets,
+                v.bytes,
+                v.new_flows,
+                v.active_flows,
+            )
+        }),
     );
-    for v in &s.pools {
-        let _ = writeln!(
-            out,
-            "{:<20} {:>11} {:>16} {:>11} {:>11}",
-            v.name, v.packets, v.bytes, v.new_flows, v.active_flows
-        );
-    }
     let _ = writeln!(
         out,
         "\nPOOL/BACKEND                      PACKETS            BYTES   NEW FLOWS      ACTIVE  STATE    WEIGHT"
@@ -588,7 +599,7 @@ pub fn render(s: &StatsView) -> String {
                 v.prefix,
                 v.packets_per_second,
                 v.packets_per_second_min,
-                si(v.bits_per_second),
+                super::top::si(v.bits_per_second),
                 v.share * 100.0
             );
         }

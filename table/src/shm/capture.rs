@@ -111,6 +111,19 @@ pub fn capture_path_in(dir: &Path, instance: &str, id: u32) -> PathBuf {
     dir.join(format!("switchyard-{instance}.capture-{id}"))
 }
 
+/// The capture id of a file named as [`capture_path_in`] names `instance`'s, if it is one.
+#[must_use]
+pub fn capture_id_of(file_name: &str, instance: &str) -> Option<u32> {
+    let id = file_name
+        .strip_prefix("switchyard-")?
+        .strip_prefix(instance)?
+        .strip_prefix(".capture-")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
 fn lo(w: u64) -> u32 {
     #[allow(clippy::cast_possible_truncation)] // the low half, by design
     let v = w as u32;
